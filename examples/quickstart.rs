@@ -1,0 +1,65 @@
+//! The quickstart: a store, a typed value, a TTL, compare-and-swap and a listing.
+//!
+//! `cargo run --example quickstart`
+
+use std::time::Duration;
+
+use kvtower::{kvkey, KvStore, KvStoreExt, MemoryKvStore, SetOptions};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct User {
+    name: String,
+    visits: u64,
+}
+
+#[tokio::main]
+async fn main() -> kvtower::Result<()> {
+    let store = MemoryKvStore::new();
+
+    let key = kvkey!["user", "42"];
+    store
+        .set_as(
+            &key,
+            &User {
+                name: "Ada".into(),
+                visits: 0,
+            },
+            SetOptions::default(),
+        )
+        .await?;
+    let user: Option<User> = store.get_as(&key).await?;
+    println!("read back: {user:?}");
+
+    // Compare-and-swap: only one writer wins a race.
+    let current = store.get(&key).await?;
+    let swapped = store
+        .cas(
+            &key,
+            current.as_ref(),
+            Some(json!({"name": "Ada", "visits": 1})),
+            SetOptions::default(),
+        )
+        .await?;
+    println!("cas swapped: {swapped}");
+
+    // A session that expires.
+    store
+        .set(
+            &kvkey!["session", "abc"],
+            json!("token"),
+            SetOptions::ttl(Duration::from_millis(100)),
+        )
+        .await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    println!(
+        "expired session: {:?}",
+        store.get(&kvkey!["session", "abc"]).await?
+    );
+
+    for entry in store.list_all(Some(kvkey!["user"])).await? {
+        println!("{} = {}", entry.key, entry.value);
+    }
+    Ok(())
+}

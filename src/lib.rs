@@ -1,0 +1,63 @@
+//! # kvtower
+//!
+//! Layered key–value caching: one [`KvStore`] trait over JSON values, stores
+//! for each environment, and tower-style layers that stack into a store.
+//!
+//! ```
+//! use kvtower::{kvkey, KvStore, KvStoreExt, MemoryKvStore, SetOptions};
+//! use serde_json::json;
+//! use std::time::Duration;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> kvtower::Result<()> {
+//! let store = MemoryKvStore::new();
+//! let key = kvkey!["user", "42"];
+//! store.set(&key, json!({"name": "Ada"}), SetOptions::ttl(Duration::from_secs(60))).await?;
+//! assert_eq!(store.get(&key).await?, Some(json!({"name": "Ada"})));
+//! assert!(store.cas(&key, Some(&json!({"name": "Ada"})), Some(json!({"name": "Grace"})), SetOptions::default()).await?);
+//! assert_eq!(store.list_all(Some(kvkey!["user"])).await?.len(), 1);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Layout
+//!
+//! | module | what |
+//! |---|---|
+//! | [`key`] | [`KvKey`], a non-empty sequence of string parts, and [`kvkey!`] |
+//! | [`store`] | the [`KvStore`] trait, [`KvStoreExt`] typed helpers, [`SetOptions`], [`KvEntry`] |
+//! | [`error`] | [`Error`], [`ErrorKind`], [`Result`] |
+//! | [`stores`] | one module per backend: [`MemoryKvStore`] (always on) |
+//! | `testing` | the conformance suite every store passes (feature `testing`) |
+//!
+//! # Cargo features
+//!
+//! | feature | enables |
+//! |---|---|
+//! | `testing` | [`conformance_suite!`] and the `testing` module |
+
+#![forbid(unsafe_code)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+pub mod error;
+pub mod key;
+pub mod store;
+pub mod stores;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use error::{Error, ErrorKind, Result};
+pub use key::KvKey;
+pub use store::{Capabilities, DynKvStore, KvEntry, KvStore, KvStoreExt, SetOptions, Value};
+pub use stores::memory::{MemoryKvStore, MemoryKvStoreBuilder};
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

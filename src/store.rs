@@ -1,0 +1,362 @@
+//! The [`KvStore`] trait, its typed helpers [`KvStoreExt`], and the types its
+//! methods take and return.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::key::KvKey;
+
+/// The value type: any JSON value. [`Value::Null`] is a stored value, distinct
+/// from an absent key (`None`).
+pub use serde_json::Value;
+
+/// A shared, type-erased store: what configuration builds and what
+/// applications usually hold.
+///
+/// ```
+/// use kvtower::{DynKvStore, MemoryKvStore};
+/// use std::sync::Arc;
+///
+/// let store: DynKvStore = Arc::new(MemoryKvStore::new());
+/// let clone = store.clone(); // shares the same data
+/// # let _ = clone;
+/// ```
+pub type DynKvStore = Arc<dyn KvStore>;
+
+/// Options of a write.
+///
+/// ```
+/// use kvtower::SetOptions;
+/// use std::time::Duration;
+///
+/// assert_eq!(SetOptions::default().ttl, None); // lives until deleted
+/// assert_eq!(SetOptions::ttl(Duration::from_secs(60)).ttl, Some(Duration::from_secs(60)));
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct SetOptions {
+    /// How long the value lives. `None`: until deleted or overwritten. A TTL of
+    /// zero means the value is already expired: the write leaves the key
+    /// absent. Writing a value without a TTL clears any earlier TTL.
+    pub ttl: Option<Duration>,
+}
+
+impl SetOptions {
+    /// Options with the given time to live.
+    pub fn ttl(ttl: Duration) -> Self {
+        Self { ttl: Some(ttl) }
+    }
+
+    /// Whether a write with these options leaves nothing behind (TTL zero).
+    ///
+    /// ```
+    /// # use kvtower::SetOptions;
+    /// # use std::time::Duration;
+    /// assert!(SetOptions::ttl(Duration::ZERO).is_expired());
+    /// assert!(!SetOptions::default().is_expired());
+    /// ```
+    pub fn is_expired(&self) -> bool {
+        self.ttl == Some(Duration::ZERO)
+    }
+}
+
+/// One entry yielded by [`KvStore::list`].
+///
+/// ```
+/// use kvtower::{kvkey, KvEntry};
+/// let entry = KvEntry { key: kvkey!["a"], value: serde_json::json!(1) };
+/// assert_eq!(entry.value, 1);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct KvEntry {
+    /// The entry's key.
+    pub key: KvKey,
+    /// The entry's value.
+    pub value: Value,
+}
+
+/// What a store can promise beyond the baseline contract. The conformance
+/// suite checks each capability in the form the store declares: a quirk is a
+/// documented capability, not a skipped test.
+///
+/// ```
+/// use kvtower::Capabilities;
+/// let caps = Capabilities::full();
+/// assert!(caps.atomic_cas && caps.exact_expiry);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// `cas` is atomic. When false, `cas` returns an
+    /// [`Unsupported`](crate::ErrorKind::Unsupported) error.
+    pub atomic_cas: bool,
+    /// Expired entries are never returned by `get`, `list` or `cas`. When
+    /// false, an expired entry may still be seen for a short while.
+    pub exact_expiry: bool,
+}
+
+impl Capabilities {
+    /// Everything the contract describes.
+    pub const fn full() -> Self {
+        Self {
+            atomic_cas: true,
+            exact_expiry: true,
+        }
+    }
+
+    /// These capabilities with `atomic_cas` set as given.
+    ///
+    /// ```
+    /// # use kvtower::Capabilities;
+    /// assert!(!Capabilities::full().with_atomic_cas(false).atomic_cas);
+    /// ```
+    #[must_use]
+    pub const fn with_atomic_cas(mut self, atomic_cas: bool) -> Self {
+        self.atomic_cas = atomic_cas;
+        self
+    }
+
+    /// These capabilities with `exact_expiry` set as given.
+    ///
+    /// ```
+    /// # use kvtower::Capabilities;
+    /// assert!(!Capabilities::full().with_exact_expiry(false).exact_expiry);
+    /// ```
+    #[must_use]
+    pub const fn with_exact_expiry(mut self, exact_expiry: bool) -> Self {
+        self.exact_expiry = exact_expiry;
+        self
+    }
+}
+
+impl Default for Capabilities {
+    fn default() -> Self {
+        Self::full()
+    }
+}
+
+/// A key–value store of JSON values: the one interface every backend and every
+/// layer stack implements.
+///
+/// The trait is object safe (`Arc<dyn KvStore>` is [`DynKvStore`]) and is
+/// implemented for `Arc<S>`, `Box<S>` (so `Box<dyn KvStore>`) and `&S`.
+///
+/// # Contract
+///
+/// * `get` returns `None` for an absent or expired key; [`Value::Null`] is a
+///   value like any other.
+/// * `set` upserts; a TTL of zero leaves the key absent; a write without a TTL
+///   clears an earlier TTL.
+/// * `delete` of an absent key succeeds.
+/// * `cas` is atomic: it succeeds when the current value equals `expected`
+///   (`None`: absent or expired), then stores `new` (`None`: deletes). JSON
+///   equality is structural (object key order does not matter).
+/// * `list` yields every live entry whose key starts with `prefix` part-wise,
+///   the key equal to the prefix included; `None` lists everything; no order
+///   is promised.
+/// * The batch methods behave like their single-key loops, faster where the
+///   backend has a native path.
+///
+/// # Implementing
+///
+/// See the README's "Implementing your own KvStore" and run
+/// [`conformance_suite!`](crate::conformance_suite) (feature `testing`) on it.
+///
+/// # Examples
+///
+/// ```
+/// use kvtower::{kvkey, KvStore, MemoryKvStore, SetOptions};
+/// use serde_json::json;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> kvtower::Result<()> {
+/// let store = MemoryKvStore::new();
+/// let key = kvkey!["user", "42"];
+/// store.set(&key, json!({"name": "Ada"}), SetOptions::default()).await?;
+/// assert_eq!(store.get(&key).await?, Some(json!({"name": "Ada"})));
+/// assert!(store.cas(&key, Some(&json!({"name": "Ada"})), None, SetOptions::default()).await?);
+/// assert_eq!(store.get(&key).await?, None);
+/// # Ok(())
+/// # }
+/// ```
+#[async_trait]
+pub trait KvStore: Send + Sync {
+    /// The value stored under `key`, or `None` when it is absent or expired.
+    async fn get(&self, key: &KvKey) -> Result<Option<Value>>;
+
+    /// Stores `value` under `key` (insert or overwrite) with `options`.
+    async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()>;
+
+    /// Removes `key`. Removing an absent key succeeds.
+    async fn delete(&self, key: &KvKey) -> Result<()>;
+
+    /// Atomic compare-and-swap: when the current value of `key` equals
+    /// `expected` (`None`: absent or expired), stores `new` with `options`
+    /// (`None`: deletes the key) and returns `true`; otherwise changes nothing
+    /// and returns `false`.
+    async fn cas(
+        &self,
+        key: &KvKey,
+        expected: Option<&Value>,
+        new: Option<Value>,
+        options: SetOptions,
+    ) -> Result<bool>;
+
+    /// Every live entry whose key starts with `prefix` part-wise (the key equal
+    /// to `prefix` included), or every entry when `prefix` is `None`.
+    fn list(&self, prefix: Option<KvKey>) -> BoxStream<'_, Result<KvEntry>>;
+
+    /// The values of `keys`, in order (`None` for each absent key).
+    async fn get_many(&self, keys: &[KvKey]) -> Result<Vec<Option<Value>>> {
+        let mut values = Vec::with_capacity(keys.len());
+        for key in keys {
+            values.push(self.get(key).await?);
+        }
+        Ok(values)
+    }
+
+    /// Stores every entry with the same `options`.
+    async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {
+        for (key, value) in entries {
+            self.set(&key, value, options).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes every key in `keys`.
+    async fn delete_many(&self, keys: &[KvKey]) -> Result<()> {
+        for key in keys {
+            self.delete(key).await?;
+        }
+        Ok(())
+    }
+
+    /// What this store promises beyond the baseline contract.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::full()
+    }
+}
+
+/// Forwards every method, so that wrappers of a store are stores too.
+macro_rules! forward_kv_store {
+    ($($generics:tt)*) => {
+        #[async_trait]
+        impl $($generics)* {
+            async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
+                (**self).get(key).await
+            }
+            async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
+                (**self).set(key, value, options).await
+            }
+            async fn delete(&self, key: &KvKey) -> Result<()> {
+                (**self).delete(key).await
+            }
+            async fn cas(
+                &self,
+                key: &KvKey,
+                expected: Option<&Value>,
+                new: Option<Value>,
+                options: SetOptions,
+            ) -> Result<bool> {
+                (**self).cas(key, expected, new, options).await
+            }
+            fn list(&self, prefix: Option<KvKey>) -> BoxStream<'_, Result<KvEntry>> {
+                (**self).list(prefix)
+            }
+            async fn get_many(&self, keys: &[KvKey]) -> Result<Vec<Option<Value>>> {
+                (**self).get_many(keys).await
+            }
+            async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {
+                (**self).set_many(entries, options).await
+            }
+            async fn delete_many(&self, keys: &[KvKey]) -> Result<()> {
+                (**self).delete_many(keys).await
+            }
+            fn capabilities(&self) -> Capabilities {
+                (**self).capabilities()
+            }
+        }
+    };
+}
+
+forward_kv_store!(<S: KvStore + ?Sized> KvStore for Arc<S>);
+forward_kv_store!(<S: KvStore + ?Sized> KvStore for Box<S>);
+forward_kv_store!(<S: KvStore + ?Sized> KvStore for &S);
+
+/// Typed helpers over any [`KvStore`], through serde.
+///
+/// ```
+/// use kvtower::{kvkey, KvStoreExt, MemoryKvStore, SetOptions};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize, PartialEq, Debug)]
+/// struct User { name: String }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> kvtower::Result<()> {
+/// let store = MemoryKvStore::new();
+/// let key = kvkey!["user", "42"];
+/// store.set_as(&key, &User { name: "Ada".into() }, SetOptions::default()).await?;
+/// let user: Option<User> = store.get_as(&key).await?;
+/// assert_eq!(user, Some(User { name: "Ada".into() }));
+/// # Ok(())
+/// # }
+/// ```
+#[async_trait]
+pub trait KvStoreExt: KvStore {
+    /// [`get`](KvStore::get), deserialized into `T`.
+    ///
+    /// # Errors
+    ///
+    /// An [`InvalidValue`](crate::ErrorKind::InvalidValue) error naming the key
+    /// when the stored value does not deserialize into `T`.
+    async fn get_as<T: DeserializeOwned>(&self, key: &KvKey) -> Result<Option<T>> {
+        match self.get(key).await? {
+            None => Ok(None),
+            Some(value) => serde_json::from_value(value)
+                .map(Some)
+                .map_err(|e| Error::from(e).with_operation("get").with_key(key)),
+        }
+    }
+
+    /// [`set`](KvStore::set) of `value` serialized to JSON.
+    ///
+    /// # Errors
+    ///
+    /// An [`InvalidValue`](crate::ErrorKind::InvalidValue) error when `value`
+    /// cannot be serialized (a map with non-string keys, for example).
+    async fn set_as<T: Serialize + Sync + ?Sized>(
+        &self,
+        key: &KvKey,
+        value: &T,
+        options: SetOptions,
+    ) -> Result<()> {
+        let value = serde_json::to_value(value)
+            .map_err(|e| Error::from(e).with_operation("set").with_key(key))?;
+        self.set(key, value, options).await
+    }
+
+    /// Every listed entry of the prefix, collected (for small listings).
+    ///
+    /// ```
+    /// # use kvtower::{kvkey, KvStore, KvStoreExt, MemoryKvStore, SetOptions};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> kvtower::Result<()> {
+    /// let store = MemoryKvStore::new();
+    /// store.set(&kvkey!["a", "1"], 1.into(), SetOptions::default()).await?;
+    /// assert_eq!(store.list_all(Some(kvkey!["a"])).await?.len(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    async fn list_all(&self, prefix: Option<KvKey>) -> Result<Vec<KvEntry>> {
+        use futures::TryStreamExt;
+        self.list(prefix).try_collect().await
+    }
+}
+
+impl<S: KvStore + ?Sized> KvStoreExt for S {}

@@ -1,0 +1,426 @@
+//! [`MemoryKvStore`]: an in-process store on [`moka::future::Cache`].
+//!
+//! Bounded by an entry count or a byte budget, with per-entry TTLs. Use it in
+//! tests, as a single process's store, or as the front tier of a
+//! [`CacheLayer`](crate::layers::CacheLayer).
+//!
+//! ```
+//! use kvtower::{kvkey, KvStore, MemoryKvStore, SetOptions};
+//! use std::time::Duration;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> kvtower::Result<()> {
+//! let store = MemoryKvStore::builder().max_entries(10_000).build();
+//! store.set(&kvkey!["session", "s1"], "alice".into(), SetOptions::ttl(Duration::from_secs(60))).await?;
+//! assert_eq!(store.get(&kvkey!["session", "s1"]).await?, Some("alice".into()));
+//! # Ok(())
+//! # }
+//! ```
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::stream::{self, BoxStream, StreamExt};
+use moka::future::Cache;
+use moka::ops::compute::Op;
+use moka::Expiry;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::key::KvKey;
+use crate::store::{KvEntry, KvStore, SetOptions, Value};
+
+/// The default bound of [`MemoryKvStore::new`], in entries.
+pub const DEFAULT_MAX_ENTRIES: u64 = 100_000;
+
+/// An in-memory store on a moka cache.
+///
+/// Cheap to clone: clones share the same entries.
+///
+/// When the bound is reached, moka evicts the entries least likely to be used
+/// again (TinyLFU), so this is a cache, not durable storage.
+///
+/// `get` is lock-free; writes to one key are serialized through moka's
+/// per-key compute lock, which is what makes [`cas`](KvStore::cas) atomic
+/// against concurrent `set`, `delete` and `cas` calls on the same key.
+///
+/// ```
+/// use kvtower::MemoryKvStore;
+/// let store = MemoryKvStore::new(); // at most 100,000 entries
+/// # let _ = store;
+/// ```
+#[derive(Clone)]
+pub struct MemoryKvStore {
+    cache: Cache<KvKey, Stored>,
+    max_value_bytes: Option<usize>,
+}
+
+impl std::fmt::Debug for MemoryKvStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryKvStore")
+            .field("entry_count", &self.cache.entry_count())
+            .field("weighted_size", &self.cache.weighted_size())
+            .finish()
+    }
+}
+
+/// A stored value and the instant it expires.
+///
+/// moka expires entries through [`StoredExpiry`], but its housekeeping is
+/// lazy and its clock is its own; `expires_at` is checked on every read too,
+/// so an entry is never returned past its TTL.
+#[derive(Clone)]
+struct Stored {
+    value: Value,
+    expires_at: Option<Instant>,
+}
+
+impl Stored {
+    fn is_live(&self, now: impl FnOnce() -> Instant) -> bool {
+        match self.expires_at {
+            None => true,
+            Some(at) => now() < at,
+        }
+    }
+}
+
+struct StoredExpiry;
+
+impl Expiry<KvKey, Stored> for StoredExpiry {
+    fn expire_after_create(
+        &self,
+        _: &KvKey,
+        value: &Stored,
+        created_at: Instant,
+    ) -> Option<Duration> {
+        value
+            .expires_at
+            .map(|at| at.saturating_duration_since(created_at))
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &KvKey,
+        value: &Stored,
+        updated_at: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        // The new value's TTL replaces the old one; no TTL means none at all.
+        value
+            .expires_at
+            .map(|at| at.saturating_duration_since(updated_at))
+    }
+}
+
+/// Options of a [`MemoryKvStore`], from [`MemoryKvStore::builder`].
+///
+/// ```
+/// use kvtower::MemoryKvStore;
+/// let store = MemoryKvStore::builder()
+///     .max_bytes(64 * 1024 * 1024) // weigh entries by their JSON size
+///     .max_value_bytes(1024 * 1024)
+///     .build();
+/// # let _ = store;
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct MemoryKvStoreBuilder {
+    bound: Bound,
+    max_value_bytes: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Bound {
+    Entries(u64),
+    Bytes(u64),
+}
+
+impl MemoryKvStoreBuilder {
+    /// Bound the store at `max` entries (the default, with
+    /// [`DEFAULT_MAX_ENTRIES`]).
+    pub fn max_entries(mut self, max: u64) -> Self {
+        self.bound = Bound::Entries(max);
+        self
+    }
+
+    /// Bound the store at about `max` bytes, weighing each entry by its key
+    /// parts and the length of its value's JSON text (the weight is computed
+    /// once per write).
+    pub fn max_bytes(mut self, max: u64) -> Self {
+        self.bound = Bound::Bytes(max);
+        self
+    }
+
+    /// Reject values whose JSON text is longer than `max` bytes with a
+    /// [`ValueTooLarge`](ErrorKind::ValueTooLarge) error.
+    pub fn max_value_bytes(mut self, max: usize) -> Self {
+        self.max_value_bytes = Some(max);
+        self
+    }
+
+    /// Builds the store.
+    pub fn build(self) -> MemoryKvStore {
+        let builder = Cache::builder().expire_after(StoredExpiry);
+        let cache = match self.bound {
+            Bound::Entries(max) => builder.max_capacity(max).build(),
+            Bound::Bytes(max) => builder
+                .max_capacity(max)
+                .weigher(|key: &KvKey, stored: &Stored| {
+                    let weight = key_weight(key) + json_len(&stored.value);
+                    u32::try_from(weight).unwrap_or(u32::MAX)
+                })
+                .build(),
+        };
+        MemoryKvStore {
+            cache,
+            max_value_bytes: self.max_value_bytes,
+        }
+    }
+}
+
+/// Bytes a key takes in memory, roughly: its parts and their headers.
+fn key_weight(key: &KvKey) -> usize {
+    key.parts()
+        .iter()
+        .map(|p| p.len() + std::mem::size_of::<String>())
+        .sum::<usize>()
+        + 64 // the entry's own bookkeeping in moka
+}
+
+/// The length of `value`'s JSON text, without building the text.
+pub(crate) fn json_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing a Value into an infallible sink cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
+impl Default for MemoryKvStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryKvStore {
+    /// A store bounded at [`DEFAULT_MAX_ENTRIES`] entries.
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// A builder for the bound and limits.
+    pub fn builder() -> MemoryKvStoreBuilder {
+        MemoryKvStoreBuilder {
+            bound: Bound::Entries(DEFAULT_MAX_ENTRIES),
+            max_value_bytes: None,
+        }
+    }
+
+    /// How many entries the store holds, approximately (moka updates the count
+    /// lazily; expired entries may still be counted).
+    ///
+    /// ```
+    /// # let store = kvtower::MemoryKvStore::new();
+    /// assert_eq!(store.entry_count(), 0);
+    /// ```
+    pub fn entry_count(&self) -> u64 {
+        self.cache.entry_count()
+    }
+
+    /// The total weight of the entries: bytes with
+    /// [`max_bytes`](MemoryKvStoreBuilder::max_bytes), else the entry count.
+    /// Call [`run_pending_tasks`](Self::run_pending_tasks) first for an exact
+    /// figure.
+    ///
+    /// ```
+    /// # let store = kvtower::MemoryKvStore::new();
+    /// assert_eq!(store.weighted_size(), 0);
+    /// ```
+    pub fn weighted_size(&self) -> u64 {
+        self.cache.weighted_size()
+    }
+
+    /// Runs moka's pending housekeeping (evictions, expirations) now.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let store = kvtower::MemoryKvStore::new();
+    /// store.run_pending_tasks().await;
+    /// # }
+    /// ```
+    pub async fn run_pending_tasks(&self) {
+        self.cache.run_pending_tasks().await;
+    }
+
+    /// Removes every entry.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> kvtower::Result<()> {
+    /// # use kvtower::{kvkey, KvStore, SetOptions};
+    /// let store = kvtower::MemoryKvStore::new();
+    /// store.set(&kvkey!["a"], 1.into(), SetOptions::default()).await?;
+    /// store.clear();
+    /// assert_eq!(store.get(&kvkey!["a"]).await?, None);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn clear(&self) {
+        self.cache.invalidate_all();
+    }
+
+    fn stored(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<Stored> {
+        if let Some(max) = self.max_value_bytes {
+            let len = json_len(&value);
+            if len > max {
+                return Err(Error::new(
+                    ErrorKind::ValueTooLarge,
+                    format!("value of {len} bytes exceeds the limit of {max} bytes"),
+                )
+                .with_key(key));
+            }
+        }
+        // `checked_add` guards against a TTL so long the instant overflows: such
+        // a value simply never expires.
+        let expires_at = options.ttl.and_then(|ttl| Instant::now().checked_add(ttl));
+        Ok(Stored { value, expires_at })
+    }
+
+    fn live(stored: Option<Stored>) -> Option<Value> {
+        stored.filter(|s| s.is_live(Instant::now)).map(|s| s.value)
+    }
+}
+
+#[async_trait]
+impl KvStore for MemoryKvStore {
+    async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
+        Ok(Self::live(self.cache.get(key).await))
+    }
+
+    async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
+        let op = if options.is_expired() {
+            Op::Remove
+        } else {
+            Op::Put(
+                self.stored(key, value, options)
+                    .map_err(|e| e.with_operation("set"))?,
+            )
+        };
+        // Through the compute lock (not `insert`) so that a concurrent `cas`
+        // on the same key cannot interleave between its read and its write.
+        self.cache
+            .entry_by_ref(key)
+            .and_compute_with(|_| std::future::ready(op))
+            .await;
+        Ok(())
+    }
+
+    async fn delete(&self, key: &KvKey) -> Result<()> {
+        self.cache
+            .entry_by_ref(key)
+            .and_compute_with(|_| std::future::ready(Op::Remove))
+            .await;
+        Ok(())
+    }
+
+    async fn cas(
+        &self,
+        key: &KvKey,
+        expected: Option<&Value>,
+        new: Option<Value>,
+        options: SetOptions,
+    ) -> Result<bool> {
+        let replacement = match new {
+            Some(value) if !options.is_expired() => Some(
+                self.stored(key, value, options)
+                    .map_err(|e| e.with_operation("cas"))?,
+            ),
+            _ => None,
+        };
+        let mut swapped = false;
+        // moka runs the closure under the key's compute lock: the comparison
+        // and the write are one atomic step for every writer of this key.
+        self.cache
+            .entry_by_ref(key)
+            .and_compute_with(|entry| {
+                let current = Self::live(entry.map(|e| e.into_value()));
+                // serde_json's equality is structural: objects compare as maps.
+                let op = if current.as_ref() == expected {
+                    swapped = true;
+                    match replacement {
+                        Some(stored) => Op::Put(stored),
+                        None => Op::Remove,
+                    }
+                } else {
+                    Op::Nop
+                };
+                std::future::ready(op)
+            })
+            .await;
+        Ok(swapped)
+    }
+
+    fn list(&self, prefix: Option<KvKey>) -> BoxStream<'_, Result<KvEntry>> {
+        let now = Instant::now();
+        let mut entries: Vec<KvEntry> = self
+            .cache
+            .iter()
+            .filter(|(key, stored)| {
+                prefix.as_ref().is_none_or(|p| key.starts_with(p)) && stored.is_live(|| now)
+            })
+            .map(|(key, stored)| KvEntry {
+                key: KvKey::clone(&key),
+                value: stored.value,
+            })
+            .collect();
+        entries.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        stream::iter(entries.into_iter().map(Ok)).boxed()
+    }
+
+    async fn get_many(&self, keys: &[KvKey]) -> Result<Vec<Option<Value>>> {
+        let mut values = Vec::with_capacity(keys.len());
+        for key in keys {
+            values.push(Self::live(self.cache.get(key).await));
+        }
+        Ok(values)
+    }
+
+    async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {
+        // Check every value first so that a rejected batch writes nothing.
+        let mut prepared = Vec::with_capacity(entries.len());
+        for (key, value) in entries {
+            let op = if options.is_expired() {
+                Op::Remove
+            } else {
+                Op::Put(
+                    self.stored(&key, value, options)
+                        .map_err(|e| e.with_operation("set_many"))?,
+                )
+            };
+            prepared.push((key, op));
+        }
+        for (key, op) in prepared {
+            self.cache
+                .entry(key)
+                .and_compute_with(|_| std::future::ready(op))
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn delete_many(&self, keys: &[KvKey]) -> Result<()> {
+        for key in keys {
+            self.delete(key).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,3 @@
+//! The backends, one module each; every one passes the same conformance suite.
+
+pub mod memory;
