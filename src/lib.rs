@@ -35,6 +35,7 @@
 //! | feature | enables |
 //! |---|---|
 //! | `testing` | [`conformance_suite!`] and the `testing` module |
+//! | `config` | `config::StoreConfig`: stacks from TOML, environment or code |
 
 #![forbid(unsafe_code)]
 #![warn(
@@ -45,6 +46,8 @@
 )]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+#[cfg(feature = "config")]
+pub mod config;
 pub mod error;
 pub mod key;
 pub mod store;

@@ -1,0 +1,199 @@
+//! Parsing and validation of `StoreConfig` (building stacks is tested with the stores).
+
+use std::time::Duration;
+
+use kvtower::config::{BackendConfig, LayerConfig, StoreConfig};
+use kvtower::ErrorKind;
+
+fn err(text: &str) -> String {
+    let err = StoreConfig::from_toml_str(text).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    err.to_string()
+}
+
+#[test]
+fn url_shorthands() {
+    for (url, ok) in [
+        ("memory://", true),
+        ("sqlite:///tmp/x.db", true),
+        ("sqlite://:memory:", true),
+        ("redis://127.0.0.1:6379/0", true),
+        ("rediss://u:p@h:6380", true),
+        ("redis+unix:///run/redis.sock", true),
+        ("redis+cluster://127.0.0.1:7000,127.0.0.1:7001", true),
+        ("postgres://postgres@127.0.0.1/test", true),
+        ("postgresql://h/db", true),
+        ("mysql://h/db", false),
+        ("sqlite://", false),
+        ("redis+cluster://", false),
+        ("not a url", false),
+    ] {
+        assert_eq!(BackendConfig::from_url(url).is_ok(), ok, "{url}");
+    }
+    match BackendConfig::from_url("redis+cluster://a:1,b:2").unwrap() {
+        BackendConfig::RedisCluster(c) => {
+            let urls: Vec<_> = c.urls.iter().map(|u| u.expose().to_owned()).collect();
+            assert_eq!(urls, ["redis://a:1", "redis://b:2"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    match BackendConfig::from_url("sqlite:///var/kv.db").unwrap() {
+        BackendConfig::Sqlite(c) => assert_eq!(c.path.to_str(), Some("/var/kv.db")),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn full_config_parses_in_order() {
+    let config = StoreConfig::from_toml_str(
+        r#"
+        [backend]
+        kind = "redis"
+        url = "redis://127.0.0.1:6379"
+        namespace = "app"
+        timeout = "250ms"
+
+        [[layers]]
+        type = "metrics"
+        name = "app"
+
+        [[layers]]
+        type = "prefix"
+        prefix = ["v1"]
+
+        [[layers]]
+        type = "cache"
+        capacity = 1000
+        ttl = "30s"
+        negative_ttl = "1s"
+        invalidation = { channel = "app:inv" }
+
+        [[layers]]
+        type = "default_ttl"
+        ttl = "1h"
+        jitter = 0.1
+
+        [[layers]]
+        type = "timeout"
+        timeout = "500ms"
+
+        [[layers]]
+        type = "retry"
+        attempts = 3
+        "#,
+    )
+    .unwrap();
+    assert!(matches!(
+        config.backend,
+        BackendConfig::Redis(ref c) if c.timeout == Some(Duration::from_millis(250))
+    ));
+    let kinds: Vec<&str> = config
+        .layers
+        .iter()
+        .map(|l| match l {
+            LayerConfig::Metrics(_) => "metrics",
+            LayerConfig::Prefix(_) => "prefix",
+            LayerConfig::Cache(_) => "cache",
+            LayerConfig::DefaultTtl(_) => "default_ttl",
+            LayerConfig::Timeout(_) => "timeout",
+            LayerConfig::Retry(_) => "retry",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "metrics",
+            "prefix",
+            "cache",
+            "default_ttl",
+            "timeout",
+            "retry"
+        ]
+    );
+    // Round trip through TOML.
+    let text = toml::to_string(&config).unwrap();
+    assert_eq!(StoreConfig::from_toml_str(&text).unwrap(), config);
+}
+
+#[test]
+fn errors_name_the_field_and_allowed_values() {
+    let e = err("backend = \"mysql://u:hunter2@db\"");
+    assert!(
+        e.contains("backend") && e.contains("redis://") && e.contains("memory://"),
+        "{e}"
+    );
+    assert!(!e.contains("hunter2"), "secret leaked: {e}");
+
+    let e = err("backend = \"memory://\"\n[[layers]]\ntype = \"cach\"");
+    assert!(
+        e.contains("cach") && e.contains("cache") && e.contains("default_ttl"),
+        "{e}"
+    );
+
+    let e = err("[backend]\nkind = \"mongo\"");
+    assert!(
+        e.contains("mongo") && e.contains("redis_cluster") && e.contains("sqlite"),
+        "{e}"
+    );
+
+    let e = err("backend = \"memory://\"\n[[layers]]\ntype = \"cache\"\ncapacity = \"big\"");
+    assert!(e.contains("capacity"), "{e}");
+
+    let e = err("backend = \"memory://\"\n[[layers]]\ntype = \"default_ttl\"\nttl = \"soon\"");
+    assert!(e.contains("ttl"), "{e}");
+
+    let e = err("backend = \"memory://\"\n[[layers]]\ntype = \"prefix\"\nprefix = []");
+    assert!(e.contains("layers[0].prefix"), "{e}");
+
+    let e = err("backend = \"memory://\"\n[[layers]]\ntype = \"retry\"\nattempts = 0");
+    assert!(e.contains("layers[0].retry.attempts"), "{e}");
+
+    let e = err(
+        "backend = \"memory://\"\n[[layers]]\ntype = \"default_ttl\"\nttl = \"1s\"\njitter = 2.0",
+    );
+    assert!(e.contains("jitter") && e.contains("0 to 1"), "{e}");
+
+    let e = err("backend = \"memory://\"\nlayer = []");
+    assert!(e.contains("layer") && e.contains("layers"), "{e}");
+
+    let e = err("[backend]\nkind = \"redis\"\nurl = \"redis://:hunter2@h\"\nnamespce = \"x\"");
+    assert!(e.contains("namespce") && e.contains("namespace"), "{e}");
+    assert!(!e.contains("hunter2"), "secret leaked: {e}");
+
+    let e = err("");
+    assert!(e.contains("backend"), "{e}");
+    for e in [
+        err("backend = \"memory://\"\n[[layers]]\ntype = \"cache\"\ncapacity = \"big\""),
+        err("backend = \"memory://\"\n[[layers]]\nprefix = [\"a\"]"),
+    ] {
+        assert!(e.contains("layers[0]") && e.contains("line 2"), "{e}");
+    }
+}
+
+#[test]
+fn debug_redacts_secrets() {
+    let config =
+        StoreConfig::from_toml_str("backend = \"postgres://app:hunter2@db/test?password=hunter3\"")
+            .unwrap();
+    let debug = format!("{config:?}");
+    assert!(
+        !debug.contains("hunter2") && !debug.contains("hunter3"),
+        "{debug}"
+    );
+    assert!(debug.contains("app:***@db"), "{debug}");
+}
+
+#[test]
+fn from_file_names_the_file() {
+    let dir = std::env::temp_dir().join(format!("kvtower-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.toml");
+    std::fs::write(&path, "backend = 3").unwrap();
+    let e = StoreConfig::from_toml_file(&path).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Config);
+    assert!(e.to_string().contains("bad.toml"), "{e}");
+    let e = StoreConfig::from_toml_file(dir.join("missing.toml")).unwrap_err();
+    assert!(e.to_string().contains("missing.toml"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
