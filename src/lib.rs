@@ -49,6 +49,8 @@
 #[cfg(feature = "config")]
 pub mod config;
 pub mod error;
+#[cfg(feature = "redis")]
+pub mod invalidation;
 pub mod key;
 pub mod store;
 pub mod stores;
