@@ -10,6 +10,8 @@ use std::time::Duration;
 use kvtower::{kvkey, ErrorKind, KvStore, KvStoreExt, SetOptions, SqliteKvStore};
 use serde_json::json;
 
+mod common;
+
 /// A fresh directory under the OS temp dir, removed on drop (also on panic).
 struct TempDir(PathBuf);
 
@@ -43,66 +45,11 @@ kvtower::conformance_suite!(|| async { SqliteKvStore::memory().await.unwrap() },
 mod file_backed {
     use super::*;
 
-    /// A store that owns its temporary directory.
-    struct FileStore {
-        store: SqliteKvStore,
-        _dir: TempDir,
-    }
-
-    #[async_trait::async_trait]
-    impl KvStore for FileStore {
-        async fn get(&self, key: &kvtower::KvKey) -> kvtower::Result<Option<kvtower::Value>> {
-            self.store.get(key).await
-        }
-        async fn set(
-            &self,
-            key: &kvtower::KvKey,
-            value: kvtower::Value,
-            options: SetOptions,
-        ) -> kvtower::Result<()> {
-            self.store.set(key, value, options).await
-        }
-        async fn delete(&self, key: &kvtower::KvKey) -> kvtower::Result<()> {
-            self.store.delete(key).await
-        }
-        async fn cas(
-            &self,
-            key: &kvtower::KvKey,
-            expected: Option<&kvtower::Value>,
-            new: Option<kvtower::Value>,
-            options: SetOptions,
-        ) -> kvtower::Result<bool> {
-            self.store.cas(key, expected, new, options).await
-        }
-        fn list(
-            &self,
-            prefix: Option<kvtower::KvKey>,
-        ) -> futures::stream::BoxStream<'_, kvtower::Result<kvtower::KvEntry>> {
-            self.store.list(prefix)
-        }
-        async fn get_many(
-            &self,
-            keys: &[kvtower::KvKey],
-        ) -> kvtower::Result<Vec<Option<kvtower::Value>>> {
-            self.store.get_many(keys).await
-        }
-        async fn set_many(
-            &self,
-            entries: Vec<(kvtower::KvKey, kvtower::Value)>,
-            options: SetOptions,
-        ) -> kvtower::Result<()> {
-            self.store.set_many(entries, options).await
-        }
-        async fn delete_many(&self, keys: &[kvtower::KvKey]) -> kvtower::Result<()> {
-            self.store.delete_many(keys).await
-        }
-    }
-
     kvtower::conformance_suite!(
         || async {
             let dir = TempDir::new();
             let store = SqliteKvStore::open(dir.file()).await.unwrap();
-            FileStore { store, _dir: dir }
+            common::WithGuard { store, _guard: dir }
         },
         16
     );

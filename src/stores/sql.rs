@@ -144,12 +144,16 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// TTLs longer than this (about 73 million years) never expire: adding them
+/// to the current time could overflow an `i64` column.
+const MAX_TTL_MS: i64 = i64::MAX / 4;
+
 /// A TTL in whole milliseconds, rounded up so that a sub-millisecond TTL
-/// still lives; `None` (never expires) when it does not fit an `i64`.
+/// still lives; `None` (never expires) beyond [`MAX_TTL_MS`].
 pub(crate) fn ttl_ms(ttl: Option<Duration>) -> Option<i64> {
     let ttl = ttl?;
     let ms = ttl.as_millis() + u128::from(ttl.subsec_nanos() % 1_000_000 != 0);
-    i64::try_from(ms).ok()
+    i64::try_from(ms).ok().filter(|&ms| ms <= MAX_TTL_MS)
 }
 
 /// When a value written now with `ttl` expires, in ms since the epoch.
