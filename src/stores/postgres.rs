@@ -600,15 +600,20 @@ impl PostgresKvStore {
 #[async_trait]
 impl KvStore for PostgresKvStore {
     async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
-        let client = self.inner.client("get").await?;
-        let stmt = prepare(&client, &self.inner.sql.get, "get").await?;
+        let with_key = |e: Error| e.with_key(key);
+        let client = self.inner.client("get").await.map_err(with_key)?;
+        let stmt = prepare(&client, &self.inner.sql.get, "get")
+            .await
+            .map_err(with_key)?;
         let row = client
             .query_opt(&stmt, &[&encode_key(key)])
             .await
             .map_err(|e| pg_error(e, "get").with_key(key))?;
         match row {
             Some(row) => {
-                let text: &str = row.try_get(0).map_err(|e| pg_error(e, "get"))?;
+                let text: &str = row
+                    .try_get(0)
+                    .map_err(|e| pg_error(e, "get").with_key(key))?;
                 parse_value(text, key, "get").map(Some)
             }
             None => Ok(None),
@@ -619,8 +624,11 @@ impl KvStore for PostgresKvStore {
         if options.is_expired() {
             return self.delete(key).await;
         }
-        let client = self.inner.client("set").await?;
-        let stmt = prepare(&client, &self.inner.sql.upsert, "set").await?;
+        let with_key = |e: Error| e.with_key(key);
+        let client = self.inner.client("set").await.map_err(with_key)?;
+        let stmt = prepare(&client, &self.inner.sql.upsert, "set")
+            .await
+            .map_err(with_key)?;
         client
             .execute(
                 &stmt,
@@ -632,8 +640,11 @@ impl KvStore for PostgresKvStore {
     }
 
     async fn delete(&self, key: &KvKey) -> Result<()> {
-        let client = self.inner.client("delete").await?;
-        let stmt = prepare(&client, &self.inner.sql.delete, "delete").await?;
+        let with_key = |e: Error| e.with_key(key);
+        let client = self.inner.client("delete").await.map_err(with_key)?;
+        let stmt = prepare(&client, &self.inner.sql.delete, "delete")
+            .await
+            .map_err(with_key)?;
         client
             .execute(&stmt, &[&encode_key(key)])
             .await

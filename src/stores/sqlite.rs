@@ -615,11 +615,19 @@ impl SqliteKvStore {
 #[async_trait]
 impl KvStore for SqliteKvStore {
     async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
-        let key = key.clone();
+        let owned = key.clone();
         self.run("get", move |conn, statements| {
-            get_live(conn, statements, &key, &encode_key(&key), now_ms(), "get")
+            get_live(
+                conn,
+                statements,
+                &owned,
+                &encode_key(&owned),
+                now_ms(),
+                "get",
+            )
         })
         .await
+        .map_err(|e| e.with_key(key))
     }
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
@@ -664,7 +672,7 @@ impl KvStore for SqliteKvStore {
         new: Option<Value>,
         options: SetOptions,
     ) -> Result<bool> {
-        let key = key.clone();
+        let owned = key.clone();
         let expected = expected.cloned();
         let new = new.map(|v| value_text(&v));
         self.run("cas", move |conn, statements| {
@@ -674,20 +682,19 @@ impl KvStore for SqliteKvStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|e| sqlite_error(e, "cas"))?;
-            let enc = encode_key(&key);
+            let enc = encode_key(&owned);
             let now = now_ms();
-            let current =
-                get_live(&tx, statements, &key, &enc, now, "cas").map_err(|e| e.with_key(&key))?;
+            let current = get_live(&tx, statements, &owned, &enc, now, "cas")?;
             // serde_json's equality is structural: objects compare as maps.
             if current != expected {
                 return Ok(false);
             }
-            write(&tx, statements, &enc, new.as_deref(), options, now, "cas")
-                .map_err(|e| e.with_key(&key))?;
+            write(&tx, statements, &enc, new.as_deref(), options, now, "cas")?;
             tx.commit().map_err(|e| sqlite_error(e, "cas"))?;
             Ok(true)
         })
         .await
+        .map_err(|e| e.with_key(key))
     }
 
     fn list(&self, prefix: Option<KvKey>) -> BoxStream<'_, Result<KvEntry>> {
