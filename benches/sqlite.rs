@@ -30,7 +30,8 @@ fn value() -> Value {
     json!({"name": "Ada Lovelace", "id": 42, "tags": ["math", "engines"]})
 }
 
-/// The store's key encoding, for the raw side to use the same bytes.
+/// The store's key encoding, for the raw side to use the same bytes (and
+/// the same schema, below).
 fn encode(key: &KvKey) -> Vec<u8> {
     let mut out = Vec::new();
     for part in key.parts() {
@@ -64,7 +65,9 @@ fn raw_connection(path: &PathBuf) -> Connection {
     conn.execute_batch(
         "PRAGMA synchronous = NORMAL;\
          CREATE TABLE IF NOT EXISTS kvtower (k BLOB PRIMARY KEY NOT NULL, v TEXT NOT NULL, \
-         expires_at INTEGER) WITHOUT ROWID;",
+         expires_at INTEGER) WITHOUT ROWID;\
+         CREATE INDEX IF NOT EXISTS kvtower_expires_at ON kvtower (expires_at) \
+         WHERE expires_at IS NOT NULL;",
     )
     .unwrap();
     conn
