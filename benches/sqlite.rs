@@ -25,7 +25,6 @@ use rusqlite::{params, Connection};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
-
 fn value() -> Value {
     json!({"name": "Ada Lovelace", "id": 42, "tags": ["math", "engines"]})
 }
