@@ -21,7 +21,7 @@
 //!   because `enc(prefix)` ends with `0x01`. A listing is one range scan of the
 //!   primary-key index, with no `LIKE` and no user text in the SQL.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
@@ -136,10 +136,12 @@ pub(crate) fn validate_table(name: &str) -> Result<()> {
     }
 }
 
-/// Milliseconds since the Unix epoch, on this machine's clock.
+/// Milliseconds since the Unix epoch, on this machine's clock (Postgres uses
+/// the server's clock instead).
+#[cfg(feature = "sqlite")]
 pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
@@ -157,6 +159,7 @@ pub(crate) fn ttl_ms(ttl: Option<Duration>) -> Option<i64> {
 }
 
 /// When a value written now with `ttl` expires, in ms since the epoch.
+#[cfg(feature = "sqlite")]
 pub(crate) fn expires_at(now: i64, ttl: Option<Duration>) -> Option<i64> {
     ttl_ms(ttl).and_then(|ms| now.checked_add(ms))
 }
@@ -255,6 +258,7 @@ mod tests {
         assert_eq!(ttl_ms(Some(Duration::from_micros(1))), Some(1));
         assert_eq!(ttl_ms(Some(Duration::from_millis(5))), Some(5));
         assert_eq!(ttl_ms(None), None);
+        #[cfg(feature = "sqlite")]
         assert_eq!(expires_at(i64::MAX - 1, Some(Duration::from_secs(1))), None);
         assert_eq!(ttl_ms(Some(Duration::MAX)), None);
     }
