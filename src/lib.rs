@@ -27,7 +27,7 @@
 //! | [`key`] | [`KvKey`], a non-empty sequence of string parts, and [`kvkey!`] |
 //! | [`store`] | the [`KvStore`] trait, [`KvStoreExt`] typed helpers, [`SetOptions`], [`KvEntry`] |
 //! | [`error`] | [`Error`], [`ErrorKind`], [`Result`] |
-//! | [`stores`] | one module per backend: [`MemoryKvStore`] (always on) |
+//! | [`stores`] | one module per backend: [`MemoryKvStore`] (always on), `SqliteKvStore` (feature `sqlite`), `PostgresKvStore` (feature `postgres`) |
 //! | `testing` | the conformance suite every store passes (feature `testing`) |
 //!
 //! # Cargo features
@@ -36,6 +36,8 @@
 //! |---|---|
 //! | `testing` | [`conformance_suite!`] and the `testing` module |
 //! | `config` | `config::StoreConfig`: stacks from TOML, environment or code |
+//! | `sqlite` (default) | `SqliteKvStore`: a persistent store in one SQLite file, SQLite compiled in (rusqlite `bundled`) |
+//! | `postgres` | `PostgresKvStore`: a table in PostgreSQL, through tokio-postgres and a deadpool pool |
 
 #![forbid(unsafe_code)]
 #![warn(
@@ -61,6 +63,10 @@ pub use error::{Error, ErrorKind, Result};
 pub use key::KvKey;
 pub use store::{Capabilities, DynKvStore, KvEntry, KvStore, KvStoreExt, SetOptions, Value};
 pub use stores::memory::{MemoryKvStore, MemoryKvStoreBuilder};
+#[cfg(feature = "postgres")]
+pub use stores::postgres::{PostgresKvStore, PostgresKvStoreBuilder};
+#[cfg(feature = "sqlite")]
+pub use stores::sqlite::{SqliteKvStore, SqliteKvStoreBuilder};
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]
