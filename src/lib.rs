@@ -35,6 +35,8 @@
 //! | feature | enables |
 //! |---|---|
 //! | `testing` | [`conformance_suite!`] and the `testing` module |
+//! | `redis` | `RedisKvStore`: Redis and Redis Cluster on redis-rs (tokio), without TLS |
+//! | `redis-tls` | `rediss://` URLs for `RedisKvStore` (rustls, webpki roots) |
 
 #![forbid(unsafe_code)]
 #![warn(
@@ -56,6 +58,8 @@ pub use error::{Error, ErrorKind, Result};
 pub use key::KvKey;
 pub use store::{Capabilities, DynKvStore, KvEntry, KvStore, KvStoreExt, SetOptions, Value};
 pub use stores::memory::{MemoryKvStore, MemoryKvStoreBuilder};
+#[cfg(feature = "redis")]
+pub use stores::redis::{RedisKvStore, RedisKvStoreBuilder};
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]
