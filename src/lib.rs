@@ -27,7 +27,7 @@
 //! | [`key`] | [`KvKey`], a non-empty sequence of string parts, and [`kvkey!`] |
 //! | [`store`] | the [`KvStore`] trait, [`KvStoreExt`] typed helpers, [`SetOptions`], [`KvEntry`] |
 //! | [`error`] | [`Error`], [`ErrorKind`], [`Result`] |
-//! | [`stores`] | one module per backend: [`MemoryKvStore`] (always on) |
+//! | [`stores`] | one module per backend: [`MemoryKvStore`] (always on), `RedisKvStore` (feature `redis`) |
 //! | `testing` | the conformance suite every store passes (feature `testing`) |
 //!
 //! # Cargo features

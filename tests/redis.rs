@@ -479,3 +479,15 @@ async fn bad_urls_are_config_errors_and_a_dead_server_is_unavailable() {
     let store = Arc::new(shared_store().await);
     assert!(format!("{store:?}").contains("standalone"));
 }
+
+#[tokio::test]
+async fn unix_socket_urls_connect() {
+    let server = RedisServer::start();
+    let url = format!("redis+unix://{}", server.socket_path().display());
+    let store = RedisKvStore::connect(&url).await.unwrap();
+    store
+        .set(&kvkey!["via", "socket"], json!(true), SetOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(server.cli(&["GET", "kvtower:via:socket"]).trim(), "true");
+}

@@ -4,7 +4,8 @@
 //!
 //! Self-contained (std only), for any test file: `mod support;` then
 //!
-//! * [`RedisServer::start`]: a standalone server; [`RedisServer::kill`] and
+//! * [`RedisServer::start`]: a standalone server (TCP, and a Unix socket at
+//!   [`RedisServer::socket_path`]); [`RedisServer::kill`] and
 //!   [`RedisServer::restart`] (same port, same directory) for fault tests;
 //! * [`RedisCluster::start`]: a cluster of `n` masters and no replicas, made
 //!   with `redis-cli --cluster create`, returned once `cluster_state:ok`;
@@ -141,6 +142,9 @@ impl RedisServer {
         .stdin(Stdio::null())
         .stdout(Stdio::from(log))
         .stderr(Stdio::null());
+        if !self.cluster {
+            cmd.arg("--unixsocket").arg(self.socket_path());
+        }
         if self.cluster {
             cmd.args([
                 "--cluster-enabled",
@@ -171,6 +175,11 @@ impl RedisServer {
     /// `redis://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The Unix socket a standalone server also listens on.
+    pub fn socket_path(&self) -> PathBuf {
+        self.dir.join("redis.sock")
     }
 
     /// Runs `redis-cli` against this server and returns its output.

@@ -365,10 +365,14 @@ impl RedisKvStoreBuilder {
             return self.cluster(nodes).await;
         }
         check_tls(url)?;
-        let client = redis::Client::open(url).map_err(|e| config_error(url, e))?;
+        let client = redis::Client::open(url).map_err(|e| config_error(&redact(url), e))?;
+        // No response timeout inside redis-rs: the store's own per-operation
+        // timeout bounds every call (the wait for a reconnection included,
+        // which redis-rs's would not), and one timer per call is cheaper
+        // than two.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(Some(self.timeout))
+            .set_response_timeout(None)
             .set_max_delay(self.reconnect_max_delay);
         let manager = with_timeout(
             self.connect_timeout.saturating_add(self.timeout),
