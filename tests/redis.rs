@@ -22,7 +22,7 @@ async fn shared_store() -> RedisKvStore {
 }
 
 mod standalone {
-    kvtower::conformance_suite!(|| super::shared_store());
+    kvtower::conformance_suite!(super::shared_store);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -433,7 +433,7 @@ async fn every_operation_fails_fast_while_the_server_is_down_and_recovers() {
             "set_many",
             store.set_many(vec![(key.clone(), json!(4))], SetOptions::default())
         );
-        fails!("delete_many", store.delete_many(&[key.clone()]));
+        fails!("delete_many", store.delete_many(std::slice::from_ref(&key)));
     }
 
     server.restart();
@@ -455,7 +455,7 @@ async fn every_operation_fails_fast_while_the_server_is_down_and_recovers() {
         .await
         .unwrap());
     assert_eq!(store.list_all(None).await.unwrap().len(), 1);
-    store.delete_many(&[key.clone()]).await.unwrap();
+    store.delete_many(std::slice::from_ref(&key)).await.unwrap();
     assert_eq!(store.get_many(&[key]).await.unwrap(), vec![None]);
 }
 
