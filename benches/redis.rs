@@ -134,6 +134,28 @@ fn redis_bench(c: &mut Criterion) {
             join_all(tasks).await
         })
     });
+    // The same, plus the JSON decoding every kvtower get does: what is left
+    // between this and `kvtower` is the store's own overhead.
+    g.bench_function("raw_redis_plus_json_decode", |b| {
+        b.to_async(&rt).iter(|| async {
+            let tasks = (0..TASKS).map(|_| {
+                let mut conn = raw.clone();
+                let raw_key = raw_key.clone();
+                tokio::spawn(async move {
+                    for _ in 0..OPS_PER_TASK {
+                        let v: Option<Vec<u8>> = redis::cmd("GET")
+                            .arg(&raw_key)
+                            .query_async(&mut conn)
+                            .await
+                            .unwrap();
+                        let v: Option<Value> = v.map(|v| serde_json::from_slice(&v).unwrap());
+                        black_box(v);
+                    }
+                })
+            });
+            join_all(tasks).await
+        })
+    });
     g.finish();
 
     let mut g = c.benchmark_group("redis/get_many_100");

@@ -80,6 +80,16 @@
 //! [`list_all`](crate::KvStoreExt::list_all) stops at the first error. An
 //! error of the connection itself ends the stream after its `Err` item.
 //!
+//! # Listing
+//!
+//! `list` streams pages: each is one `SCAN ... MATCH ... COUNT n` (default
+//! `n` = 500, [`scan_count`](RedisKvStoreBuilder::scan_count)) and one `MGET`
+//! of the keys it found, so a listing costs two round trips per page, never
+//! one per key. Keys that expire or are deleted between the two are skipped.
+//! `SCAN` may return a key twice; the stream remembers the Redis keys it has
+//! yielded and yields each once, so its memory grows with the number of keys
+//! listed (not their values).
+//!
 //! # TTLs
 //!
 //! TTLs are sent in milliseconds (`SET ... PX`), rounded up to a whole
