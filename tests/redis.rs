@@ -8,9 +8,12 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::stream::BoxStream;
 use futures::StreamExt;
-use kvtower::{kvkey, ErrorKind, KvStore, KvStoreExt, RedisKvStore, SetOptions};
-use serde_json::json;
+use kvtower::{
+    kvkey, Capabilities, ErrorKind, KvEntry, KvKey, KvStore, KvStoreExt, RedisKvStore, SetOptions,
+};
+use serde_json::{json, Value};
 use support::{redis_url, unique_namespace, RedisCluster, RedisServer};
 
 async fn shared_store() -> RedisKvStore {
@@ -21,8 +24,90 @@ async fn shared_store() -> RedisKvStore {
         .expect("connect to the shared Redis")
 }
 
+/// A store on the shared Redis that removes its namespace's keys when
+/// dropped, so test runs leave nothing behind on the Redis others use.
+struct CleanedUp(RedisKvStore);
+
+impl Drop for CleanedUp {
+    fn drop(&mut self) {
+        // Sync client: Drop cannot await. The namespace has no glob characters.
+        let pattern = format!("{}:*", self.0.namespace());
+        let Ok(client) = redis::Client::open(redis_url()) else {
+            return;
+        };
+        let Ok(mut conn) = client.get_connection() else {
+            return;
+        };
+        let mut cursor = 0u64;
+        loop {
+            let Ok((next, keys)) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1_000)
+                .query::<(u64, Vec<Vec<u8>>)>(&mut conn)
+            else {
+                return;
+            };
+            if !keys.is_empty() {
+                let _ = redis::cmd("DEL").arg(keys).exec(&mut conn);
+            }
+            if next == 0 {
+                return;
+            }
+            cursor = next;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl KvStore for CleanedUp {
+    async fn get(&self, key: &KvKey) -> kvtower::Result<Option<Value>> {
+        self.0.get(key).await
+    }
+    async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> kvtower::Result<()> {
+        self.0.set(key, value, options).await
+    }
+    async fn delete(&self, key: &KvKey) -> kvtower::Result<()> {
+        self.0.delete(key).await
+    }
+    async fn cas(
+        &self,
+        key: &KvKey,
+        expected: Option<&Value>,
+        new: Option<Value>,
+        options: SetOptions,
+    ) -> kvtower::Result<bool> {
+        self.0.cas(key, expected, new, options).await
+    }
+    fn list(&self, prefix: Option<KvKey>) -> BoxStream<'_, kvtower::Result<KvEntry>> {
+        self.0.list(prefix)
+    }
+    async fn get_many(&self, keys: &[KvKey]) -> kvtower::Result<Vec<Option<Value>>> {
+        self.0.get_many(keys).await
+    }
+    async fn set_many(
+        &self,
+        entries: Vec<(KvKey, Value)>,
+        options: SetOptions,
+    ) -> kvtower::Result<()> {
+        self.0.set_many(entries, options).await
+    }
+    async fn delete_many(&self, keys: &[KvKey]) -> kvtower::Result<()> {
+        self.0.delete_many(keys).await
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.0.capabilities()
+    }
+}
+
+async fn cleaned_up_shared_store() -> CleanedUp {
+    CleanedUp(shared_store().await)
+}
+
 mod standalone {
-    kvtower::conformance_suite!(super::shared_store);
+    kvtower::conformance_suite!(super::cleaned_up_shared_store);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,6 +224,7 @@ where
         total["n"],
         json!(STORES as u64 * TASKS_PER_STORE as u64 * INCREMENTS)
     );
+    stores[0].delete(&key).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
