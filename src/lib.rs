@@ -27,7 +27,9 @@
 //! | [`key`] | [`KvKey`], a non-empty sequence of string parts, and [`kvkey!`] |
 //! | [`store`] | the [`KvStore`] trait, [`KvStoreExt`] typed helpers, [`SetOptions`], [`KvEntry`] |
 //! | [`error`] | [`Error`], [`ErrorKind`], [`Result`] |
-//! | [`stores`] | one module per backend: [`MemoryKvStore`] (always on), `SqliteKvStore` (feature `sqlite`), `PostgresKvStore` (feature `postgres`) |
+//! | [`stores`] | one module per backend: [`MemoryKvStore`] (always on), `SqliteKvStore` (feature `sqlite`), `PostgresKvStore` (feature `postgres`), `RedisKvStore` (feature `redis`) |
+//! | `invalidation` | the cross-node invalidation bus over Redis pub/sub (feature `redis`) |
+//! | `config` | `StoreConfig`: stacks from TOML, environment or code (feature `config`) |
 //! | `testing` | the conformance suite every store passes (feature `testing`) |
 //!
 //! # Cargo features
@@ -38,6 +40,8 @@
 //! | `config` | `config::StoreConfig`: stacks from TOML, environment or code |
 //! | `sqlite` (default) | `SqliteKvStore`: a persistent store in one SQLite file, SQLite compiled in (rusqlite `bundled`) |
 //! | `postgres` | `PostgresKvStore`: a table in PostgreSQL, through tokio-postgres and a deadpool pool |
+//! | `redis` | `RedisKvStore`: Redis and Redis Cluster on redis-rs (tokio), without TLS |
+//! | `redis-tls` | `rediss://` URLs for `RedisKvStore` (rustls, webpki roots) |
 
 #![forbid(unsafe_code)]
 #![warn(
@@ -67,6 +71,8 @@ pub use stores::memory::{MemoryKvStore, MemoryKvStoreBuilder};
 pub use stores::postgres::{PostgresKvStore, PostgresKvStoreBuilder};
 #[cfg(feature = "sqlite")]
 pub use stores::sqlite::{SqliteKvStore, SqliteKvStoreBuilder};
+#[cfg(feature = "redis")]
+pub use stores::redis::{RedisKvStore, RedisKvStoreBuilder};
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]
