@@ -28,6 +28,8 @@
 //! | [`store`] | the [`KvStore`] trait, [`KvStoreExt`] typed helpers, [`SetOptions`], [`KvEntry`] |
 //! | [`error`] | [`Error`], [`ErrorKind`], [`Result`] |
 //! | [`stores`] | one module per backend: [`MemoryKvStore`] (always on) |
+//! | [`layers`] | tower-style layers: [`CacheLayer`](layers::CacheLayer), [`PrefixLayer`](layers::PrefixLayer), [`DefaultTtlLayer`](layers::DefaultTtlLayer), [`MetricsLayer`](layers::MetricsLayer), [`TracingLayer`](layers::TracingLayer) |
+//! | [`service`] | the bridge to tower middleware: [`KvRequest`](service::KvRequest), [`KvService`](service::KvService), [`ServiceStore`](service::ServiceStore) |
 //! | `testing` | the conformance suite every store passes (feature `testing`) |
 //!
 //! # Cargo features
@@ -47,6 +49,8 @@
 
 pub mod error;
 pub mod key;
+pub mod layers;
+pub mod service;
 pub mod store;
 pub mod stores;
 #[cfg(feature = "testing")]
