@@ -10,9 +10,12 @@
 //! * **TTL**: a front entry never outlives the inner entry: a write's front
 //!   TTL is the smaller of its own TTL and the front's maximum
 //!   ([`front_max_ttl`](CacheLayerBuilder::front_max_ttl)). A read-through
-//!   fill cannot know the inner entry's remaining TTL, so it lives the front
-//!   maximum: that bounds how long a change made *around* this layer (directly
-//!   in the inner store, or by another process) stays invisible.
+//!   fill cannot ask the inner store for the entry's remaining TTL: for keys
+//!   written with a TTL through this layer, the layer remembers the deadline
+//!   (in a bounded map) and a fill lives only what remains of it; any other
+//!   fill lives the front maximum. That maximum bounds how long a change
+//!   made *around* this layer (directly in the inner store, or by another
+//!   process) stays invisible.
 //! * **Single-flight**: concurrent misses of one key make one inner read; the
 //!   other callers wait for its answer.
 //! * **Negative caching** (off by default): absent keys are remembered for
@@ -25,7 +28,7 @@
 //! ```
 //! use kvtower::layers::CacheLayer;
 //! use kvtower::{kvkey, KvStore, MemoryKvStore, SetOptions};
-//! use std::time::Duration;
+//! use std::time::{Duration, Instant};
 //! use tower::ServiceBuilder;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -72,7 +75,7 @@ use std::fmt;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
@@ -91,6 +94,8 @@ use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
 pub const DEFAULT_FRONT_MAX_TTL: Duration = Duration::from_secs(60);
 /// The default bound of the negative cache, in keys.
 const NEGATIVE_MAX_ENTRIES: u64 = 100_000;
+/// The bound of the TTL memory (see `Tier::deadlines`), in keys.
+const DEADLINE_MAX_ENTRIES: u64 = 100_000;
 /// Generation stripes (a power of two): enough that unrelated keys rarely
 /// share one, few enough to stay small.
 const STRIPES: usize = 256;
@@ -124,7 +129,7 @@ impl<T: Fn(&KvKey) + Send + Sync + 'static> WriteHook for T {
 ///
 /// ```
 /// use kvtower::{layers::CacheLayer, MemoryKvStore};
-/// use std::time::Duration;
+/// use std::time::{Duration, Instant};
 /// let layer = CacheLayer::builder(MemoryKvStore::new())
 ///     .front_max_ttl(Duration::from_secs(10))
 ///     .build();
@@ -210,6 +215,10 @@ impl<F: KvStore> CacheLayerBuilder<F> {
                 name: self.name,
                 front_max_ttl: self.front_max_ttl,
                 negative,
+                deadlines: moka::future::Cache::builder()
+                    .max_capacity(DEADLINE_MAX_ENTRIES)
+                    .expire_after(DeadlineExpiry)
+                    .build(),
                 stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
                 hasher: RandomState::new(),
                 inflight: Mutex::new(HashMap::new()),
@@ -245,7 +254,9 @@ impl<F> Clone for CacheLayer<F> {
 
 impl<F> fmt::Debug for CacheLayer<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CacheLayer").field("tier", &self.tier).finish()
+        f.debug_struct("CacheLayer")
+            .field("tier", &self.tier)
+            .finish()
     }
 }
 
@@ -437,6 +448,25 @@ impl<F: KvStore> FrontControl for Tier<F> {
     }
 }
 
+/// Drops a remembered deadline when it passes.
+struct DeadlineExpiry;
+
+impl moka::Expiry<KvKey, Instant> for DeadlineExpiry {
+    fn expire_after_create(&self, _: &KvKey, deadline: &Instant, now: Instant) -> Option<Duration> {
+        Some(deadline.saturating_duration_since(now))
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &KvKey,
+        deadline: &Instant,
+        now: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(deadline.saturating_duration_since(now))
+    }
+}
+
 struct Counters {
     front_hit: metrics::Counter,
     front_miss: metrics::Counter,
@@ -463,6 +493,11 @@ struct Tier<F> {
     name: String,
     front_max_ttl: Duration,
     negative: Option<moka::future::Cache<KvKey, ()>>,
+    /// When the inner entry of a key written with a TTL through this layer
+    /// expires, so that a later read-through fill of it (which cannot ask the
+    /// inner store) does not outlive it. Bounded; a key evicted from here
+    /// falls back to the front maximum TTL.
+    deadlines: moka::future::Cache<KvKey, Instant>,
     stripes: Box<[Stripe]>,
     hasher: RandomState,
     /// The reads of the inner store in flight, by key, with an id so a leader
@@ -528,7 +563,15 @@ impl<F: KvStore> Tier<F> {
         }
         match value {
             Some(value) => {
-                let options = self.front_options(SetOptions::default());
+                // A key written with a TTL through this layer: the front entry
+                // must not outlive what remains of it.
+                let options = match self.deadlines.get(key).await {
+                    Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+                        Some(left) if !left.is_zero() => self.front_options(SetOptions::ttl(left)),
+                        _ => return,
+                    },
+                    None => self.front_options(SetOptions::default()),
+                };
                 if let Err(e) = self.front.set(key, value.clone(), options).await {
                     self.front_failed("fill", &e);
                 }
@@ -541,15 +584,16 @@ impl<F: KvStore> Tier<F> {
         }
     }
 
-    /// After a write of `key` to the inner store returned: `written` is the
-    /// value it now holds when this write is known to have set it (`Some`:
-    /// stored with `options`; `None`: deleted), or `Err` when the inner
-    /// state is unknown (the write failed or may have partly landed).
+    /// After a write of `key` to the inner store returned: `landed` when it
+    /// is known to have succeeded, with `update` the value the inner store
+    /// now holds when the front may take it (`None`: drop the front entry).
+    /// A failed write may still have landed, so it only ever invalidates.
     async fn after_write(
         &self,
         key: &KvKey,
         before: u64,
-        written: std::result::Result<Option<Value>, ()>,
+        landed: bool,
+        update: Option<Value>,
         options: SetOptions,
     ) {
         let stripe = self.stripe(key);
@@ -559,12 +603,10 @@ impl<F: KvStore> Tier<F> {
             if let Some(negative) = &self.negative {
                 negative.invalidate(key).await;
             }
-            let update = match written {
-                // Only the sole writer of the stripe since `before` knows its
-                // value is the latest: anyone else invalidates.
-                Ok(Some(value)) if current == before && !options.is_expired() => Some(value),
-                _ => None,
-            };
+            self.remember_ttl(key, landed, options).await;
+            // Only the sole writer of the stripe since `before` knows its
+            // value is the latest: anyone else invalidates.
+            let update = update.filter(|_| landed && current == before && !options.is_expired());
             let result = match update {
                 Some(value) => {
                     let result = self
@@ -587,6 +629,20 @@ impl<F: KvStore> Tier<F> {
         }
         if let Some(hook) = &self.hook {
             hook.written(key);
+        }
+    }
+
+    /// Keeps `deadlines` right after a write with `options` that is known to
+    /// have landed (`landed`) or may have. A write that may have landed with
+    /// a TTL is remembered as if it did: at worst a later fill is cached for
+    /// less time than it could be.
+    async fn remember_ttl(&self, key: &KvKey, landed: bool, options: SetOptions) {
+        match options.ttl.and_then(|ttl| Instant::now().checked_add(ttl)) {
+            Some(deadline) => self.deadlines.insert(key.clone(), deadline).await,
+            // No TTL (or one too long to matter): the inner entry lives until
+            // deleted, unless the write failed and the old TTL still holds.
+            None if landed => self.deadlines.invalidate(key).await,
+            None => {}
         }
     }
 
@@ -755,20 +811,17 @@ impl<S: KvStore, F: KvStore> KvStore for Cache<S, F> {
         let before = self.tier.generation(key);
         let front_copy = value.clone();
         let result = self.inner.set(key, value, options).await;
-        let written = match &result {
-            Ok(()) => Ok(Some(front_copy)),
-            Err(_) => Err(()),
-        };
-        self.tier.after_write(key, before, written, options).await;
+        self.tier
+            .after_write(key, before, result.is_ok(), Some(front_copy), options)
+            .await;
         result
     }
 
     async fn delete(&self, key: &KvKey) -> Result<()> {
         let before = self.tier.generation(key);
         let result = self.inner.delete(key).await;
-        let written = result.as_ref().map(|_| None).map_err(|_| ());
         self.tier
-            .after_write(key, before, written, SetOptions::default())
+            .after_write(key, before, result.is_ok(), None, SetOptions::default())
             .await;
         result
     }
@@ -787,14 +840,29 @@ impl<S: KvStore, F: KvStore> KvStore for Cache<S, F> {
         let result = self.inner.cas(key, expected, new, options).await;
         match &result {
             Ok(true) => {
+                // A swap to `None` deleted the key: no TTL left to remember.
+                let options = if front_copy.is_some() {
+                    options
+                } else {
+                    SetOptions::default()
+                };
                 self.tier
-                    .after_write(key, before, Ok(front_copy), options)
+                    .after_write(key, before, true, front_copy, options)
                     .await
             }
             // No swap: the caller's `expected` differs from the inner value,
             // so the front entry the caller read from is likely stale.
             Ok(false) => self.tier.invalidate_quietly(key).await,
-            Err(_) => self.tier.after_write(key, before, Err(()), options).await,
+            Err(_) => {
+                let options = if front_copy.is_some() {
+                    options
+                } else {
+                    SetOptions::default()
+                };
+                self.tier
+                    .after_write(key, before, false, None, options)
+                    .await
+            }
         }
         result
     }
@@ -839,7 +907,9 @@ impl<S: KvStore, F: KvStore> KvStore for Cache<S, F> {
         let generations: Vec<u64> = keys.iter().map(|k| self.tier.generation(k)).collect();
         let result = self.inner.set_many(entries, options).await;
         for (key, before) in keys.iter().zip(generations) {
-            self.tier.after_write(key, before, Err(()), options).await;
+            self.tier
+                .after_write(key, before, result.is_ok(), None, options)
+                .await;
         }
         result
     }
@@ -849,7 +919,7 @@ impl<S: KvStore, F: KvStore> KvStore for Cache<S, F> {
         let result = self.inner.delete_many(keys).await;
         for (key, before) in keys.iter().zip(generations) {
             self.tier
-                .after_write(key, before, Err(()), SetOptions::default())
+                .after_write(key, before, result.is_ok(), None, SetOptions::default())
                 .await;
         }
         result

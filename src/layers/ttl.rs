@@ -248,7 +248,10 @@ mod tests {
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..1000 {
             let ttl = layer.effective(SetOptions::default()).ttl.unwrap();
-            assert!(ttl >= Duration::from_secs(10) && ttl <= Duration::from_secs(12), "{ttl:?}");
+            assert!(
+                ttl >= Duration::from_secs(10) && ttl <= Duration::from_secs(12),
+                "{ttl:?}"
+            );
             seen.insert(ttl);
         }
         assert!(seen.len() > 900, "jitter spreads expiries: {}", seen.len());
