@@ -66,11 +66,19 @@ pub async fn traffic<S: KvStore>(demo: &Demo<S>) -> kvtower::Result<()> {
     let store = &demo.store;
     for i in 0..50 {
         let key = kvkey!["user", i.to_string()];
-        store.set(&key, json!({ "id": i }), SetOptions::ttl(Duration::from_secs(600))).await?;
+        store
+            .set(
+                &key,
+                json!({ "id": i }),
+                SetOptions::ttl(Duration::from_secs(600)),
+            )
+            .await?;
     }
     for i in 50..60 {
         let key = kvkey!["user", i.to_string()];
-        demo.backing.set(&key, json!({ "id": i }), SetOptions::default()).await?;
+        demo.backing
+            .set(&key, json!({ "id": i }), SetOptions::default())
+            .await?;
     }
     demo.l1.clear().await?;
     for round in 0..4 {
@@ -85,7 +93,10 @@ pub async fn traffic<S: KvStore>(demo: &Demo<S>) -> kvtower::Result<()> {
 /// The hit ratio of each `(cache, tier)` in Prometheus text.
 pub fn hit_ratios(text: &str) -> Vec<(String, String, f64)> {
     let mut counts: std::collections::BTreeMap<(String, String), (f64, f64)> = Default::default();
-    for line in text.lines().filter(|l| l.starts_with("kvtower_cache_requests_total{")) {
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("kvtower_cache_requests_total{"))
+    {
         let (labels, value) = match line.rsplit_once(' ') {
             Some(split) => split,
             None => continue,
@@ -155,9 +166,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let demo = stack();
     traffic(&demo).await?;
     for (cache, tier, ratio) in hit_ratios(&handle.render()) {
-        println!("cache {cache}, tier {tier}: hit ratio {:.0}%", ratio * 100.0);
+        println!(
+            "cache {cache}, tier {tier}: hit ratio {:.0}%",
+            ratio * 100.0
+        );
     }
-    let addr = std::env::var("KVTOWER_METRICS_ADDR").unwrap_or_else(|_| "127.0.0.1:9898".to_owned());
+    let addr =
+        std::env::var("KVTOWER_METRICS_ADDR").unwrap_or_else(|_| "127.0.0.1:9898".to_owned());
     let listener = TcpListener::bind(&addr).await?;
     println!("serving http://{addr}/metrics (Ctrl-C to stop)");
     serve(listener, handle).await?;

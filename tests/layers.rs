@@ -565,7 +565,7 @@ async fn prefixes_isolate_stacks_over_one_store() {
         .unwrap();
     assert_eq!(b.get_many(&[kvkey!["x"]]).await.unwrap(), vec![None]);
     assert_eq!(shared.get(&kvkey!["a", "x"]).await.unwrap(), Some(json!(1)));
-    b.delete_many(&[key.clone()]).await.unwrap();
+    b.delete_many(std::slice::from_ref(&key)).await.unwrap();
     assert_eq!(a.get(&key).await.unwrap(), Some(json!("a")));
     // The key equal to the prefix is not reachable through the layer.
     shared
@@ -687,4 +687,14 @@ async fn any_stack_boxes_as_dyn_kv_store() {
         .await
         .unwrap();
     assert_eq!(stack.get_as::<i32>(&kvkey!["a"]).await.unwrap(), Some(1));
+}
+
+#[path = "../examples/tower_middleware.rs"]
+mod tower_example;
+
+#[tokio::test]
+async fn tower_timeout_and_retry_hide_a_flaky_backend() {
+    let calls = tower_example::run().await.unwrap();
+    // 20 writes reach the backend; reads are front hits; failures were retried.
+    assert!(calls > 20, "{calls}");
 }

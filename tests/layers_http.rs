@@ -35,15 +35,33 @@ async fn metrics_are_scraped_over_http_with_hit_ratios_per_tier() {
         body.contains(r#"kvtower_operations_total{store="users",operation="get",outcome="hit"}"#),
         "{body}"
     );
-    assert!(body.contains("kvtower_operation_duration_seconds"), "{body}");
+    assert!(
+        body.contains("kvtower_operation_duration_seconds"),
+        "{body}"
+    );
 
     // Every tier of both caches, with a ratio strictly between 0 and 1
     // (the traffic makes both hits and misses in each).
     let ratios = example::hit_ratios(body);
-    let tiers: Vec<(&str, &str)> = ratios.iter().map(|(c, t, _)| (c.as_str(), t.as_str())).collect();
-    assert_eq!(tiers, [("l1", "front"), ("l1", "inner"), ("l2", "front"), ("l2", "inner")], "{body}");
+    let tiers: Vec<(&str, &str)> = ratios
+        .iter()
+        .map(|(c, t, _)| (c.as_str(), t.as_str()))
+        .collect();
+    assert_eq!(
+        tiers,
+        [
+            ("l1", "front"),
+            ("l1", "inner"),
+            ("l2", "front"),
+            ("l2", "inner")
+        ],
+        "{body}"
+    );
     for (cache, tier, ratio) in &ratios {
-        assert!(*ratio > 0.0 && *ratio < 1.0, "{cache}/{tier}: {ratio}\n{body}");
+        assert!(
+            *ratio > 0.0 && *ratio < 1.0,
+            "{cache}/{tier}: {ratio}\n{body}"
+        );
     }
 
     assert!(http_get(addr, "/other").await.starts_with("HTTP/1.1 404"));

@@ -20,7 +20,10 @@ use tower::ServiceBuilder;
 type Labels = Vec<(String, String)>;
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
-    let mut labels: Labels = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let mut labels: Labels = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     labels.sort();
     labels
 }
@@ -35,12 +38,23 @@ async fn operations_and_tiers_are_counted_and_timed() {
     // Metrics outside and inside the cache: callers' view and backend traffic.
     let store = ServiceBuilder::new()
         .layer(MetricsLayer::new("outer"))
-        .layer(CacheLayer::builder(MemoryKvStore::new()).name("users").build())
+        .layer(
+            CacheLayer::builder(MemoryKvStore::new())
+                .name("users")
+                .build(),
+        )
         .layer(MetricsLayer::new("backend"))
         .service(probe.clone());
 
-    store.set(&kvkey!["a"], json!(1), SetOptions::default()).await.unwrap();
-    probe.store.set(&kvkey!["c"], json!(3), SetOptions::default()).await.unwrap();
+    store
+        .set(&kvkey!["a"], json!(1), SetOptions::default())
+        .await
+        .unwrap();
+    probe
+        .store
+        .set(&kvkey!["c"], json!(3), SetOptions::default())
+        .await
+        .unwrap();
     assert_eq!(store.get(&kvkey!["a"]).await.unwrap(), Some(json!(1))); // front hit
     assert_eq!(store.get(&kvkey!["b"]).await.unwrap(), None); // front miss, inner miss
     assert_eq!(store.get(&kvkey!["c"]).await.unwrap(), Some(json!(3))); // front miss, inner hit
@@ -48,7 +62,10 @@ async fn operations_and_tiers_are_counted_and_timed() {
     assert_eq!(store.list_all(None).await.unwrap().len(), 2);
     store.get_many(&[kvkey!["a"], kvkey!["d"]]).await.unwrap(); // front hit + miss, inner miss
     probe.fail_writes(true);
-    assert!(store.set(&kvkey!["a"], json!(2), SetOptions::default()).await.is_err());
+    assert!(store
+        .set(&kvkey!["a"], json!(2), SetOptions::default())
+        .await
+        .is_err());
 
     let mut counters: HashMap<(String, Labels), u64> = HashMap::new();
     let mut histograms: HashMap<(String, Labels), usize> = HashMap::new();
@@ -75,13 +92,20 @@ async fn operations_and_tiers_are_counted_and_timed() {
         }
     }
     let counter = |name: &str, pairs: &[(&str, &str)]| {
-        counters.get(&(name.to_string(), labels(pairs))).copied().unwrap_or(0)
+        counters
+            .get(&(name.to_string(), labels(pairs)))
+            .copied()
+            .unwrap_or(0)
     };
 
     let op = |store: &str, operation: &str, outcome: &str| {
         counter(
             OPERATIONS_TOTAL,
-            &[("store", store), ("operation", operation), ("outcome", outcome)],
+            &[
+                ("store", store),
+                ("operation", operation),
+                ("outcome", outcome),
+            ],
         )
     };
     assert_eq!(op("outer", "get", "hit"), 3);
@@ -93,7 +117,11 @@ async fn operations_and_tiers_are_counted_and_timed() {
     assert_eq!(
         counter(
             OPERATION_ERRORS_TOTAL,
-            &[("store", "outer"), ("operation", "set"), ("error_kind", "unavailable")]
+            &[
+                ("store", "outer"),
+                ("operation", "set"),
+                ("error_kind", "unavailable")
+            ]
         ),
         1
     );

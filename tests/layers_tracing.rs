@@ -37,11 +37,22 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Capture {
     ) {
         let mut fields = Fields(format!("span {}", attrs.metadata().name()));
         attrs.record(&mut fields);
-        self.lines.lock().unwrap().push((*attrs.metadata().level(), fields.0));
+        self.lines
+            .lock()
+            .unwrap()
+            .push((*attrs.metadata().level(), fields.0));
     }
 
-    fn on_record(&self, id: &tracing::span::Id, values: &tracing::span::Record<'_>, ctx: Context<'_, S>) {
-        let level = ctx.span(id).map(|s| *s.metadata().level()).unwrap_or(Level::TRACE);
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        ctx: Context<'_, S>,
+    ) {
+        let level = ctx
+            .span(id)
+            .map(|s| *s.metadata().level())
+            .unwrap_or(Level::TRACE);
         let mut fields = Fields("record".to_owned());
         values.record(&mut fields);
         self.lines.lock().unwrap().push((level, fields.0));
@@ -50,7 +61,10 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Capture {
     fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
         let mut fields = Fields("event".to_owned());
         event.record(&mut fields);
-        self.lines.lock().unwrap().push((*event.metadata().level(), fields.0));
+        self.lines
+            .lock()
+            .unwrap()
+            .push((*event.metadata().level(), fields.0));
     }
 }
 
@@ -62,12 +76,18 @@ async fn spans_have_outcomes_and_keys_stay_below_info() {
 
     let store = TracingLayer::new("sessions").layer(MemoryKvStore::new());
     let key = kvkey!["user", "secret-user-id"];
-    store.set(&key, json!("v"), SetOptions::default()).await.unwrap();
+    store
+        .set(&key, json!("v"), SetOptions::default())
+        .await
+        .unwrap();
     store.get(&key).await.unwrap();
     store.get(&kvkey!["other-secret"]).await.unwrap();
-    store.list_all(Some(kvkey!["user", "secret-user-id"])).await.unwrap();
-    store.get_many(&[key.clone()]).await.unwrap();
-    store.delete_many(&[key.clone()]).await.unwrap();
+    store
+        .list_all(Some(kvkey!["user", "secret-user-id"]))
+        .await
+        .unwrap();
+    store.get_many(std::slice::from_ref(&key)).await.unwrap();
+    store.delete_many(std::slice::from_ref(&key)).await.unwrap();
 
     let lines = capture.lines.lock().unwrap().clone();
     let at_info: String = lines
@@ -77,13 +97,25 @@ async fn spans_have_outcomes_and_keys_stay_below_info() {
         .collect();
     let all: String = lines.iter().map(|(_, line)| format!("{line}\n")).collect();
 
-    assert!(at_info.contains(r#"span kvtower op="set" store="sessions""#), "{at_info}");
-    assert!(at_info.contains(r#"op="get""#) && at_info.contains(r#"op="list""#), "{at_info}");
+    assert!(
+        at_info.contains(r#"span kvtower op="set" store="sessions""#),
+        "{at_info}"
+    );
+    assert!(
+        at_info.contains(r#"op="get""#) && at_info.contains(r#"op="list""#),
+        "{at_info}"
+    );
     assert!(at_info.contains(r#"outcome="hit""#), "{at_info}");
     assert!(at_info.contains(r#"outcome="miss""#), "{at_info}");
     assert!(at_info.contains(r#"outcome="ok""#), "{at_info}");
     assert!(at_info.contains("latency_us="), "{at_info}");
-    assert!(!at_info.contains("secret"), "a key part reached INFO:\n{at_info}");
+    assert!(
+        !at_info.contains("secret"),
+        "a key part reached INFO:\n{at_info}"
+    );
     // The keys are there at DEBUG, so the check above can fail.
-    assert!(all.contains("secret-user-id") && all.contains("other-secret"), "{all}");
+    assert!(
+        all.contains("secret-user-id") && all.contains("other-secret"),
+        "{all}"
+    );
 }
