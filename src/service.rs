@@ -273,12 +273,33 @@ impl<S> tower::Layer<S> for KvServiceLayer {
 #[derive(Debug, Clone)]
 pub struct ServiceStore<Svc> {
     service: Svc,
+    capabilities: Capabilities,
 }
 
 impl<Svc> ServiceStore<Svc> {
-    /// Wraps `service`.
+    /// Wraps `service`, promising the full contract (see
+    /// [`with_capabilities`](Self::with_capabilities)).
     pub fn new(service: Svc) -> Self {
-        Self { service }
+        Self {
+            service,
+            capabilities: Capabilities::full(),
+        }
+    }
+
+    /// What the store behind the service promises: a service cannot be asked,
+    /// so say it here when it is less than the full contract.
+    ///
+    /// ```
+    /// use kvtower::service::{KvService, ServiceStore};
+    /// use kvtower::{Capabilities, KvStore, MemoryKvStore};
+    /// let store = ServiceStore::new(KvService::new(MemoryKvStore::new()))
+    ///     .with_capabilities(Capabilities::full().with_exact_expiry(false));
+    /// assert!(!store.capabilities().exact_expiry);
+    /// ```
+    #[must_use]
+    pub fn with_capabilities(mut self, capabilities: Capabilities) -> Self {
+        self.capabilities = capabilities;
+        self
     }
 
     /// The service.
@@ -446,9 +467,9 @@ where
         }
     }
 
-    /// A service cannot tell what its store promises: the full contract is
-    /// assumed (wrap a store that promises less with care).
+    /// What [`with_capabilities`](ServiceStore::with_capabilities) said
+    /// (the full contract by default).
     fn capabilities(&self) -> Capabilities {
-        Capabilities::full()
+        self.capabilities
     }
 }

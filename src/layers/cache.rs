@@ -556,6 +556,9 @@ impl<F: KvStore> Tier<F> {
     /// unless a write or invalidation of the stripe happened since
     /// `generation` was read.
     async fn fill(&self, key: &KvKey, generation: u64, value: Option<&Value>) {
+        if value.is_none() && self.negative.is_none() {
+            return; // nothing to remember about an absent key
+        }
         let stripe = self.stripe(key);
         let _guard = stripe.lock.lock().await;
         if stripe.generation.load(Ordering::SeqCst) != generation {
