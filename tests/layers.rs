@@ -162,7 +162,7 @@ async fn a_write_through_the_stack_is_read_back_and_fills_the_front() {
 async fn a_value_deleted_in_the_inner_store_disappears_after_the_front_ttl() {
     let probe = Probe::new();
     let store = CacheLayer::builder(MemoryKvStore::new())
-        .front_max_ttl(Duration::from_millis(300))
+        .front_max_ttl(Duration::from_millis(1000))
         .build()
         .layer(probe.clone());
     let key = kvkey!["k"];
@@ -174,7 +174,7 @@ async fn a_value_deleted_in_the_inner_store_disappears_after_the_front_ttl() {
     // Within the front TTL the front may still answer (the documented bound)...
     assert_eq!(store.get(&key).await.unwrap(), Some(json!(1)));
     // ...and after it, the key is absent.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(store.get(&key).await.unwrap(), None);
 }
 
@@ -184,11 +184,11 @@ async fn the_front_never_outlives_the_write_ttl() {
     let (layer, store) = cache_over(&probe);
     let key = kvkey!["short"];
     store
-        .set(&key, json!(1), SetOptions::ttl(Duration::from_millis(200)))
+        .set(&key, json!(1), SetOptions::ttl(Duration::from_millis(1000)))
         .await
         .unwrap();
     assert_eq!(layer.front().get(&key).await.unwrap(), Some(json!(1)));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(layer.front().get(&key).await.unwrap(), None);
     assert_eq!(store.get(&key).await.unwrap(), None);
 }
@@ -442,7 +442,7 @@ async fn get_many_serves_hits_from_front_and_fetches_misses_in_one_batch() {
 async fn negative_caching_remembers_absent_keys_until_a_write() {
     let probe = Probe::new();
     let store = CacheLayer::builder(MemoryKvStore::new())
-        .negative_ttl(Duration::from_millis(300))
+        .negative_ttl(Duration::from_millis(1000))
         .build()
         .layer(probe.clone());
     let key = kvkey!["n"];
@@ -472,7 +472,7 @@ async fn negative_caching_remembers_absent_keys_until_a_write() {
         .await
         .unwrap();
     assert_eq!(store.get(&other).await.unwrap(), None);
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(store.get(&other).await.unwrap(), Some(json!(2)));
 }
 
@@ -591,8 +591,8 @@ async fn prefixes_isolate_stacks_over_one_store() {
 #[tokio::test]
 async fn default_ttl_applies_to_writes_without_one() {
     let inner = MemoryKvStore::new();
-    let store = DefaultTtlLayer::new(Duration::from_millis(200))
-        .max_ttl(Duration::from_millis(300))
+    let store = DefaultTtlLayer::new(Duration::from_millis(1000))
+        .max_ttl(Duration::from_millis(1200))
         .layer(inner.clone());
     store
         .set(&kvkey!["default"], json!(1), SetOptions::default())
@@ -624,7 +624,7 @@ async fn default_ttl_applies_to_writes_without_one() {
         "TTL zero stays expired"
     );
     assert_eq!(store.list_all(None).await.unwrap().len(), 4);
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
     assert!(
         inner.list_all(None).await.unwrap().is_empty(),
         "every write got a TTL"
