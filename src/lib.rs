@@ -35,6 +35,7 @@
 //! | feature | enables |
 //! |---|---|
 //! | `testing` | [`conformance_suite!`] and the `testing` module |
+//! | `denokv` | `DenoKvStore`: Deno KV files and KV Connect servers, shared with Deno apps |
 
 #![forbid(unsafe_code)]
 #![warn(
@@ -55,6 +56,8 @@ pub mod testing;
 pub use error::{Error, ErrorKind, Result};
 pub use key::KvKey;
 pub use store::{Capabilities, DynKvStore, KvEntry, KvStore, KvStoreExt, SetOptions, Value};
+#[cfg(feature = "denokv")]
+pub use stores::denokv::{DenoKvStore, DenoKvStoreBuilder};
 pub use stores::memory::{MemoryKvStore, MemoryKvStoreBuilder};
 
 /// The README's examples, compiled and run as doc tests.
