@@ -147,3 +147,180 @@ async fn open_of_a_directory_is_a_config_error() {
     let err = DenoKvStore::open(env!("CARGO_TARGET_TMPDIR")).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config);
 }
+
+/// Interop with Node's `@deno/kv` (the same engine as `Deno.openKv`, as an
+/// npm package): `tests/deno_interop/interop.mjs` writes what the Rust store
+/// must read, and reads what it wrote.
+mod interop {
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    use super::*;
+    use futures::StreamExt;
+    use kvtower::Value;
+
+    fn interop_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/deno_interop")
+    }
+
+    /// `None` only when `node` itself is missing; installs the pinned npm
+    /// packages (package-lock.json) on first use.
+    fn node() -> Option<PathBuf> {
+        if Command::new("node").arg("--version").output().is_err() {
+            eprintln!("SKIPPED: `node` is not installed; the @deno/kv interop tests need it");
+            return None;
+        }
+        let dir = interop_dir();
+        if !dir.join("node_modules/@deno/kv").exists() {
+            let status = Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(&dir)
+                .status()
+                .expect("npm runs");
+            assert!(status.success(), "npm ci in {}", dir.display());
+        }
+        Some(dir.join("interop.mjs"))
+    }
+
+    fn run(script: &Path, mode: &str, db: &Path) -> String {
+        let out = Command::new("node")
+            .arg(script)
+            .arg(mode)
+            .arg(db)
+            .output()
+            .expect("node runs");
+        assert!(
+            out.status.success(),
+            "node interop.mjs {mode}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    #[tokio::test]
+    async fn node_writes_rust_reads() {
+        let Some(script) = node() else { return };
+        let path = fresh_path("node-writes");
+        run(&script, "write", &path);
+        let store = DenoKvStore::builder()
+            .prefix(["_fedify"])
+            .open(&path)
+            .unwrap();
+        let get = |k: &'static str| {
+            let store = store.clone();
+            async move { store.get(&kvkey![k]).await }
+        };
+        assert_eq!(
+            get("object").await.unwrap(),
+            Some(json!({"name": "Ada", "tags": ["a", "b"], "nested": {"n": null}}))
+        );
+        assert_eq!(get("int").await.unwrap(), Some(json!(42)));
+        assert_eq!(get("big-number").await.unwrap(), Some(json!(1u64 << 40)));
+        assert_eq!(get("float").await.unwrap(), Some(json!(1.25)));
+        assert_eq!(
+            get("bigint").await.unwrap(),
+            Some(json!(12_345_678_901_234_567_890u64))
+        );
+        assert_eq!(
+            get("string").await.unwrap(),
+            Some(json!("ünïcödé 日本 \u{0}"))
+        );
+        assert_eq!(get("holes").await.unwrap(), Some(json!([1, null, null, 3])));
+        assert_eq!(get("undefined-prop").await.unwrap(), Some(json!({"a": 1})));
+        assert_eq!(get("u64").await.unwrap(), Some(json!(7)));
+        assert_eq!(get("expired").await.unwrap(), None);
+        let date = get("date").await.unwrap_err();
+        assert_eq!(date.kind(), ErrorKind::InvalidValue);
+        assert_eq!(
+            store.get(&kvkey!["nested", "key"]).await.unwrap(),
+            Some(json!(true))
+        );
+
+        // The listing: every string-keyed entry under the prefix, the Date as
+        // an error, the numeric-part key skipped, nothing outside the prefix.
+        let items: Vec<_> = store.list(None).collect().await;
+        let mut keys: Vec<String> = Vec::new();
+        let mut errors = 0;
+        for item in items {
+            match item {
+                Ok(entry) => keys.push(entry.key.parts().join("/")),
+                Err(e) => {
+                    assert_eq!(e.kind(), ErrorKind::InvalidValue, "{e}");
+                    errors += 1;
+                }
+            }
+        }
+        keys.sort();
+        assert_eq!(errors, 1, "the Date");
+        assert_eq!(
+            keys,
+            [
+                "big-number",
+                "bigint",
+                "float",
+                "holes",
+                "int",
+                "nested/key",
+                "object",
+                "string",
+                "u64",
+                "undefined-prop"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn rust_writes_node_reads() {
+        let Some(script) = node() else { return };
+        let path = fresh_path("rust-writes");
+        {
+            let store = DenoKvStore::builder()
+                .prefix(["_fedify"])
+                .open(&path)
+                .unwrap();
+            let entries = vec![
+                (
+                    kvkey!["object"],
+                    json!({"name": "Ada", "list": [1, null, "x"]}),
+                ),
+                (kvkey!["small"], json!(-5)),
+                (kvkey!["big-number"], json!(1u64 << 40)),
+                (kvkey!["u64-max"], json!(u64::MAX)),
+                (kvkey!["i64-min"], json!(i64::MIN)),
+                (kvkey!["float"], json!(1.5)),
+                (kvkey!["string"], json!("ünïcödé 日本 \u{0}")),
+                (kvkey!["null"], Value::Null),
+                (kvkey!["a", "b"], json!([])),
+            ];
+            store
+                .set_many(entries, SetOptions::default())
+                .await
+                .unwrap();
+            store
+                .set(
+                    &kvkey!["expired"],
+                    json!(1),
+                    SetOptions::ttl(Duration::from_millis(50)),
+                )
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let seen: serde_json::Value = serde_json::from_str(&run(&script, "read", &path)).unwrap();
+        assert_eq!(
+            seen,
+            json!({
+                r#"["_fedify","object"]"#: {"name": "Ada", "list": [1, null, "x"]},
+                r#"["_fedify","small"]"#: -5,
+                r#"["_fedify","big-number"]"#: 1u64 << 40,
+                r#"["_fedify","u64-max"]"#: {"$bigint": u64::MAX.to_string()},
+                r#"["_fedify","i64-min"]"#: {"$bigint": i64::MIN.to_string()},
+                r#"["_fedify","float"]"#: 1.5,
+                r#"["_fedify","string"]"#: "ünïcödé 日本 \u{0}",
+                r#"["_fedify","null"]"#: null,
+                r#"["_fedify","a","b"]"#: [],
+                "exact": "absent",
+            })
+        );
+    }
+}

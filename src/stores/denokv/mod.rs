@@ -50,7 +50,8 @@
 //! out, like `JSON.stringify` does). Values JSON cannot represent (`NaN`,
 //! `Infinity`, bigger `BigInt`s, `Date`, `Map`, `Set`, `RegExp`, binary data,
 //! `Error`, cyclic objects) are an [`InvalidValue`](crate::ErrorKind::InvalidValue)
-//! error, never silently changed. A serialized value is limited to 65,536
+//! error, never silently changed (in a listing, that entry is an error item
+//! and the listing goes on). A serialized value is limited to 65,536
 //! bytes, like in Deno: a bigger one is a
 //! [`ValueTooLarge`](crate::ErrorKind::ValueTooLarge) error.
 //!
@@ -832,10 +833,12 @@ impl KvStore for DenoKvStore {
                     tracing::debug!("skipping a Deno KV entry whose key is not a KvKey");
                     continue;
                 };
-                let value = self
-                    .decode_value(raw)
-                    .map_err(|e| e.with_operation("list").with_key(&key))?;
-                entries.push(Ok(KvEntry { key, value }));
+                // A value without a JSON form is an error item of its own;
+                // the listing goes on with the next entry.
+                entries.push(match self.decode_value(raw) {
+                    Ok(value) => Ok(KvEntry { key, value }),
+                    Err(e) => Err(e.with_operation("list").with_key(&key)),
+                });
             }
             Ok(Some((stream::iter(entries), next)))
         });
