@@ -324,3 +324,177 @@ mod interop {
         );
     }
 }
+
+/// The KV Connect path against a real `denokv serve` on loopback. One server
+/// per test process, shared by all cases, each case under a prefix of its
+/// own. The server is found as `$KVTOWER_DENOKV_BIN` or `denokv` on `PATH`
+/// (`.ci/run` installs it); without it these tests say SKIPPED, unless
+/// `KVTOWER_REQUIRE_DENOKV=1` (set by `.ci/run`) makes that a failure.
+mod remote {
+    use std::net::{TcpListener, TcpStream};
+    use std::process::{Command, Stdio};
+    use std::sync::OnceLock;
+
+    use super::*;
+
+    const TOKEN: &str = "kvtower-test-token";
+
+    struct Server {
+        url: String,
+        db: std::path::PathBuf,
+    }
+
+    fn denokv_bin() -> Option<String> {
+        let bin = std::env::var("KVTOWER_DENOKV_BIN").unwrap_or_else(|_| "denokv".into());
+        let found = Command::new(&bin)
+            .arg("--help")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+        if found {
+            return Some(bin);
+        }
+        assert!(
+            std::env::var("KVTOWER_REQUIRE_DENOKV").as_deref() != Ok("1"),
+            "`{bin}` not found and KVTOWER_REQUIRE_DENOKV=1"
+        );
+        eprintln!("SKIPPED: no `denokv` binary (cargo install denokv) for the KV Connect tests");
+        None
+    }
+
+    /// Starts the shared server once. A small shell watchdog stops it when
+    /// this test process exits (statics are never dropped, so a Drop guard
+    /// cannot).
+    fn server() -> Option<&'static Server> {
+        static SERVER: OnceLock<Option<Server>> = OnceLock::new();
+        SERVER
+            .get_or_init(|| {
+                let bin = denokv_bin()?;
+                let port = TcpListener::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+                    .port();
+                let db = fresh_path("server");
+                let script = format!(
+                    "\"$0\" --sqlite-path \"$1\" serve --access-token {TOKEN} --addr 127.0.0.1:{port} & \
+                     server=$!; while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill $server",
+                    pid = std::process::id()
+                );
+                Command::new("sh")
+                    .arg("-c")
+                    .arg(script)
+                    .arg(&bin)
+                    .arg(&db)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("sh runs");
+                for _ in 0..200 {
+                    if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                        return Some(Server {
+                            url: format!("http://127.0.0.1:{port}"),
+                            db,
+                        });
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                panic!("denokv did not listen on port {port} within 10 s");
+            })
+            .as_ref()
+    }
+
+    /// A store on the shared server under a fresh prefix, or a local one when
+    /// the server is missing (and the SKIPPED message was printed).
+    pub(super) fn fresh_remote() -> DenoKvStore {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let prefix = format!(
+            "remote-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        match server() {
+            Some(server) => DenoKvStore::builder()
+                .prefix([prefix])
+                .connect(&server.url, TOKEN)
+                .unwrap(),
+            None => DenoKvStore::open(fresh_path("remote-fallback")).unwrap(),
+        }
+    }
+
+    mod conformance {
+        kvtower::conformance_suite!(|| async { super::fresh_remote() }, 16);
+    }
+
+    #[tokio::test]
+    async fn remote_declares_lazy_expiry_and_shares_the_file() {
+        let Some(server) = server() else { return };
+        let store = DenoKvStore::builder()
+            .prefix(["shared"])
+            .connect(&server.url, TOKEN)
+            .unwrap();
+        assert!(!store.capabilities().exact_expiry);
+        assert!(store.capabilities().atomic_cas);
+        store
+            .set(
+                &kvkey!["k"],
+                json!({"via": "kv connect"}),
+                SetOptions::default(),
+            )
+            .await
+            .unwrap();
+        // The server's own file, opened locally, holds the same entry.
+        let local = DenoKvStore::builder()
+            .prefix(["shared"])
+            .open(&server.db)
+            .unwrap();
+        assert_eq!(
+            local.get(&kvkey!["k"]).await.unwrap(),
+            Some(json!({"via": "kv connect"}))
+        );
+        assert!(local
+            .cas(
+                &kvkey!["k"],
+                Some(&json!({"via": "kv connect"})),
+                Some(json!(2)),
+                SetOptions::default()
+            )
+            .await
+            .unwrap());
+        assert_eq!(store.get(&kvkey!["k"]).await.unwrap(), Some(json!(2)));
+    }
+
+    #[tokio::test]
+    async fn wrong_token_is_an_error_not_a_hang() {
+        let Some(server) = server() else { return };
+        let store = DenoKvStore::builder()
+            .timeout(Duration::from_secs(20))
+            .connect(&server.url, "wrong-token")
+            .unwrap();
+        let err = store.get(&kvkey!["k"]).await.unwrap_err();
+        assert_ne!(err.kind(), ErrorKind::Timeout, "{err}");
+    }
+
+    #[tokio::test]
+    async fn unreachable_server_times_out() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let store = DenoKvStore::builder()
+            .timeout(Duration::from_millis(500))
+            .connect(&format!("http://127.0.0.1:{port}"), TOKEN)
+            .unwrap();
+        let err = store.get(&kvkey!["k"]).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+        assert!(err.is_retryable());
+    }
+
+    #[test]
+    fn bad_url_is_a_config_error() {
+        let err = DenoKvStore::connect("not a url", TOKEN).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+    }
+}
