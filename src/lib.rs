@@ -36,6 +36,7 @@
 //! |---|---|
 //! | `testing` | [`conformance_suite!`] and the `testing` module |
 //! | `denokv` | `DenoKvStore`: Deno KV files and KV Connect servers, shared with Deno apps |
+//! | `cfworkers` | `WorkersKvStore`: a Cloudflare Workers KV namespace over its HTTP API, in Fedify's layout |
 
 #![forbid(unsafe_code)]
 #![warn(
@@ -56,6 +57,8 @@ pub mod testing;
 pub use error::{Error, ErrorKind, Result};
 pub use key::KvKey;
 pub use store::{Capabilities, DynKvStore, KvEntry, KvStore, KvStoreExt, SetOptions, Value};
+#[cfg(feature = "cfworkers")]
+pub use stores::cfworkers::{WorkersKvStore, WorkersKvStoreBuilder};
 #[cfg(feature = "denokv")]
 pub use stores::denokv::{DenoKvStore, DenoKvStoreBuilder};
 pub use stores::memory::{MemoryKvStore, MemoryKvStoreBuilder};
