@@ -39,7 +39,9 @@ fn emulator() -> Option<&'static str> {
             .local_addr()
             .unwrap()
             .port();
-        // start.mjs exits by itself once this process is gone.
+        // Never waited for: start.mjs exits by itself once this process is
+        // gone.
+        #[allow(clippy::zombie_processes)]
         let mut child = Command::new("node")
             .arg(dir.join("start.mjs"))
             .arg(port.to_string())

@@ -382,7 +382,10 @@ mod remote {
                      server=$!; while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill $server",
                     pid = std::process::id()
                 );
-                Command::new("sh")
+                // Never waited for: it outlives this process's tests by
+                // design, and the watchdog ends it.
+                #[allow(clippy::zombie_processes)]
+                let _watchdog = Command::new("sh")
                     .arg("-c")
                     .arg(script)
                     .arg(&bin)
