@@ -10,9 +10,13 @@
 //! own expiry, at least 60 seconds after the write). Like Fedify, an entry
 //! without metadata (not written in this layout) reads as absent.
 //!
-//! This store talks to the [Cloudflare KV HTTP
-//! API](https://developers.cloudflare.com/api/resources/kv/) with an account
-//! id, a namespace id and an API token, from any server.
+//! Two ways in, one store type, one layout (the `layout` module):
+//!
+//! * [`WorkersKvStore::builder`]: from any server, through the [Cloudflare KV
+//!   HTTP API](https://developers.cloudflare.com/api/resources/kv/) with an
+//!   account id, a namespace id and an API token.
+//! * `WorkersKvStore::from_binding` (wasm32 only): inside a Rust Worker,
+//!   through the `worker` crate's KV binding.
 //!
 //! ```no_run
 //! use kvtower::{kvkey, KvStore, SetOptions, WorkersKvStore};
@@ -40,6 +44,8 @@
 //! the children of `["a"]`, plus the exact key `["a"]`), filters expired
 //! entries by the metadata the listing returns, and reads each value.
 
+#[cfg(target_arch = "wasm32")]
+mod binding;
 pub(crate) mod layout;
 
 use std::fmt;
@@ -80,19 +86,23 @@ pub struct WorkersKvStore {
     inner: Arc<Inner>,
 }
 
-struct Inner {
-    client: reqwest::Client,
-    /// `{base}/accounts/{account}/storage/kv/namespaces/{namespace}/`
-    namespace_url: Url,
-    token: String,
+enum Inner {
+    Http(Http),
+    #[cfg(target_arch = "wasm32")]
+    Binding(binding::Binding),
 }
 
 impl fmt::Debug for WorkersKvStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WorkersKvStore")
-            .field("namespace_url", &self.inner.namespace_url.as_str())
-            .field("token", &"<redacted>")
-            .finish()
+        let mut d = f.debug_struct("WorkersKvStore");
+        match &*self.inner {
+            Inner::Http(http) => d
+                .field("namespace_url", &http.namespace_url.as_str())
+                .field("token", &"<redacted>"),
+            #[cfg(target_arch = "wasm32")]
+            Inner::Binding(_) => d.field("binding", &"KvStore"),
+        };
+        d.finish()
     }
 }
 
@@ -175,11 +185,11 @@ impl WorkersKvStoreBuilder {
             .build()
             .map_err(|e| Error::config(format!("HTTP client: {e}")).with_source(e))?;
         Ok(WorkersKvStore {
-            inner: Arc::new(Inner {
+            inner: Arc::new(Inner::Http(Http {
                 client,
                 namespace_url: url,
                 token: self.token,
-            }),
+            })),
         })
     }
 }
@@ -270,8 +280,84 @@ impl WorkersKvStore {
         }
     }
 
+    /// Inside a Rust Worker: the namespace bound as `binding` in
+    /// `wrangler.toml`, through the `worker` crate (wasm32 only).
+    ///
+    /// ```ignore
+    /// // In a Rust Worker (wasm32; not run by native doc tests).
+    /// use kvtower::{kvkey, KvStore, WorkersKvStore};
+    ///
+    /// #[worker::event(fetch)]
+    /// async fn fetch(_: worker::Request, env: worker::Env, _: worker::Context) -> worker::Result<worker::Response> {
+    ///     let store = WorkersKvStore::from_binding(env.kv("KV")?);
+    ///     let hits = store.get(&kvkey!["hits"]).await.map_err(|e| worker::Error::RustError(e.to_string()))?;
+    ///     worker::Response::ok(format!("{hits:?}"))
+    /// }
+    /// ```
+    #[cfg(target_arch = "wasm32")]
+    pub fn from_binding(kv: worker::KvStore) -> Self {
+        Self {
+            inner: Arc::new(Inner::Binding(binding::Binding(
+                worker::send::SendWrapper::new(kv),
+            ))),
+        }
+    }
+
+    async fn get_name(&self, name: &str) -> Result<Option<Value>> {
+        match &*self.inner {
+            Inner::Http(http) => http.get_name(name).await,
+            #[cfg(target_arch = "wasm32")]
+            Inner::Binding(kv) => kv.get_name(name).await,
+        }
+    }
+
+    async fn put(&self, put: layout::Put) -> Result<()> {
+        match &*self.inner {
+            Inner::Http(http) => http.put(put).await,
+            #[cfg(target_arch = "wasm32")]
+            Inner::Binding(kv) => kv.put(put).await,
+        }
+    }
+
+    async fn put_many(&self, puts: &[layout::Put]) -> Result<()> {
+        match &*self.inner {
+            Inner::Http(http) => http.put_many(puts).await,
+            #[cfg(target_arch = "wasm32")]
+            Inner::Binding(kv) => kv.put_many(puts).await,
+        }
+    }
+
+    async fn delete_names(&self, names: &[String]) -> Result<()> {
+        match &*self.inner {
+            Inner::Http(http) => http.delete_names(names).await,
+            #[cfg(target_arch = "wasm32")]
+            Inner::Binding(kv) => kv.delete_names(names).await,
+        }
+    }
+
+    async fn list_page(
+        &self,
+        prefix: &str,
+        cursor: Option<String>,
+    ) -> Result<(Vec<String>, Option<String>)> {
+        match &*self.inner {
+            Inner::Http(http) => http.list_page(prefix, cursor).await,
+            #[cfg(target_arch = "wasm32")]
+            Inner::Binding(kv) => kv.list_page(prefix, cursor).await,
+        }
+    }
+}
+
+struct Http {
+    client: reqwest::Client,
+    /// `{base}/accounts/{account}/storage/kv/namespaces/{namespace}/`
+    namespace_url: Url,
+    token: String,
+}
+
+impl Http {
     fn url(&self, path: &[&str]) -> Url {
-        let mut url = self.inner.namespace_url.clone();
+        let mut url = self.namespace_url.clone();
         if let Ok(mut segments) = url.path_segments_mut() {
             // Percent-encodes each segment, '/' included: a key name is one
             // segment whatever it holds.
@@ -281,10 +367,7 @@ impl WorkersKvStore {
     }
 
     fn request(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
-        self.inner
-            .client
-            .request(method, url)
-            .bearer_auth(&self.inner.token)
+        self.client.request(method, url).bearer_auth(&self.token)
     }
 
     /// Sends a request built by `build`, again when a pooled connection
@@ -354,7 +437,7 @@ impl WorkersKvStore {
         response.text().await.map(Some).map_err(http_error)
     }
 
-    async fn get_name(&self, name: &str) -> Result<Option<Value>> {
+    pub(super) async fn get_name(&self, name: &str) -> Result<Option<Value>> {
         // The metadata first: an expired entry needs no value read.
         let Some(metadata) = self.metadata(name).await? else {
             return Ok(None);
@@ -368,7 +451,7 @@ impl WorkersKvStore {
         }
     }
 
-    async fn put(&self, put: layout::Put) -> Result<()> {
+    pub(super) async fn put(&self, put: layout::Put) -> Result<()> {
         let mut url = self.url(&["values", &put.key]);
         if let Some(ttl) = put.expiration_ttl {
             url.query_pairs_mut()
@@ -386,7 +469,7 @@ impl WorkersKvStore {
         Ok(())
     }
 
-    async fn delete_names(&self, names: &[String]) -> Result<()> {
+    pub(super) async fn delete_names(&self, names: &[String]) -> Result<()> {
         for chunk in names.chunks(PAGE) {
             self.call::<serde_json::Value>(|| {
                 Ok(self
@@ -400,7 +483,7 @@ impl WorkersKvStore {
     }
 
     /// One page of live key names under `prefix`, and the next cursor.
-    async fn list_page(
+    pub(super) async fn list_page(
         &self,
         prefix: &str,
         cursor: Option<String>,
@@ -428,6 +511,28 @@ impl WorkersKvStore {
             .collect();
         let next = info.and_then(|i| i.cursor).filter(|c| !c.is_empty());
         Ok((names, next))
+    }
+
+    pub(super) async fn put_many(&self, puts: &[layout::Put]) -> Result<()> {
+        // One bulk write per page. Within a write a later duplicate wins, as
+        // in a loop of `set`.
+        for chunk in puts.chunks(PAGE) {
+            let body: Vec<BulkPut<'_>> = chunk
+                .iter()
+                .map(|p| BulkPut {
+                    key: &p.key,
+                    value: &p.value,
+                    expiration_ttl: p.expiration_ttl,
+                    metadata: &p.metadata,
+                })
+                .collect();
+            self.call::<serde_json::Value>(|| {
+                Ok(self.request(Method::PUT, self.url(&["bulk"])).json(&body))
+            })
+            .await?
+            .ok_or_else(|| Error::new(ErrorKind::Config, "the KV namespace was not found"))?;
+        }
+        Ok(())
     }
 }
 
@@ -527,31 +632,7 @@ impl KvStore for WorkersKvStore {
                 layout::put(key, value, options.ttl, now).map_err(|e| context(e.with_key(key)))?,
             );
         }
-        // One bulk write per page. Within a write a later duplicate wins, as
-        // in a loop of `set`.
-        for chunk in puts.chunks(PAGE) {
-            let body: Vec<BulkPut<'_>> = chunk
-                .iter()
-                .map(|p| BulkPut {
-                    key: &p.key,
-                    value: &p.value,
-                    expiration_ttl: p.expiration_ttl,
-                    metadata: &p.metadata,
-                })
-                .collect();
-            self.call::<serde_json::Value>(|| {
-                Ok(self.request(Method::PUT, self.url(&["bulk"])).json(&body))
-            })
-            .await
-            .map_err(context)?
-            .ok_or_else(|| {
-                context(Error::new(
-                    ErrorKind::Config,
-                    "the KV namespace was not found",
-                ))
-            })?;
-        }
-        Ok(())
+        self.put_many(&puts).await.map_err(context)
     }
 
     async fn delete_many(&self, keys: &[KvKey]) -> Result<()> {
