@@ -44,7 +44,7 @@
 //! the children of `["a"]`, plus the exact key `["a"]`), filters expired
 //! entries by the metadata the listing returns, and reads each value.
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(any(target_arch = "wasm32", kvtower_worker_check))]
 mod binding;
 pub(crate) mod layout;
 
@@ -88,7 +88,7 @@ pub struct WorkersKvStore {
 
 enum Inner {
     Http(Http),
-    #[cfg(target_arch = "wasm32")]
+    #[cfg(any(target_arch = "wasm32", kvtower_worker_check))]
     Binding(binding::Binding),
 }
 
@@ -99,7 +99,7 @@ impl fmt::Debug for WorkersKvStore {
             Inner::Http(http) => d
                 .field("namespace_url", &http.namespace_url.as_str())
                 .field("token", &"<redacted>"),
-            #[cfg(target_arch = "wasm32")]
+            #[cfg(any(target_arch = "wasm32", kvtower_worker_check))]
             Inner::Binding(_) => d.field("binding", &"KvStore"),
         };
         d.finish()
@@ -294,7 +294,7 @@ impl WorkersKvStore {
     ///     worker::Response::ok(format!("{hits:?}"))
     /// }
     /// ```
-    #[cfg(target_arch = "wasm32")]
+    #[cfg(any(target_arch = "wasm32", kvtower_worker_check))]
     pub fn from_binding(kv: worker::KvStore) -> Self {
         Self {
             inner: Arc::new(Inner::Binding(binding::Binding(
@@ -306,7 +306,7 @@ impl WorkersKvStore {
     async fn get_name(&self, name: &str) -> Result<Option<Value>> {
         match &*self.inner {
             Inner::Http(http) => http.get_name(name).await,
-            #[cfg(target_arch = "wasm32")]
+            #[cfg(any(target_arch = "wasm32", kvtower_worker_check))]
             Inner::Binding(kv) => kv.get_name(name).await,
         }
     }
@@ -314,7 +314,7 @@ impl WorkersKvStore {
     async fn put(&self, put: layout::Put) -> Result<()> {
         match &*self.inner {
             Inner::Http(http) => http.put(put).await,
-            #[cfg(target_arch = "wasm32")]
+            #[cfg(any(target_arch = "wasm32", kvtower_worker_check))]
             Inner::Binding(kv) => kv.put(put).await,
         }
     }
@@ -322,7 +322,7 @@ impl WorkersKvStore {
     async fn put_many(&self, puts: &[layout::Put]) -> Result<()> {
         match &*self.inner {
             Inner::Http(http) => http.put_many(puts).await,
-            #[cfg(target_arch = "wasm32")]
+            #[cfg(any(target_arch = "wasm32", kvtower_worker_check))]
             Inner::Binding(kv) => kv.put_many(puts).await,
         }
     }
@@ -330,7 +330,7 @@ impl WorkersKvStore {
     async fn delete_names(&self, names: &[String]) -> Result<()> {
         match &*self.inner {
             Inner::Http(http) => http.delete_names(names).await,
-            #[cfg(target_arch = "wasm32")]
+            #[cfg(any(target_arch = "wasm32", kvtower_worker_check))]
             Inner::Binding(kv) => kv.delete_names(names).await,
         }
     }
@@ -342,7 +342,7 @@ impl WorkersKvStore {
     ) -> Result<(Vec<String>, Option<String>)> {
         match &*self.inner {
             Inner::Http(http) => http.list_page(prefix, cursor).await,
-            #[cfg(target_arch = "wasm32")]
+            #[cfg(any(target_arch = "wasm32", kvtower_worker_check))]
             Inner::Binding(kv) => kv.list_page(prefix, cursor).await,
         }
     }

@@ -141,6 +141,9 @@ struct Inner {
 
 enum Backend {
     Local {
+        /// Its worker thread ends by itself when the last clone is dropped
+        /// (its request channel closes); `Sqlite::close` is not called
+        /// because it panics if the worker thread had panicked.
         db: Sqlite,
         /// Reads go through this connection so that they can filter on
         /// `expiration_ms`, which `denokv_sqlite`'s reads neither return
@@ -153,16 +156,6 @@ enum Backend {
         url: String,
         timeout: Duration,
     },
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        if let Backend::Local { db, .. } = &self.backend {
-            // Stops and joins the worker thread (it would also stop on its
-            // own once the last request channel is gone).
-            db.close();
-        }
-    }
 }
 
 impl fmt::Debug for DenoKvStore {
