@@ -58,11 +58,15 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
+use crate::key::KvKey;
+use crate::service::{KvService, RetryPolicy, ServiceStore};
+use crate::store::DynKvStore;
 
 /// The URL schemes a backend shorthand may use.
 pub const BACKEND_SCHEMES: &str = "memory://, sqlite://, redis://, rediss://, redis+unix://, \
@@ -716,6 +720,9 @@ pub struct CacheConfig {
     /// The cross-node invalidation bus (on by default over a Redis backend).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invalidation: Option<InvalidationConfig>,
+    /// The `cache` label of the layer's metrics (default `cache`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// Options of a prefix layer.
@@ -881,3 +888,428 @@ pub struct InvalidationConfig {
 fn yes() -> bool {
     true
 }
+
+// ---------------------------------------------------------------------------
+// Building a store from a configuration.
+
+/// The Redis namespace (and so the invalidation channel's prefix) when a
+/// configuration names none; the same as `RedisKvStore`'s default.
+const DEFAULT_NAMESPACE: &str = "kvtower";
+/// The front-tier bound of a cache layer when it names none, in entries.
+const DEFAULT_CACHE_CAPACITY: u64 = 10_000;
+
+impl StoreConfig {
+    /// Builds the store: the backend, wrapped in the layers from the last
+    /// (innermost) to the first (outermost). See [Building](self#building).
+    ///
+    /// # Errors
+    ///
+    /// A [`Config`](crate::ErrorKind::Config) error for an invalid
+    /// configuration or a backend whose cargo feature is not compiled in; the
+    /// backend's own error (kind [`Unavailable`](crate::ErrorKind::Unavailable),
+    /// [`Timeout`](crate::ErrorKind::Timeout), ...) when it cannot be reached.
+    /// Neither message holds a password or token of the configuration.
+    ///
+    /// ```
+    /// use kvtower::config::StoreConfig;
+    /// use kvtower::{kvkey, KvStore, SetOptions};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> kvtower::Result<()> {
+    /// let store = StoreConfig::from_toml_str(r#"
+    ///     backend = "memory://"
+    ///     [[layers]]
+    ///     type = "prefix"
+    ///     prefix = ["myapp"]
+    /// "#)?.build().await?;
+    /// store.set(&kvkey!["a"], 1.into(), SetOptions::default()).await?;
+    /// assert_eq!(store.get(&kvkey!["a"]).await?, Some(1.into()));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn build(&self) -> Result<DynKvStore> {
+        self.validate()?;
+        let mut store = self.backend.build().await?;
+        for (i, layer) in self.layers.iter().enumerate().rev() {
+            store = layer.wrap(store, &self.backend).await.map_err(|e| {
+                if e.kind() == ErrorKind::Config {
+                    Error::config(format!("layers[{i}].{}", e.message()))
+                } else {
+                    e
+                }
+            })?;
+        }
+        Ok(store)
+    }
+}
+
+/// The error for a backend or layer whose cargo feature is off.
+#[allow(dead_code)] // with every feature on, nothing is missing
+fn missing_feature(what: &str, feature: &str) -> Error {
+    Error::config(format!(
+        "{what} needs kvtower's `{feature}` feature (enable it in Cargo.toml: \
+         features = [\"config\", \"{feature}\"])"
+    ))
+}
+
+impl BackendConfig {
+    /// The backend's kind, as in the `kind` field (`"memory"`, `"redis"`...).
+    ///
+    /// ```
+    /// use kvtower::config::BackendConfig;
+    /// assert_eq!(BackendConfig::from_url("redis://h")?.kind(), "redis");
+    /// # Ok::<(), kvtower::Error>(())
+    /// ```
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BackendConfig::Memory(_) => "memory",
+            BackendConfig::Sqlite(_) => "sqlite",
+            BackendConfig::Redis(_) => "redis",
+            BackendConfig::RedisCluster(_) => "redis_cluster",
+            BackendConfig::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Opens or connects the backend store alone, without layers.
+    ///
+    /// # Errors
+    ///
+    /// As [`StoreConfig::build`].
+    ///
+    /// ```
+    /// use kvtower::config::BackendConfig;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> kvtower::Result<()> {
+    /// let store = BackendConfig::from_url("memory://")?.build().await?;
+    /// # let _ = store;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn build(&self) -> Result<DynKvStore> {
+        self.validate()?;
+        match self {
+            BackendConfig::Memory(c) => {
+                let mut builder = crate::MemoryKvStore::builder();
+                if let Some(max) = c.max_entries {
+                    builder = builder.max_entries(max);
+                }
+                if let Some(max) = c.max_bytes {
+                    builder = builder.max_bytes(max);
+                }
+                Ok(Arc::new(builder.build()))
+            }
+            #[cfg(feature = "sqlite")]
+            BackendConfig::Sqlite(c) => {
+                let mut builder = crate::SqliteKvStore::builder();
+                if let Some(table) = &c.table {
+                    builder = builder.table(table.clone());
+                }
+                let store = if c.path.as_os_str() == ":memory:" {
+                    builder.memory().await?
+                } else {
+                    builder.open(&c.path).await?
+                };
+                Ok(Arc::new(store))
+            }
+            #[cfg(feature = "redis")]
+            BackendConfig::Redis(c) => {
+                let store = redis_builder(c.namespace.as_deref(), c.timeout)
+                    .connect(c.url.expose())
+                    .await
+                    .map_err(|e| scrub(e, [&c.url]))?;
+                Ok(Arc::new(store))
+            }
+            #[cfg(feature = "redis")]
+            BackendConfig::RedisCluster(c) => {
+                let store = redis_builder(c.namespace.as_deref(), c.timeout)
+                    .cluster(c.urls.iter().map(SecretUrl::expose))
+                    .await
+                    .map_err(|e| scrub(e, &c.urls))?;
+                Ok(Arc::new(store))
+            }
+            #[cfg(feature = "postgres")]
+            BackendConfig::Postgres(c) => {
+                let mut builder = crate::PostgresKvStore::builder();
+                if let Some(table) = &c.table {
+                    builder = builder.table(table.clone());
+                }
+                let store = builder
+                    .connect(c.url.expose())
+                    .await
+                    .map_err(|e| scrub(e, [&c.url]))?;
+                Ok(Arc::new(store))
+            }
+            #[allow(unreachable_patterns)] // every feature on: all matched above
+            other => Err(missing_feature(
+                &format!("backend `{}`", other.kind()),
+                match other {
+                    BackendConfig::RedisCluster(_) => "redis",
+                    other => other.kind(),
+                },
+            )),
+        }
+    }
+
+    /// The Redis URL and namespace of a Redis backend (a cluster's first
+    /// seed node), for the invalidation bus.
+    fn redis_endpoint(&self) -> Option<(&SecretUrl, &str)> {
+        match self {
+            BackendConfig::Redis(c) => {
+                Some((&c.url, c.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE)))
+            }
+            BackendConfig::RedisCluster(c) => Some((
+                c.urls.first()?,
+                c.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE),
+            )),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(feature = "redis")]
+fn redis_builder(namespace: Option<&str>, timeout: Option<Duration>) -> crate::RedisKvStoreBuilder {
+    let mut builder = crate::RedisKvStore::builder();
+    if let Some(namespace) = namespace {
+        builder = builder.namespace(namespace);
+    }
+    if let Some(timeout) = timeout {
+        builder = builder.timeout(timeout);
+    }
+    builder
+}
+
+impl LayerConfig {
+    /// Wraps `inner` in this layer; `backend` decides the cache layer's
+    /// invalidation default.
+    async fn wrap(&self, inner: DynKvStore, backend: &BackendConfig) -> Result<DynKvStore> {
+        use tower::Layer as _;
+        Ok(match self {
+            LayerConfig::Cache(c) => c.wrap(inner, backend).await?,
+            LayerConfig::Prefix(c) => {
+                let prefix = KvKey::new(c.prefix.iter().cloned()).map_err(|_| {
+                    Error::config("prefix: needs at least one part, e.g. prefix = [\"myapp\"]")
+                })?;
+                Arc::new(crate::layers::PrefixLayer::new(prefix).layer(inner))
+            }
+            LayerConfig::DefaultTtl(c) => {
+                let mut layer = crate::layers::DefaultTtlLayer::new(c.ttl);
+                if let Some(fraction) = c.jitter {
+                    // A fraction of at most 1 of a Duration fits a Duration;
+                    // the f64 rounding near Duration::MAX is what may not.
+                    let jitter = Duration::try_from_secs_f64(c.ttl.as_secs_f64() * fraction)
+                        .unwrap_or(c.ttl);
+                    layer = layer.jitter(jitter);
+                }
+                if let Some(max) = c.max_ttl {
+                    layer = layer.max_ttl(max);
+                }
+                Arc::new(layer.layer(inner))
+            }
+            LayerConfig::Metrics(c) => {
+                Arc::new(crate::layers::MetricsLayer::new(c.name.clone()).layer(inner))
+            }
+            LayerConfig::Tracing(c) => {
+                let name = c.name.clone().unwrap_or_else(|| backend.kind().to_owned());
+                Arc::new(crate::layers::TracingLayer::new(name).layer(inner))
+            }
+            LayerConfig::Timeout(c) => {
+                let capabilities = inner.capabilities();
+                let service = tower::timeout::Timeout::new(KvService::new(inner), c.timeout);
+                Arc::new(ServiceStore::new(service).with_capabilities(capabilities))
+            }
+            LayerConfig::Retry(c) => {
+                let capabilities = inner.capabilities();
+                let policy = RetryPolicy::new(
+                    c.attempts,
+                    c.backoff.unwrap_or(RetryPolicy::DEFAULT_BACKOFF),
+                );
+                let service = tower::retry::Retry::new(policy, KvService::new(inner));
+                Arc::new(ServiceStore::new(service).with_capabilities(capabilities))
+            }
+        })
+    }
+}
+
+impl CacheConfig {
+    /// The invalidation bus to connect, if any: its URL and channel.
+    fn bus(&self, backend: &BackendConfig) -> Result<Option<(SecretUrl, String)>> {
+        let endpoint = backend.redis_endpoint();
+        let default_channel = |namespace: &str| format!("{namespace}:invalidate");
+        match &self.invalidation {
+            Some(InvalidationConfig { enabled: false, .. }) => Ok(None),
+            Some(InvalidationConfig {
+                url: Some(url),
+                channel,
+                ..
+            }) => Ok(Some((
+                url.clone(),
+                channel.clone().unwrap_or_else(|| {
+                    default_channel(endpoint.map_or(DEFAULT_NAMESPACE, |(_, ns)| ns))
+                }),
+            ))),
+            Some(InvalidationConfig { channel, .. }) => match endpoint {
+                Some((url, namespace)) => Ok(Some((
+                    url.clone(),
+                    channel
+                        .clone()
+                        .unwrap_or_else(|| default_channel(namespace)),
+                ))),
+                None => Err(Error::config(format!(
+                    "cache.invalidation: a `{}` backend has no Redis to carry the bus; \
+                     set invalidation.url = \"redis://…\", or enabled = false",
+                    backend.kind()
+                ))),
+            },
+            None => Ok(endpoint.map(|(url, namespace)| (url.clone(), default_channel(namespace)))),
+        }
+    }
+
+    async fn wrap(&self, inner: DynKvStore, backend: &BackendConfig) -> Result<DynKvStore> {
+        use tower::Layer as _;
+        let front = match self.max_bytes {
+            Some(max) => crate::MemoryKvStore::builder().max_bytes(max),
+            None => crate::MemoryKvStore::builder()
+                .max_entries(self.capacity.unwrap_or(DEFAULT_CACHE_CAPACITY)),
+        }
+        .build();
+        let mut builder = crate::layers::CacheLayer::builder(front);
+        if let Some(ttl) = self.ttl {
+            builder = builder.front_max_ttl(ttl);
+        }
+        if let Some(ttl) = self.negative_ttl {
+            builder = builder.negative_ttl(ttl);
+        }
+        if let Some(name) = &self.name {
+            builder = builder.name(name.clone());
+        }
+        if let Some((url, channel)) = self.bus(backend)? {
+            #[cfg(feature = "redis")]
+            {
+                let bus = crate::invalidation::RedisInvalidationBus::builder(url.expose())
+                    .channel(channel)
+                    .connect()
+                    .await
+                    .map_err(|e| scrub(e, [&url]))?;
+                builder = builder.invalidation_bus(bus);
+            }
+            #[cfg(not(feature = "redis"))]
+            {
+                let _ = (url, channel);
+                return Err(missing_feature("cache.invalidation (a Redis bus)", "redis"));
+            }
+        }
+        Ok(Arc::new(builder.build().layer(inner)))
+    }
+}
+
+/// `err` with every password and token of `urls` replaced by `***`, in its
+/// message and in its source chain (a driver's message may quote the URL).
+/// An error that holds none comes back unchanged, source included.
+#[allow(dead_code)] // only the network backends use it
+fn scrub<'a>(err: Error, urls: impl IntoIterator<Item = &'a SecretUrl>) -> Error {
+    let secrets: Vec<String> = urls
+        .into_iter()
+        .flat_map(|url| url_secrets(url.expose()))
+        .filter(|s| !s.is_empty())
+        .collect();
+    let source_text = std::error::Error::source(&err).map(|source| {
+        let mut text = format!("{source}");
+        let mut next = source.source();
+        while let Some(cause) = next {
+            text.push_str(&format!(": {cause}"));
+            next = cause.source();
+        }
+        text
+    });
+    let leaks = |text: &str| secrets.iter().any(|s| text.contains(s.as_str()));
+    let source_leaks = source_text.as_deref().is_some_and(|text| {
+        leaks(text) || std::error::Error::source(&err).is_some_and(|s| leaks(&format!("{s:?}")))
+    });
+    if !leaks(err.message()) && !source_leaks {
+        return err;
+    }
+    let hide = |text: &str| {
+        secrets.iter().fold(text.to_owned(), |text, secret| {
+            text.replace(secret.as_str(), "***")
+        })
+    };
+    let mut out = Error::new(err.kind(), hide(err.message())).with_retryable(err.is_retryable());
+    if let Some(operation) = err.operation() {
+        out = out.with_operation(operation);
+    }
+    if let Some(key) = err.key() {
+        out = out.with_key(key);
+    }
+    match source_text {
+        Some(text) if source_leaks => out.with_source(Redacted(hide(&text))),
+        _ => out,
+    }
+}
+
+/// The password of `url`'s user info and the values of its secret query
+/// parameters, raw and percent-decoded (a driver may print either).
+fn url_secrets(url: &str) -> Vec<String> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let mut secrets = Vec::new();
+    if let Some((userinfo, _)) = authority.rsplit_once('@') {
+        if let Some((_, password)) = userinfo.split_once(':') {
+            secrets.push(password.to_owned());
+        }
+    }
+    if let Some((_, query)) = tail.split_once('?') {
+        let query = query.split('#').next().unwrap_or_default();
+        for pair in query.split('&') {
+            if let Some((k, v)) = pair.split_once('=') {
+                if SECRET_PARAMS.contains(&k.to_ascii_lowercase().as_str()) {
+                    secrets.push(v.to_owned());
+                }
+            }
+        }
+    }
+    let decoded: Vec<String> = secrets.iter().filter_map(|s| percent_decode(s)).collect();
+    secrets.extend(decoded);
+    secrets
+}
+
+/// `%XX`-decodes `text` when it has escapes and decodes to UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    if !text.contains('%') {
+        return None;
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// A source error's text with its secrets removed, standing in for the
+/// original (which may quote a password).
+#[derive(Debug)]
+struct Redacted(String);
+
+impl fmt::Display for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Redacted {}

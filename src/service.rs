@@ -36,6 +36,7 @@
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::future::BoxFuture;
@@ -471,5 +472,141 @@ where
     /// (the full contract by default).
     fn capabilities(&self) -> Capabilities {
         self.capabilities
+    }
+}
+
+/// A [`tower::retry::Policy`] for [`KvRequest`]s: retries a request whose
+/// error [is retryable](Error::is_retryable) (or is tower's timeout), up to
+/// `attempts` calls in all, pausing `backoff` before the first retry and
+/// twice as long before each next one.
+///
+/// A `cas` that *timed out* is not replayed: it may have swapped, and a
+/// replay would then report the swap as a mismatch. Every other request is
+/// idempotent and replayed as is (requests are `Clone`).
+///
+/// It works below or above a [`ServiceStore`]: the error type may be
+/// kvtower's [`Error`] or tower's `BoxError` (what `tower::timeout` yields).
+/// Each request gets its own copy of the policy (tower clones it per call),
+/// so the attempts are counted per request.
+///
+/// ```
+/// use kvtower::service::{KvServiceLayer, RetryPolicy, ServiceStoreLayer};
+/// use kvtower::{kvkey, KvStore, MemoryKvStore, SetOptions};
+/// use std::time::Duration;
+/// use tower::ServiceBuilder;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> kvtower::Result<()> {
+/// let store = ServiceBuilder::new()
+///     .layer(ServiceStoreLayer)
+///     .retry(RetryPolicy::new(3, Duration::from_millis(10))) // 3 calls at most
+///     .timeout(Duration::from_millis(200))                  // per attempt
+///     .layer(KvServiceLayer)
+///     .service(MemoryKvStore::new());
+/// store.set(&kvkey!["a"], 1.into(), SetOptions::default()).await?;
+/// assert_eq!(store.get(&kvkey!["a"]).await?, Some(1.into()));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Calls left, the current one included.
+    attempts: u32,
+    /// The pause before the next retry.
+    backoff: Duration,
+}
+
+impl RetryPolicy {
+    /// The default pause before the first retry.
+    pub const DEFAULT_BACKOFF: Duration = Duration::from_millis(10);
+
+    /// At most `attempts` calls per request (the first included; 0 counts as
+    /// 1, no retry), `backoff` before the first retry, doubling after.
+    pub fn new(attempts: u32, backoff: Duration) -> Self {
+        Self {
+            attempts: attempts.max(1),
+            backoff,
+        }
+    }
+
+    /// How many calls a request may still make, the next one included.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// assert_eq!(kvtower::service::RetryPolicy::new(3, Duration::ZERO).attempts(), 3);
+    /// ```
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// The pause before the next retry.
+    pub fn backoff(&self) -> Duration {
+        self.backoff
+    }
+
+    /// Whether to retry after an error that is `retryable` and may have been
+    /// a timeout (`timed_out`); counts the attempt and returns the pause.
+    fn next(&mut self, request: &KvRequest, retryable: bool, timed_out: bool) -> Option<Sleep> {
+        if !retryable
+            || self.attempts <= 1
+            || (timed_out && matches!(request, KvRequest::Cas { .. }))
+        {
+            return None;
+        }
+        self.attempts -= 1;
+        let pause = self.backoff;
+        self.backoff = self.backoff.saturating_mul(2);
+        Some(tokio::time::sleep(pause))
+    }
+}
+
+impl Default for RetryPolicy {
+    /// Three calls, [`DEFAULT_BACKOFF`](Self::DEFAULT_BACKOFF) apart and
+    /// doubling.
+    fn default() -> Self {
+        Self::new(3, Self::DEFAULT_BACKOFF)
+    }
+}
+
+type Sleep = tokio::time::Sleep;
+
+impl tower::retry::Policy<KvRequest, KvResponse, Error> for RetryPolicy {
+    type Future = Sleep;
+
+    fn retry(
+        &mut self,
+        request: &mut KvRequest,
+        result: &mut Result<KvResponse>,
+    ) -> Option<Self::Future> {
+        match result {
+            Ok(_) => None,
+            Err(e) => self.next(request, e.is_retryable(), e.kind() == ErrorKind::Timeout),
+        }
+    }
+
+    fn clone_request(&mut self, request: &KvRequest) -> Option<KvRequest> {
+        (self.attempts > 1).then(|| request.clone())
+    }
+}
+
+impl tower::retry::Policy<KvRequest, KvResponse, tower::BoxError> for RetryPolicy {
+    type Future = Sleep;
+
+    fn retry(
+        &mut self,
+        request: &mut KvRequest,
+        result: &mut std::result::Result<KvResponse, tower::BoxError>,
+    ) -> Option<Self::Future> {
+        let Err(e) = result else { return None };
+        let (retryable, timed_out) = match e.downcast_ref::<Error>() {
+            Some(e) => (e.is_retryable(), e.kind() == ErrorKind::Timeout),
+            None if e.is::<tower::timeout::error::Elapsed>() => (true, true),
+            None => (e.is::<tower::load_shed::error::Overloaded>(), false),
+        };
+        self.next(request, retryable, timed_out)
+    }
+
+    fn clone_request(&mut self, request: &KvRequest) -> Option<KvRequest> {
+        (self.attempts > 1).then(|| request.clone())
     }
 }

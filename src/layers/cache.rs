@@ -221,7 +221,9 @@ impl<F: KvStore> CacheLayerBuilder<F> {
         F: 'static,
     {
         let registrar = bus.clone();
-        self.register = Some(Box::new(move |tier: &Arc<Tier<F>>| registrar.register(tier)));
+        self.register = Some(Box::new(move |tier: &Arc<Tier<F>>| {
+            registrar.register(tier)
+        }));
         self.bus = Some(bus);
         self
     }
@@ -250,22 +252,22 @@ impl<F: KvStore> CacheLayerBuilder<F> {
                 .build()
         });
         let tier = Arc::new(Tier {
-                front: self.front,
-                name: self.name,
-                front_max_ttl: self.front_max_ttl,
-                negative,
-                deadlines: moka::future::Cache::builder()
-                    .max_capacity(DEADLINE_MAX_ENTRIES)
-                    .expire_after(DeadlineExpiry)
-                    .build(),
-                stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
-                hasher: RandomState::new(),
-                inflight: Mutex::new(HashMap::new()),
-                next_flight: AtomicU64::new(0),
-                counters,
-                hook: self.hook,
-                #[cfg(feature = "redis")]
-                bus: self.bus,
+            front: self.front,
+            name: self.name,
+            front_max_ttl: self.front_max_ttl,
+            negative,
+            deadlines: moka::future::Cache::builder()
+                .max_capacity(DEADLINE_MAX_ENTRIES)
+                .expire_after(DeadlineExpiry)
+                .build(),
+            stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
+            hasher: RandomState::new(),
+            inflight: Mutex::new(HashMap::new()),
+            next_flight: AtomicU64::new(0),
+            counters,
+            hook: self.hook,
+            #[cfg(feature = "redis")]
+            bus: self.bus,
         });
         #[cfg(feature = "redis")]
         if let Some(register) = self.register {
