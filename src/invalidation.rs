@@ -495,7 +495,8 @@ impl RedisInvalidationBus {
     /// keeps only a weak reference: the target stays registered while the
     /// caller keeps it alive.
     pub fn register<T: InvalidationTarget>(&self, target: &Arc<T>) {
-        let weak: Weak<dyn InvalidationTarget> = Arc::downgrade(target) as Weak<dyn InvalidationTarget>;
+        let weak: Weak<dyn InvalidationTarget> =
+            Arc::downgrade(target) as Weak<dyn InvalidationTarget>;
         self.inner
             .shared
             .targets

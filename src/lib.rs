@@ -79,10 +79,10 @@ pub use stores::denokv::{DenoKvStore, DenoKvStoreBuilder};
 pub use stores::memory::{MemoryKvStore, MemoryKvStoreBuilder};
 #[cfg(feature = "postgres")]
 pub use stores::postgres::{PostgresKvStore, PostgresKvStoreBuilder};
-#[cfg(feature = "sqlite")]
-pub use stores::sqlite::{SqliteKvStore, SqliteKvStoreBuilder};
 #[cfg(feature = "redis")]
 pub use stores::redis::{RedisKvStore, RedisKvStoreBuilder};
+#[cfg(feature = "sqlite")]
+pub use stores::sqlite::{SqliteKvStore, SqliteKvStoreBuilder};
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]

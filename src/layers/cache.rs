@@ -147,8 +147,12 @@ pub struct CacheLayerBuilder<F> {
     /// Registers the built tier on the bus (needs `F: 'static`, which only
     /// `invalidation_bus` requires).
     #[cfg(feature = "redis")]
-    register: Option<Box<dyn FnOnce(&Arc<Tier<F>>) + Send + Sync>>,
+    register: Option<Registrar<F>>,
 }
+
+/// Registers a built tier on an invalidation bus.
+#[cfg(feature = "redis")]
+type Registrar<F> = Box<dyn FnOnce(&Arc<Tier<F>>) + Send + Sync>;
 
 impl<F> fmt::Debug for CacheLayerBuilder<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -221,7 +225,9 @@ impl<F: KvStore> CacheLayerBuilder<F> {
         F: 'static,
     {
         let registrar = bus.clone();
-        self.register = Some(Box::new(move |tier: &Arc<Tier<F>>| registrar.register(tier)));
+        self.register = Some(Box::new(move |tier: &Arc<Tier<F>>| {
+            registrar.register(tier)
+        }));
         self.bus = Some(bus);
         self
     }
@@ -250,22 +256,22 @@ impl<F: KvStore> CacheLayerBuilder<F> {
                 .build()
         });
         let tier = Arc::new(Tier {
-                front: self.front,
-                name: self.name,
-                front_max_ttl: self.front_max_ttl,
-                negative,
-                deadlines: moka::future::Cache::builder()
-                    .max_capacity(DEADLINE_MAX_ENTRIES)
-                    .expire_after(DeadlineExpiry)
-                    .build(),
-                stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
-                hasher: RandomState::new(),
-                inflight: Mutex::new(HashMap::new()),
-                next_flight: AtomicU64::new(0),
-                counters,
-                hook: self.hook,
-                #[cfg(feature = "redis")]
-                bus: self.bus,
+            front: self.front,
+            name: self.name,
+            front_max_ttl: self.front_max_ttl,
+            negative,
+            deadlines: moka::future::Cache::builder()
+                .max_capacity(DEADLINE_MAX_ENTRIES)
+                .expire_after(DeadlineExpiry)
+                .build(),
+            stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
+            hasher: RandomState::new(),
+            inflight: Mutex::new(HashMap::new()),
+            next_flight: AtomicU64::new(0),
+            counters,
+            hook: self.hook,
+            #[cfg(feature = "redis")]
+            bus: self.bus,
         });
         #[cfg(feature = "redis")]
         if let Some(register) = self.register {
