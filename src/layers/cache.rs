@@ -147,8 +147,12 @@ pub struct CacheLayerBuilder<F> {
     /// Registers the built tier on the bus (needs `F: 'static`, which only
     /// `invalidation_bus` requires).
     #[cfg(feature = "redis")]
-    register: Option<Box<dyn FnOnce(&Arc<Tier<F>>) + Send + Sync>>,
+    register: Option<Registrar<F>>,
 }
+
+/// Registers a built tier on an invalidation bus.
+#[cfg(feature = "redis")]
+type Registrar<F> = Box<dyn FnOnce(&Arc<Tier<F>>) + Send + Sync>;
 
 impl<F> fmt::Debug for CacheLayerBuilder<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
