@@ -38,7 +38,11 @@ async fn cache_with_bus_over_redis() -> impl KvStore {
         .await
         .expect("the bus connects");
     let store = ServiceBuilder::new()
-        .layer(CacheLayer::builder(MemoryKvStore::new()).invalidation_bus(bus).build())
+        .layer(
+            CacheLayer::builder(MemoryKvStore::new())
+                .invalidation_bus(bus)
+                .build(),
+        )
         .service(redis(&namespace).await);
     WithGuard {
         store,
