@@ -420,3 +420,173 @@ async fn without_the_bus_the_other_node_serves_the_old_value() {
         "without a bus, B's front tier keeps the old value for its TTL: {seen:?}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// RetryPolicy, which the `retry` layer uses. A real MemoryKvStore behind a
+// wrapper that injects failures (a backend cannot be made to fail on cue).
+
+mod flaky {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use futures::stream::BoxStream;
+    use kvtower::{
+        Error, ErrorKind, KvEntry, KvKey, KvStore, MemoryKvStore, Result, SetOptions, Value,
+    };
+
+    /// Fails (or stalls) the next `failures` calls of `get`, `set` and `cas`.
+    #[derive(Debug, Clone, Default)]
+    pub struct Flaky {
+        pub store: MemoryKvStore,
+        pub calls: Arc<AtomicUsize>,
+        pub failures: Arc<AtomicUsize>,
+        /// `None`: stall for a second instead of failing.
+        pub kind: Option<ErrorKind>,
+    }
+
+    impl Flaky {
+        pub fn new(failures: usize, kind: Option<ErrorKind>) -> Self {
+            Self {
+                failures: Arc::new(AtomicUsize::new(failures)),
+                kind,
+                ..Self::default()
+            }
+        }
+
+        pub fn calls(&self) -> usize {
+            self.calls.load(Ordering::SeqCst)
+        }
+
+        async fn trouble(&self) -> Result<()> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let failing = self
+                .failures
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            match (failing, self.kind) {
+                (false, _) => Ok(()),
+                (true, Some(kind)) => Err(Error::new(kind, "injected failure")),
+                (true, None) => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    #[async_trait]
+    impl KvStore for Flaky {
+        async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
+            self.trouble().await?;
+            self.store.get(key).await
+        }
+        async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
+            self.trouble().await?;
+            self.store.set(key, value, options).await
+        }
+        async fn delete(&self, key: &KvKey) -> Result<()> {
+            self.store.delete(key).await
+        }
+        async fn cas(
+            &self,
+            key: &KvKey,
+            expected: Option<&Value>,
+            new: Option<Value>,
+            options: SetOptions,
+        ) -> Result<bool> {
+            self.trouble().await?;
+            self.store.cas(key, expected, new, options).await
+        }
+        fn list(&self, prefix: Option<KvKey>) -> BoxStream<'_, Result<KvEntry>> {
+            self.store.list(prefix)
+        }
+    }
+}
+
+/// `backend` behind `RetryPolicy::new(attempts, 10ms)` through the bridge.
+fn with_retry(backend: flaky::Flaky, attempts: u32) -> impl KvStore {
+    use kvtower::service::{KvServiceLayer, RetryPolicy, ServiceStoreLayer};
+    tower::ServiceBuilder::new()
+        .layer(ServiceStoreLayer)
+        .retry(RetryPolicy::new(attempts, Duration::from_millis(10)))
+        .layer(KvServiceLayer)
+        .service(backend)
+}
+
+#[tokio::test]
+async fn retry_policy_retries_retryable_errors_with_a_doubling_backoff() {
+    let key = kvkey!["k"];
+    let backend = flaky::Flaky::new(2, Some(ErrorKind::Unavailable));
+    let store = with_retry(backend.clone(), 3);
+    let started = Instant::now();
+    assert_eq!(store.get(&key).await.unwrap(), None);
+    assert_eq!(backend.calls(), 3, "two failures, then the answer");
+    assert!(
+        started.elapsed() >= Duration::from_millis(30),
+        "10 ms, then 20 ms of backoff"
+    );
+
+    // Out of attempts: the last error comes back.
+    let backend = flaky::Flaky::new(3, Some(ErrorKind::Unavailable));
+    let err = with_retry(backend.clone(), 3).get(&key).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    assert_eq!(backend.calls(), 3);
+
+    // Not retryable: one call.
+    let backend = flaky::Flaky::new(1, Some(ErrorKind::Backend));
+    let err = with_retry(backend.clone(), 3).get(&key).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Backend);
+    assert_eq!(backend.calls(), 1);
+
+    // A timed-out write is replayed, a timed-out cas is not (it may have
+    // swapped).
+    let backend = flaky::Flaky::new(1, Some(ErrorKind::Timeout));
+    with_retry(backend.clone(), 3)
+        .set(&key, json!(1), SetOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(backend.calls(), 2);
+    let backend = flaky::Flaky::new(1, Some(ErrorKind::Timeout));
+    let err = with_retry(backend.clone(), 3)
+        .cas(&key, None, Some(json!(1)), SetOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert_eq!(backend.calls(), 1);
+    // ...but a cas that failed to reach the backend is.
+    let backend = flaky::Flaky::new(1, Some(ErrorKind::Unavailable));
+    let swapped = with_retry(backend.clone(), 3)
+        .cas(&key, None, Some(json!(1)), SetOptions::default())
+        .await
+        .unwrap();
+    assert!(swapped);
+    assert_eq!(backend.calls(), 2);
+}
+
+#[tokio::test]
+async fn retry_policy_retries_tower_timeouts_below_it() {
+    use kvtower::service::{KvServiceLayer, RetryPolicy, ServiceStoreLayer};
+    let key = kvkey!["k"];
+    let stack = |backend: flaky::Flaky| {
+        tower::ServiceBuilder::new()
+            .layer(ServiceStoreLayer)
+            .retry(RetryPolicy::new(3, Duration::from_millis(1)))
+            .timeout(Duration::from_millis(100))
+            .layer(KvServiceLayer)
+            .service(backend)
+    };
+    // The first get stalls past the timeout; the retry answers.
+    let backend = flaky::Flaky::new(1, None);
+    assert_eq!(stack(backend.clone()).get(&key).await.unwrap(), None);
+    assert_eq!(backend.calls(), 2);
+    // A cas that timed out is not replayed.
+    let backend = flaky::Flaky::new(1, None);
+    let err = stack(backend.clone())
+        .cas(&key, None, Some(json!(1)), SetOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert_eq!(backend.calls(), 1);
+}
