@@ -37,24 +37,97 @@
 //!
 //! # Layers
 //!
-//! | `type` | options |
-//! |---|---|
-//! | `cache` | `capacity` (entries), `max_bytes`, `ttl` (front max TTL), `negative_ttl`, `invalidation` |
-//! | `prefix` | `prefix` (array of key parts) |
-//! | `default_ttl` | `ttl`, `jitter` (fraction 0..=1), `max_ttl` |
-//! | `metrics` | `name` |
-//! | `tracing` | `name` |
-//! | `timeout` | `timeout` |
-//! | `retry` | `attempts`, `backoff` |
+//! | `type` | options | builds |
+//! |---|---|---|
+//! | `cache` | `capacity` (front entries, default 10,000) or `max_bytes`, `ttl` (front max TTL, default 60 s), `negative_ttl`, `name` (metrics label), `invalidation` | [`CacheLayer`](crate::layers::CacheLayer) with a [`MemoryKvStore`](crate::MemoryKvStore) front |
+//! | `prefix` | `prefix` (array of key parts) | [`PrefixLayer`](crate::layers::PrefixLayer) |
+//! | `default_ttl` | `ttl`, `jitter` (a fraction 0..=1 of `ttl`: writes get `ttl` plus up to `ttl × jitter`), `max_ttl` | [`DefaultTtlLayer`](crate::layers::DefaultTtlLayer) |
+//! | `metrics` | `name` (the `store` label) | [`MetricsLayer`](crate::layers::MetricsLayer) |
+//! | `tracing` | `name` (default: the backend kind) | [`TracingLayer`](crate::layers::TracingLayer) |
+//! | `timeout` | `timeout` | tower's `Timeout` through the [bridge](crate::service); elapsed is [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) |
+//! | `retry` | `attempts` (calls in all), `backoff` (default 10 ms, doubling) | tower's `Retry` with [`RetryPolicy`](crate::service::RetryPolicy) through the bridge |
 //!
 //! Durations are strings like `"250ms"`, `"30s"`, `"1h"`.
+//!
+//! # Building
+//!
+//! [`StoreConfig::build`] opens or connects the backend and wraps it in the
+//! layers, each result boxed as a [`DynKvStore`]:
+//!
+//! * **Order**: `layers[0]` is the *outermost* layer, the first to see a
+//!   call, as with [`tower::ServiceBuilder`]. `[metrics, prefix, cache]`
+//!   counts every call, then prefixes the key, then asks the cache (which so
+//!   holds prefixed keys). `[retry, timeout]` retries each attempt that timed
+//!   out; `[timeout, retry]` bounds all attempts together.
+//! * **Invalidation bus**: a `cache` layer over a `redis` or `redis_cluster`
+//!   backend connects a [`RedisInvalidationBus`](crate::invalidation::RedisInvalidationBus)
+//!   by default, on the backend's Redis (a cluster's first seed URL) and the
+//!   channel `<namespace>:invalidate` (namespace default `kvtower`), so
+//!   every process built from the same configuration keeps its front tier
+//!   coherent with the others'. `invalidation = { enabled = false }` turns it
+//!   off (one process only); `invalidation = { url = "redis://…", channel =
+//!   "…" }` picks another Redis or channel. Over any other backend the bus is
+//!   off unless `invalidation.url` is given; an `invalidation` table without
+//!   a `url` there is a `Config` error.
+//! * **Features**: a backend whose cargo feature is not compiled in (`sqlite`,
+//!   `redis` for both Redis kinds, `postgres`) is a `Config` error naming
+//!   the feature, and so is a bus without feature `redis`.
+//!
+//! `examples/tiers_per_env.rs` runs one application over the three
+//! configurations of `examples/config/`: `dev.toml` (memory), `test.toml`
+//! (SQLite in memory) and `prod.toml` (metrics + prefix + cache + Redis):
+//!
+//! ```toml
+//! [backend]
+//! kind = "redis"
+//! url = "redis://127.0.0.1:6379"
+//! namespace = "tiers-example"
+//! timeout = "500ms"
+//!
+//! [[layers]]
+//! type = "metrics"
+//! name = "app"
+//!
+//! [[layers]]
+//! type = "prefix"
+//! prefix = ["app", "v1"]
+//!
+//! [[layers]]
+//! type = "cache"
+//! capacity = 10000
+//! ttl = "30s"
+//! ```
+//!
+//! ```
+//! use kvtower::config::StoreConfig;
+//! use kvtower::{kvkey, KvStore, SetOptions};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> kvtower::Result<()> {
+//! // APP_ENV picks the file; here the dev one, inline.
+//! let store = StoreConfig::from_toml_str(r#"
+//!     backend = "memory://"
+//!     [[layers]]
+//!     type = "retry"
+//!     attempts = 3
+//!     [[layers]]
+//!     type = "timeout"
+//!     timeout = "2s"
+//! "#)?.build().await?;
+//! store.set(&kvkey!["a"], 1.into(), SetOptions::default()).await?;
+//! assert_eq!(store.get(&kvkey!["a"]).await?, Some(1.into()));
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! # Errors and secrets
 //!
 //! A bad configuration is an [`ErrorKind::Config`](crate::ErrorKind::Config)
 //! error whose message names the field and the allowed values. Passwords and
 //! tokens in URLs are redacted in errors and in `Debug` output
-//! ([`SecretUrl`]).
+//! ([`SecretUrl`]); errors of [`build`](StoreConfig::build) (a refused
+//! connection keeps its kind, `Unavailable` or `Timeout`) have them removed
+//! from their message and their source chain too.
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -5,7 +5,8 @@
 //! With both, `tower::timeout`, `tower::retry`, `tower::limit` and
 //! `tower::load_shed` sit anywhere in a stack: [`ServiceStoreLayer`] turns
 //! what is below it back into a store, [`KvServiceLayer`] turns a store into
-//! a service.
+//! a service. [`RetryPolicy`] is a `tower::retry::Policy` for these requests
+//! (retryable errors only, doubling backoff, no replay of a timed-out `cas`).
 //!
 //! ```
 //! use kvtower::layers::CacheLayer;
