@@ -44,8 +44,8 @@
 //! | `default_ttl` | `ttl`, `jitter` (a fraction 0..=1 of `ttl`: writes get `ttl` plus up to `ttl × jitter`), `max_ttl` | [`DefaultTtlLayer`](crate::layers::DefaultTtlLayer) |
 //! | `metrics` | `name` (the `store` label) | [`MetricsLayer`](crate::layers::MetricsLayer) |
 //! | `tracing` | `name` (default: the backend kind) | [`TracingLayer`](crate::layers::TracingLayer) |
-//! | `timeout` | `timeout` | tower's `Timeout` through the [bridge](crate::service); elapsed is [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) |
-//! | `retry` | `attempts` (calls in all), `backoff` (default 10 ms, doubling) | tower's `Retry` with [`RetryPolicy`](crate::service::RetryPolicy) through the bridge |
+//! | `timeout` | `timeout` | tower's `Timeout` through the [bridge](crate::service); elapsed is [`ErrorKind::Timeout`] |
+//! | `retry` | `attempts` (calls in all), `backoff` (default 10 ms, doubling) | tower's `Retry` with [`RetryPolicy`] through the bridge |
 //!
 //! Durations are strings like `"250ms"`, `"30s"`, `"1h"`.
 //!
@@ -122,7 +122,7 @@
 //!
 //! # Errors and secrets
 //!
-//! A bad configuration is an [`ErrorKind::Config`](crate::ErrorKind::Config)
+//! A bad configuration is an [`ErrorKind::Config`]
 //! error whose message names the field and the allowed values. Passwords and
 //! tokens in URLs are redacted in errors and in `Debug` output
 //! ([`SecretUrl`]); errors of [`build`](StoreConfig::build) (a refused
