@@ -1386,3 +1386,48 @@ impl fmt::Display for Redacted {
 }
 
 impl std::error::Error for Redacted {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full_text(err: &Error) -> String {
+        let mut text = format!("{err} {err:?}");
+        let mut source = std::error::Error::source(err);
+        while let Some(cause) = source {
+            text.push_str(&format!(" {cause} {cause:?}"));
+            source = cause.source();
+        }
+        text
+    }
+
+    #[test]
+    fn scrub_removes_secrets_from_message_and_sources() {
+        let url = SecretUrl::new("redis://app:p%40ss@h:6379/0?token=tok3n");
+        let err = Error::new(ErrorKind::Unavailable, "auth as app:p%40ss refused")
+            .with_operation("connect")
+            .with_source(std::io::Error::other(
+                "server said: wrong password p@ss, tok3n",
+            ));
+        let scrubbed = scrub(err, [&url]);
+        let text = full_text(&scrubbed);
+        assert!(!text.contains("p@ss") && !text.contains("p%40ss"), "{text}");
+        assert!(!text.contains("tok3n"), "{text}");
+        assert!(
+            text.contains("wrong password ***"),
+            "the source's text is kept: {text}"
+        );
+        assert_eq!(scrubbed.kind(), ErrorKind::Unavailable);
+        assert_eq!(scrubbed.operation(), Some("connect"));
+        assert!(scrubbed.is_retryable());
+    }
+
+    #[test]
+    fn scrub_leaves_clean_errors_alone() {
+        let url = SecretUrl::new("redis://h:6379");
+        let err = Error::new(ErrorKind::Timeout, "slow").with_retryable(false);
+        let scrubbed = scrub(err, [&url]);
+        assert_eq!(scrubbed.to_string(), "timeout error: slow");
+        assert!(!scrubbed.is_retryable());
+    }
+}

@@ -590,3 +590,32 @@ async fn retry_policy_retries_tower_timeouts_below_it() {
     assert_eq!(err.kind(), ErrorKind::Timeout);
     assert_eq!(backend.calls(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_config_builds_with_the_bus_on_the_first_seed() {
+    // A private cluster (it is stopped when the guard drops, also on panic).
+    let cluster = tokio::task::spawn_blocking(|| support::RedisCluster::start(3))
+        .await
+        .unwrap();
+    let hosts: Vec<String> = cluster
+        .urls()
+        .iter()
+        .map(|u| u.trim_start_matches("redis://").to_owned())
+        .collect();
+    let config = StoreConfig::from_toml_str(&format!(
+        r#"
+        backend = "redis+cluster://{}"
+        [[layers]]
+        type = "cache"
+        ttl = "60s"
+        "#,
+        hosts.join(",")
+    ))
+    .unwrap();
+    let a = config.build().await.unwrap();
+    let b = config.build().await.unwrap();
+    let seen = reads_after_a_write(&a, &b, Duration::from_secs(2)).await;
+    assert_eq!(seen.last(), Some(&2), "node B kept the old value: {seen:?}");
+    drop((a, b));
+    drop(cluster);
+}
