@@ -179,7 +179,9 @@ impl MemoryKvStoreBuilder {
     pub fn build(self) -> MemoryKvStore {
         let builder = Cache::builder().expire_after(StoredExpiry);
         let cache = match self.bound {
-            Bound::Entries(max) => builder.max_capacity(max).build_with_hasher(Hasher::default()),
+            Bound::Entries(max) => builder
+                .max_capacity(max)
+                .build_with_hasher(Hasher::default()),
             Bound::Bytes(max) => builder
                 .max_capacity(max)
                 .weigher(|key: &KvKey, stored: &Stored| {
