@@ -26,7 +26,8 @@ fn emulator() -> Option<&'static str> {
             return None;
         }
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/workers_emulator");
-        if !dir.join("node_modules/miniflare").exists() {
+        // npm writes node_modules/.package-lock.json last: a finished install.
+        if !dir.join("node_modules/.package-lock.json").exists() {
             let status = Command::new("npm")
                 .args(["ci", "--no-audit", "--no-fund"])
                 .current_dir(&dir)

@@ -171,14 +171,20 @@ mod interop {
             return None;
         }
         let dir = interop_dir();
-        if !dir.join("node_modules/@deno/kv").exists() {
-            let status = Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund"])
-                .current_dir(&dir)
-                .status()
-                .expect("npm runs");
-            assert!(status.success(), "npm ci in {}", dir.display());
-        }
+        // Once per test process: the interop tests run in parallel, and one
+        // must not run node while another is still installing. npm writes
+        // node_modules/.package-lock.json last, so it marks a finished install.
+        static INSTALLED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+        INSTALLED.get_or_init(|| {
+            if !dir.join("node_modules/.package-lock.json").exists() {
+                let status = Command::new("npm")
+                    .args(["ci", "--no-audit", "--no-fund"])
+                    .current_dir(&dir)
+                    .status()
+                    .expect("npm runs");
+                assert!(status.success(), "npm ci in {}", dir.display());
+            }
+        });
         Some(dir.join("interop.mjs"))
     }
 
