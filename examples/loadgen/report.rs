@@ -382,6 +382,14 @@ pub fn plots(rows: &[Row], dir: &Path) -> Result<Vec<String>, BoxError> {
                     .unwrap_or_default(),
                 _ => String::new(),
             })
+            .light_line_style(WHITE)
+            .y_label_formatter(&|v| {
+                if *v >= 1000.0 {
+                    format!("{:.0}k", v / 1000.0)
+                } else {
+                    format!("{v:.0}")
+                }
+            })
             .y_desc("operations/s")
             .draw()?;
         for (i, name) in names.iter().enumerate() {
@@ -440,6 +448,7 @@ pub fn plots(rows: &[Row], dir: &Path) -> Result<Vec<String>, BoxError> {
             .build_cartesian_2d(0.0..max_pct * 1.05, 0.0..1.0)?;
         chart
             .configure_mesh()
+            .light_line_style(WHITE)
             .x_desc("front capacity, % of the key space (entries)")
             .y_desc("front-tier hit ratio")
             .draw()?;
