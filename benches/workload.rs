@@ -95,5 +95,77 @@ fn workload(c: &mut Criterion) {
     drop(server);
 }
 
-criterion_group!(benches, workload);
+/// The front tiers alone: a hit on a Zipf 1.1 mix of 10k cached keys, and an
+/// insert that evicts. What one front operation costs in CPU bounds
+/// throughput once the machine is saturated.
+fn front_tiers(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let n = 10_000u64;
+    let value = workload::template(100);
+    let moka: moka::future::Cache<String, serde_json::Value> = moka::future::Cache::builder()
+        .max_capacity(2 * n)
+        .time_to_live(contenders::FRONT_TTL)
+        .build();
+    let lru = cached::stores::ShardedLruTtlCache::<String, serde_json::Value>::builder()
+        .max_size(2 * n as usize)
+        .ttl(contenders::FRONT_TTL)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for id in 0..n {
+            moka.insert(id.to_string(), value.clone()).await;
+            lru.set(id.to_string(), value.clone());
+        }
+        moka.run_pending_tasks().await;
+    });
+    let keys = Keys::new(Dist::Zipf(1.1), n).unwrap();
+    let mut rng = SmallRng::seed_from_u64(1);
+    let ids: Vec<String> = (0..4096)
+        .map(|_| keys.sample(&mut rng).to_string())
+        .collect();
+
+    let mut g = c.benchmark_group("front/get_hit_zipf1.1");
+    g.bench_function("moka_future", |b| {
+        let mut i = 0;
+        b.to_async(&rt).iter(|| {
+            i = (i + 1) % ids.len();
+            let key = &ids[i];
+            let moka = &moka;
+            async move { moka.get(key).await.unwrap() }
+        })
+    });
+    g.bench_function("cached_sharded_lru_ttl", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % ids.len();
+            lru.get(&ids[i]).unwrap()
+        })
+    });
+    g.finish();
+
+    // Inserts over 100k distinct keys into fronts of 10k: every insert evicts.
+    let mut g = c.benchmark_group("front/insert_evicting");
+    g.bench_function("moka_future", |b| {
+        let mut i = 0u64;
+        b.to_async(&rt).iter(|| {
+            i = (i + 1) % 100_000;
+            let moka = &moka;
+            let value = value.clone();
+            async move { moka.insert(i.to_string(), value).await }
+        })
+    });
+    g.bench_function("cached_sharded_lru_ttl", |b| {
+        let mut i = 0u64;
+        b.iter(|| {
+            i = (i + 1) % 100_000;
+            lru.set(i.to_string(), value.clone())
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, workload, front_tiers);
 criterion_main!(benches);

@@ -223,7 +223,7 @@ impl Contender for RawFloor {
             match bytes {
                 None => Err(FillError::Absent),
                 Some(bytes) => {
-                    serde_json::from_slice(&bytes).map_err(|e| FillError::Failed(e.into()))
+                    serde_json::from_slice::<Value>(&bytes).map_err(|e| FillError::Failed(e.into()))
                 }
             }
         };
