@@ -1,10 +1,11 @@
-//! The quickstart: a store, a typed value, a TTL, compare-and-swap and a listing.
+//! The quickstart: a store, a typed value, a TTL, compare-and-swap and a listing,
+//! on the embedded persistent default, SQLite (no server needed).
 //!
 //! `cargo run --example quickstart`
 
 use std::time::Duration;
 
-use kvtower::{kvkey, KvStore, KvStoreExt, MemoryKvStore, SetOptions};
+use kvtower::{kvkey, KvStore, KvStoreExt, SetOptions, SqliteKvStore};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -16,7 +17,30 @@ struct User {
 
 #[tokio::main]
 async fn main() -> kvtower::Result<()> {
-    let store = MemoryKvStore::new();
+    // A database file in the OS temp dir; the data survives restarts, so a
+    // second run starts from what the first one left (and still works).
+    let path = std::env::temp_dir().join("kvtower-quickstart.db");
+    let store = SqliteKvStore::open(&path).await?;
+    println!("database: {}", path.display());
+
+    // A counter kept across runs, incremented with compare-and-swap.
+    let runs = kvkey!["quickstart", "runs"];
+    loop {
+        let current = store.get(&runs).await?;
+        let next = current.as_ref().and_then(|v| v.as_u64()).unwrap_or(0) + 1;
+        let swapped = store
+            .cas(
+                &runs,
+                current.as_ref(),
+                Some(json!(next)),
+                SetOptions::default(),
+            )
+            .await?;
+        if swapped {
+            println!("run number {next} on this database");
+            break;
+        }
+    }
 
     let key = kvkey!["user", "42"];
     store

@@ -511,9 +511,11 @@ impl BackendConfig {
                 url: SecretUrl::new(url),
                 table: None,
             }),
-            other => return Err(Error::config(format!(
+            other => {
+                return Err(Error::config(format!(
                 "backend: unsupported URL scheme `{other}://`; expected one of {BACKEND_SCHEMES}"
-            ))),
+            )))
+            }
         };
         backend.validate()?;
         Ok(backend)

@@ -27,7 +27,9 @@
 //! | [`key`] | [`KvKey`], a non-empty sequence of string parts, and [`kvkey!`] |
 //! | [`store`] | the [`KvStore`] trait, [`KvStoreExt`] typed helpers, [`SetOptions`], [`KvEntry`] |
 //! | [`error`] | [`Error`], [`ErrorKind`], [`Result`] |
-//! | [`stores`] | one module per backend: [`MemoryKvStore`] (always on) |
+//! | [`stores`] | one module per backend: [`MemoryKvStore`] (always on), `SqliteKvStore` (feature `sqlite`), `PostgresKvStore` (feature `postgres`), `RedisKvStore` (feature `redis`) |
+//! | `invalidation` | the cross-node invalidation bus over Redis pub/sub (feature `redis`) |
+//! | `config` | `StoreConfig`: stacks from TOML, environment or code (feature `config`) |
 //! | `testing` | the conformance suite every store passes (feature `testing`) |
 //!
 //! # Cargo features
@@ -36,6 +38,10 @@
 //! |---|---|
 //! | `testing` | [`conformance_suite!`] and the `testing` module |
 //! | `config` | `config::StoreConfig`: stacks from TOML, environment or code |
+//! | `sqlite` (default) | `SqliteKvStore`: a persistent store in one SQLite file, SQLite compiled in (rusqlite `bundled`) |
+//! | `postgres` | `PostgresKvStore`: a table in PostgreSQL, through tokio-postgres and a deadpool pool |
+//! | `redis` | `RedisKvStore`: Redis and Redis Cluster on redis-rs (tokio), without TLS |
+//! | `redis-tls` | `rediss://` URLs for `RedisKvStore` (rustls, webpki roots) |
 
 #![forbid(unsafe_code)]
 #![warn(
@@ -49,6 +55,8 @@
 #[cfg(feature = "config")]
 pub mod config;
 pub mod error;
+#[cfg(feature = "redis")]
+pub mod invalidation;
 pub mod key;
 pub mod store;
 pub mod stores;
@@ -59,6 +67,12 @@ pub use error::{Error, ErrorKind, Result};
 pub use key::KvKey;
 pub use store::{Capabilities, DynKvStore, KvEntry, KvStore, KvStoreExt, SetOptions, Value};
 pub use stores::memory::{MemoryKvStore, MemoryKvStoreBuilder};
+#[cfg(feature = "postgres")]
+pub use stores::postgres::{PostgresKvStore, PostgresKvStoreBuilder};
+#[cfg(feature = "sqlite")]
+pub use stores::sqlite::{SqliteKvStore, SqliteKvStoreBuilder};
+#[cfg(feature = "redis")]
+pub use stores::redis::{RedisKvStore, RedisKvStoreBuilder};
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]

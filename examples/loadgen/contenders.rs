@@ -117,6 +117,11 @@ pub struct Entry {
 /// Every contender, in report order.
 pub const CONTENDERS: &[Entry] = &[
     Entry {
+        name: "kvtower_redis",
+        tiered: false,
+        what: "kvtower::RedisKvStore alone",
+    },
+    Entry {
         name: "raw_floor",
         tiered: true,
         what: "hand-written: raw moka::future::Cache in front of a raw redis ConnectionManager",
@@ -154,6 +159,7 @@ pub fn entry(name: &str) -> Option<Entry> {
 /// Builds the contender called `name`.
 pub async fn build(name: &str, setup: &Setup) -> Result<Arc<dyn Contender>, BoxError> {
     Ok(match name {
+        "kvtower_redis" => Arc::new(KvtowerRedis::new(setup).await?),
         "raw_floor" => Arc::new(RawFloor::new(setup).await?),
         "cached_redis" => Arc::new(CachedRedis::new(setup).await?),
         "cached_two_tier" => Arc::new(CachedTwoTier::new(setup).await?),
@@ -167,6 +173,40 @@ fn front_entries(setup: &Setup, name: &str) -> Result<u64, BoxError> {
     match setup.front {
         Front::Entries(n) => Ok(n),
         Front::Bytes(_) => Err(format!("{name} has no byte-bounded front tier").into()),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// kvtower.
+
+use kvtower::{KvKey, KvStore, RedisKvStore, SetOptions};
+
+/// `RedisKvStore` alone, every write with [`REDIS_TTL`].
+struct KvtowerRedis {
+    store: RedisKvStore,
+}
+
+impl KvtowerRedis {
+    async fn new(setup: &Setup) -> Result<Self, BoxError> {
+        Ok(Self {
+            store: RedisKvStore::connect(&setup.redis_url).await?,
+        })
+    }
+}
+
+fn bench_key(id: u64) -> Result<KvKey, BoxError> {
+    Ok(KvKey::new(["bench".to_string(), id.to_string()])?)
+}
+
+#[async_trait]
+impl Contender for KvtowerRedis {
+    async fn get(&self, id: u64) -> Result<Option<Value>, BoxError> {
+        Ok(self.store.get(&bench_key(id)?).await?)
+    }
+
+    async fn set(&self, id: u64, value: Value) -> Result<(), BoxError> {
+        let key = bench_key(id)?;
+        Ok(self.store.set(&key, value, SetOptions::ttl(REDIS_TTL)).await?)
     }
 }
 

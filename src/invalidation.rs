@@ -1,0 +1,516 @@
+//! Cross-node invalidation of front tiers over Redis pub/sub (feature `redis`).
+//!
+//! Several processes, each with a moka front tier over one shared store: a
+//! write on one node must not leave the others serving the old value from
+//! their front tier. [`RedisInvalidationBus`] carries, for every write through
+//! a cache layer, the written keys to every other node, which drops them from
+//! its front tier.
+//!
+//! # Why pub/sub and not `CLIENT TRACKING`
+//!
+//! Redis's server-assisted client-side caching (RESP3 `CLIENT TRACKING`) only
+//! tracks keys read through the tracking connection of a Redis-backed store.
+//! The bus invalidates by [`KvKey`], so it works whatever the inner store is
+//! (Redis, Redis Cluster, Postgres, SQLite on a shared volume), with layers
+//! such as a prefix between the cache and the store, and on any Redis version
+//! and in cluster mode (where `PUBLISH` reaches every node). The price is one
+//! `PUBLISH` per write, pipelined on a multiplexed connection.
+//!
+//! # Losing the subscription
+//!
+//! When the subscription drops (Redis restarted, network cut, no answer to
+//! the heartbeat), invalidations may have been missed. From that moment until
+//! the node has subscribed again, the bus reports itself
+//! [disconnected](RedisInvalidationBus::is_connected): registered targets are
+//! cleared at once and again when the subscription is back, and the cache layer
+//! serves every read from the inner store meanwhile. The loss is counted in
+//! `kvtower_invalidation_bus_disconnects_total`, visible in the
+//! `kvtower_invalidation_bus_connected` gauge, and logged as a `warn` event.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `kvtower_invalidation_bus_connected` | gauge (0 or 1) | `channel` |
+//! | `kvtower_invalidation_bus_disconnects_total` | counter | `channel` |
+//! | `kvtower_invalidation_messages_total` | counter | `channel`, `direction` (`sent`, `received`, `ignored`, `invalid`) |
+//! | `kvtower_invalidation_publish_errors_total` | counter | `channel` |
+//!
+//! ```no_run
+//! use kvtower::invalidation::RedisInvalidationBus;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> kvtower::Result<()> {
+//! let bus = RedisInvalidationBus::connect("redis://127.0.0.1:6379", "myapp:invalidate").await?;
+//! assert!(bus.is_connected());
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::key::KvKey;
+
+/// The default pub/sub channel.
+pub const DEFAULT_CHANNEL: &str = "kvtower:invalidate";
+
+const CHANNEL_LABEL: &str = "channel";
+const DIRECTION_LABEL: &str = "direction";
+
+/// What the bus asks of a front tier: drop keys, or drop everything.
+///
+/// Implemented by the cache layer's handle; implement it to hook anything
+/// else (a local map, a metrics probe) to the bus.
+pub trait InvalidationTarget: Send + Sync + 'static {
+    /// Drops `keys`: another node wrote them.
+    fn invalidate(&self, keys: &[KvKey]);
+    /// Drops everything: invalidations may have been missed.
+    fn clear(&self);
+}
+
+/// One message on the channel.
+#[derive(Debug, Serialize, Deserialize)]
+struct Message {
+    /// The sending node, so that nodes can skip their own messages.
+    #[serde(rename = "n")]
+    node: u64,
+    /// The written keys; absent for "clear everything".
+    #[serde(rename = "k", default, skip_serializing_if = "Option::is_none")]
+    keys: Option<Vec<KvKey>>,
+}
+
+/// Options of a [`RedisInvalidationBus`].
+///
+/// ```no_run
+/// use kvtower::invalidation::RedisInvalidationBus;
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> kvtower::Result<()> {
+/// let bus = RedisInvalidationBus::builder("redis://127.0.0.1:6379")
+///     .channel("myapp:invalidate")
+///     .heartbeat(Duration::from_millis(500))
+///     .connect()
+///     .await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+#[must_use]
+pub struct RedisInvalidationBusBuilder {
+    url: String,
+    channel: String,
+    heartbeat: Duration,
+    publish_timeout: Duration,
+    connect_timeout: Duration,
+    ignore_own: bool,
+}
+
+impl fmt::Debug for RedisInvalidationBusBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisInvalidationBusBuilder")
+            .field("url", &redact(&self.url))
+            .field("channel", &self.channel)
+            .field("heartbeat", &self.heartbeat)
+            .field("publish_timeout", &self.publish_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("ignore_own", &self.ignore_own)
+            .finish()
+    }
+}
+
+/// The URL without its password, for `Debug` and errors.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => match url[s + 3..at].find(':') {
+            Some(colon) => format!("{}:***{}", &url[..s + 3 + colon], &url[at..]),
+            None => url.to_owned(),
+        },
+        _ => url.to_owned(),
+    }
+}
+
+impl RedisInvalidationBusBuilder {
+    /// The pub/sub channel (default [`DEFAULT_CHANNEL`]); nodes that must see
+    /// each other's writes use the same one.
+    pub fn channel(mut self, channel: impl Into<String>) -> Self {
+        self.channel = channel.into();
+        self
+    }
+
+    /// How often the subscription is checked with a `PING` (default 1 s). A
+    /// heartbeat unanswered within the same interval counts as a lost
+    /// subscription, which catches half-open connections that never close.
+    pub fn heartbeat(mut self, every: Duration) -> Self {
+        self.heartbeat = every;
+        self
+    }
+
+    /// How long a `PUBLISH` may take before it is given up (default 1 s).
+    pub fn publish_timeout(mut self, timeout: Duration) -> Self {
+        self.publish_timeout = timeout;
+        self
+    }
+
+    /// How long [`connect`](Self::connect) waits for the first subscription
+    /// (default 5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Whether a node skips its own messages (default true: the cache layer
+    /// already updated its front tier after the write).
+    pub fn ignore_own(mut self, ignore: bool) -> Self {
+        self.ignore_own = ignore;
+        self
+    }
+
+    /// Connects the publisher, subscribes, and returns once the subscription
+    /// is live.
+    ///
+    /// # Errors
+    ///
+    /// [`Config`](ErrorKind::Config) for a bad URL; [`Unavailable`](ErrorKind::Unavailable)
+    /// when Redis cannot be reached within the connect timeout.
+    pub async fn connect(self) -> Result<RedisInvalidationBus> {
+        let client = redis::Client::open(self.url.as_str()).map_err(|e| {
+            Error::config(format!("invalidation bus url `{}`: {e}", redact(&self.url)))
+        })?;
+        let publisher =
+            tokio::time::timeout(self.connect_timeout, ConnectionManager::new(client.clone()))
+                .await
+                .map_err(|_| unavailable("connecting the publisher timed out"))?
+                .map_err(|e| unavailable("cannot connect the publisher").with_source(e))?;
+        let (connected_tx, mut connected_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            node: random_node_id(),
+            channel: self.channel,
+            targets: Mutex::new(Vec::new()),
+            connected: AtomicBool::new(false),
+            connected_tx,
+            ignore_own: self.ignore_own,
+            epoch: AtomicU64::new(0),
+        });
+        let task = tokio::spawn(subscribe_loop(client, Arc::clone(&shared), self.heartbeat));
+        let inner = Arc::new(Inner {
+            shared,
+            publisher,
+            publish_timeout: self.publish_timeout,
+            task,
+        });
+        tokio::time::timeout(self.connect_timeout, connected_rx.wait_for(|c| *c))
+            .await
+            .map_err(|_| unavailable("subscribing timed out"))?
+            .map_err(|_| unavailable("the subscriber stopped"))?;
+        Ok(RedisInvalidationBus { inner })
+    }
+}
+
+fn unavailable(message: &str) -> Error {
+    Error::new(
+        ErrorKind::Unavailable,
+        format!("invalidation bus: {message}"),
+    )
+}
+
+fn random_node_id() -> u64 {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded from the OS per process; mix in the time and the
+    // process id so that two buses in one process differ too.
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}
+
+/// A Redis pub/sub channel that carries written keys between nodes.
+///
+/// Cheap to clone: clones share the connections and the subscriber task,
+/// which stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct RedisInvalidationBus {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    publisher: ConnectionManager,
+    publish_timeout: Duration,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What the subscriber task and the handles share.
+struct Shared {
+    node: u64,
+    channel: String,
+    targets: Mutex<Vec<Arc<dyn InvalidationTarget>>>,
+    connected: AtomicBool,
+    connected_tx: watch::Sender<bool>,
+    ignore_own: bool,
+    /// Bumped on every loss and every restore of the subscription.
+    epoch: AtomicU64,
+}
+
+impl Shared {
+    fn targets(&self) -> Vec<Arc<dyn InvalidationTarget>> {
+        // A poisoned lock only means a target panicked; the list is intact.
+        self.targets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_connected(&self, connected: bool) {
+        if connected {
+            // Clear before serving again: anything filled while the
+            // subscription was down may have missed its invalidation.
+            for target in self.targets() {
+                target.clear();
+            }
+            self.epoch.fetch_add(1, Ordering::SeqCst);
+            self.connected.store(true, Ordering::SeqCst);
+            tracing::info!(channel = %self.channel, "invalidation bus subscribed");
+        } else {
+            // Stop serving first, then clear, so no read is served from a
+            // front tier that may already be stale.
+            self.connected.store(false, Ordering::SeqCst);
+            self.epoch.fetch_add(1, Ordering::SeqCst);
+            for target in self.targets() {
+                target.clear();
+            }
+            metrics::counter!("kvtower_invalidation_bus_disconnects_total", CHANNEL_LABEL => self.channel.clone())
+                .increment(1);
+            tracing::warn!(
+                channel = %self.channel,
+                "invalidation bus lost its subscription: front tiers cleared and bypassed until it is back"
+            );
+        }
+        metrics::gauge!("kvtower_invalidation_bus_connected", CHANNEL_LABEL => self.channel.clone())
+            .set(if connected { 1.0 } else { 0.0 });
+        self.connected_tx.send_replace(connected);
+    }
+
+    fn received(&self, payload: &[u8]) {
+        let direction = match serde_json::from_slice::<Message>(payload) {
+            Err(err) => {
+                tracing::debug!(channel = %self.channel, %err, "ignoring an undecodable invalidation message");
+                "invalid"
+            }
+            Ok(message) if self.ignore_own && message.node == self.node => "ignored",
+            Ok(message) => {
+                let targets = self.targets();
+                match &message.keys {
+                    Some(keys) => targets.iter().for_each(|t| t.invalidate(keys)),
+                    None => targets.iter().for_each(|t| t.clear()),
+                }
+                "received"
+            }
+        };
+        metrics::counter!(
+            "kvtower_invalidation_messages_total",
+            CHANNEL_LABEL => self.channel.clone(),
+            DIRECTION_LABEL => direction
+        )
+        .increment(1);
+    }
+}
+
+/// Subscribes, delivers messages, and resubscribes after every loss, with a
+/// capped exponential backoff, until the bus is dropped.
+async fn subscribe_loop(client: redis::Client, shared: Arc<Shared>, heartbeat: Duration) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match subscribe(&client, &shared.channel, heartbeat).await {
+            Ok((mut sink, mut stream)) => {
+                backoff = Duration::from_millis(50);
+                shared.set_connected(true);
+                let mut ticker = tokio::time::interval(heartbeat);
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                ticker.tick().await; // the first tick is immediate
+                loop {
+                    tokio::select! {
+                        message = stream.next() => match message {
+                            Some(message) => shared.received(message.get_payload_bytes()),
+                            None => break, // the connection closed
+                        },
+                        _ = ticker.tick() => {
+                            let ping = tokio::time::timeout(heartbeat, sink.ping::<redis::Value>()).await;
+                            if !matches!(ping, Ok(Ok(_))) {
+                                break;
+                            }
+                        }
+                    }
+                }
+                shared.set_connected(false);
+            }
+            Err(err) => {
+                tracing::debug!(channel = %shared.channel, %err, "invalidation bus cannot subscribe yet");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+async fn subscribe(
+    client: &redis::Client,
+    channel: &str,
+    timeout: Duration,
+) -> std::result::Result<(redis::aio::PubSubSink, redis::aio::PubSubStream), Error> {
+    let attempt = async {
+        let (mut sink, stream) = client.get_async_pubsub().await?.split();
+        sink.subscribe(channel).await?;
+        Ok::<_, redis::RedisError>((sink, stream))
+    };
+    tokio::time::timeout(timeout.max(Duration::from_secs(1)), attempt)
+        .await
+        .map_err(|_| unavailable("subscribe timed out"))?
+        .map_err(|e| unavailable("subscribe failed").with_source(e))
+}
+
+impl fmt::Debug for RedisInvalidationBus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisInvalidationBus")
+            .field("channel", &self.inner.shared.channel)
+            .field("node", &format_args!("{:016x}", self.inner.shared.node))
+            .field("connected", &self.is_connected())
+            .finish()
+    }
+}
+
+impl RedisInvalidationBus {
+    /// A bus on `channel` of the Redis at `url`, with default options.
+    ///
+    /// # Errors
+    ///
+    /// See [`RedisInvalidationBusBuilder::connect`].
+    pub async fn connect(url: &str, channel: impl Into<String>) -> Result<Self> {
+        Self::builder(url).channel(channel).connect().await
+    }
+
+    /// A builder for the options.
+    pub fn builder(url: impl Into<String>) -> RedisInvalidationBusBuilder {
+        RedisInvalidationBusBuilder {
+            url: url.into(),
+            channel: DEFAULT_CHANNEL.to_owned(),
+            heartbeat: Duration::from_secs(1),
+            publish_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(5),
+            ignore_own: true,
+        }
+    }
+
+    /// Whether the subscription is live: when false, invalidations may be
+    /// missed and front tiers must not be served.
+    pub fn is_connected(&self) -> bool {
+        self.inner.shared.connected.load(Ordering::SeqCst)
+    }
+
+    /// A counter bumped on every loss and every restore of the subscription: a
+    /// front-tier fill that started in an earlier epoch must not be installed.
+    pub fn epoch(&self) -> u64 {
+        self.inner.shared.epoch.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the subscription is live (for tests and start-up probes).
+    pub async fn wait_connected(&self) {
+        let mut rx = self.inner.shared.connected_tx.subscribe();
+        let _ = rx.wait_for(|c| *c).await;
+    }
+
+    /// This node's id in messages.
+    pub fn node_id(&self) -> u64 {
+        self.inner.shared.node
+    }
+
+    /// The channel.
+    pub fn channel(&self) -> &str {
+        &self.inner.shared.channel
+    }
+
+    /// Registers a front tier to invalidate on other nodes' writes.
+    pub fn register(&self, target: Arc<dyn InvalidationTarget>) {
+        self.inner
+            .shared
+            .targets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(target);
+    }
+
+    /// Tells every other node that `keys` were written. Best effort: a failed
+    /// publish is logged and counted, not returned, because the write it
+    /// follows has already succeeded; the other nodes' front TTL bounds the
+    /// staleness it can cause.
+    pub async fn publish(&self, keys: &[KvKey]) {
+        if keys.is_empty() {
+            return;
+        }
+        self.send(Message {
+            node: self.inner.shared.node,
+            keys: Some(keys.to_vec()),
+        })
+        .await;
+    }
+
+    /// Tells every other node to clear its front tier.
+    pub async fn publish_clear(&self) {
+        self.send(Message {
+            node: self.inner.shared.node,
+            keys: None,
+        })
+        .await;
+    }
+
+    async fn send(&self, message: Message) {
+        let shared = &self.inner.shared;
+        let payload = match serde_json::to_vec(&message) {
+            Ok(payload) => payload,
+            Err(err) => {
+                tracing::error!(%err, "cannot encode an invalidation message");
+                return;
+            }
+        };
+        let mut conn = self.inner.publisher.clone();
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(&shared.channel).arg(payload);
+        let publish = cmd.query_async::<i64>(&mut conn);
+        match tokio::time::timeout(self.inner.publish_timeout, publish).await {
+            Ok(Ok(_)) => metrics::counter!(
+                "kvtower_invalidation_messages_total",
+                CHANNEL_LABEL => shared.channel.clone(),
+                DIRECTION_LABEL => "sent"
+            )
+            .increment(1),
+            outcome => {
+                let err = match outcome {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "timed out".to_owned(),
+                };
+                metrics::counter!("kvtower_invalidation_publish_errors_total", CHANNEL_LABEL => shared.channel.clone())
+                    .increment(1);
+                tracing::warn!(channel = %shared.channel, %err, "cannot publish an invalidation");
+            }
+        }
+    }
+}

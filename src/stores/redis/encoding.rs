@@ -1,0 +1,215 @@
+//! How a [`KvKey`] becomes a Redis key, and how a `list` prefix becomes a
+//! `SCAN MATCH` pattern.
+//!
+//! A Redis key is the namespace and the key's parts, each escaped, joined by
+//! `:`: `["user", "42"]` in namespace `kvtower` is `kvtower:user:42`. Escaping
+//! replaces `%` with `%25` and `:` with `%3A` and leaves everything else
+//! (non-ASCII text, glob characters, NUL) as it is.
+//!
+//! * Injective: an escaped part never contains a raw `:`, so splitting the
+//!   Redis key on `:` gives back exactly the escaped parts, and unescaping is
+//!   the inverse of escaping. The namespace is escaped the same way, so the
+//!   namespaces `a` and `a:b` never share a key either.
+//! * Prefix-preserving, part-wise: a key starts with the prefix `P` exactly
+//!   when its Redis key equals `enc(P)` or starts with `enc(P) + ":"`. So
+//!   `list(P)` is a `GET` of `enc(P)` plus one `SCAN MATCH enc(P):*`, and
+//!   `["ab"]` (`ns:ab`) never matches the pattern of `["a"]` (`ns:a:*`).
+//! * Glob-safe: in the pattern, `*`, `?`, `[`, `]` and `\` coming from the
+//!   namespace or a part are escaped with `\`, so they match only themselves.
+
+use crate::key::KvKey;
+
+const SEPARATOR: u8 = b':';
+
+/// Encodes and decodes the keys of one namespace.
+#[derive(Debug, Clone)]
+pub(crate) struct KeyCodec {
+    /// The escaped namespace followed by `:`, the start of every Redis key.
+    prefix: Vec<u8>,
+}
+
+impl KeyCodec {
+    pub(crate) fn new(namespace: &str) -> Self {
+        let mut prefix = Vec::with_capacity(namespace.len() + 1);
+        escape_part(namespace, &mut prefix);
+        prefix.push(SEPARATOR);
+        Self { prefix }
+    }
+
+    /// The Redis key of `key`.
+    pub(crate) fn encode(&self, key: &KvKey) -> Vec<u8> {
+        let parts = key.parts();
+        let len = self.prefix.len() + parts.iter().map(|p| p.len() + 1).sum::<usize>();
+        let mut out = Vec::with_capacity(len);
+        out.extend_from_slice(&self.prefix);
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 {
+                out.push(SEPARATOR);
+            }
+            escape_part(part, &mut out);
+        }
+        out
+    }
+
+    /// The key a Redis key of this namespace encodes, or why it is not one.
+    pub(crate) fn decode(&self, raw: &[u8]) -> Result<KvKey, String> {
+        let rest = raw
+            .strip_prefix(self.prefix.as_slice())
+            .ok_or_else(|| "not in this store's namespace".to_owned())?;
+        let parts = rest
+            .split(|b| *b == SEPARATOR)
+            .map(unescape_part)
+            .collect::<Result<Vec<String>, String>>()?;
+        // `split` yields at least one (possibly empty) item, so never empty.
+        KvKey::new(parts).map_err(|e| e.to_string())
+    }
+
+    /// The `SCAN MATCH` pattern of the keys strictly under `prefix` (every key
+    /// of the namespace when `None`).
+    pub(crate) fn descendants_pattern(&self, prefix: Option<&KvKey>) -> Vec<u8> {
+        let mut literal = match prefix {
+            Some(prefix) => {
+                let mut encoded = self.encode(prefix);
+                encoded.push(SEPARATOR);
+                encoded
+            }
+            None => self.prefix.clone(),
+        };
+        let mut pattern = Vec::with_capacity(literal.len() + 8);
+        glob_escape(&literal, &mut pattern);
+        pattern.push(b'*');
+        literal.clear();
+        pattern
+    }
+}
+
+/// Appends `part` with `%` and `:` escaped.
+fn escape_part(part: &str, out: &mut Vec<u8>) {
+    for &b in part.as_bytes() {
+        match b {
+            b'%' => out.extend_from_slice(b"%25"),
+            SEPARATOR => out.extend_from_slice(b"%3A"),
+            _ => out.push(b),
+        }
+    }
+}
+
+/// The inverse of [`escape_part`]. Strict: only `%25` and `%3A` are escapes,
+/// so that no two Redis keys decode to the same key.
+fn unescape_part(raw: &[u8]) -> Result<String, String> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] == b'%' {
+            match raw.get(i + 1..i + 3) {
+                Some(b"25") => out.push(b'%'),
+                Some(b"3A") => out.push(SEPARATOR),
+                _ => return Err("a `%` that is not `%25` or `%3A`".to_owned()),
+            }
+            i += 3;
+        } else {
+            out.push(raw[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "a part that is not UTF-8".to_owned())
+}
+
+/// Appends `literal` as a Redis glob pattern matching only itself.
+fn glob_escape(literal: &[u8], out: &mut Vec<u8>) {
+    for &b in literal {
+        if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kvkey;
+
+    fn tricky() -> Vec<KvKey> {
+        let raw: &[&[&str]] = &[
+            &["a"],
+            &["a", ""],
+            &["a", "", ""],
+            &["a", "b"],
+            &["a:b"],
+            &["a", ":"],
+            &["a%3Ab"],
+            &["a%"],
+            &["a%25"],
+            &["%"],
+            &[""],
+            &["", ""],
+            &["*"],
+            &["a\\", "b"],
+            &["a\0b"],
+            &["ü", "日本"],
+            &["[", "]"],
+        ];
+        raw.iter()
+            .map(|p| KvKey::new(p.iter().copied()).unwrap())
+            .collect()
+    }
+
+    fn text(bytes: &[u8]) -> String {
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn ordinary_keys_are_readable() {
+        let codec = KeyCodec::new("kvtower");
+        assert_eq!(
+            text(&codec.encode(&kvkey!["user", "42"])),
+            "kvtower:user:42"
+        );
+        assert_eq!(
+            text(&codec.encode(&kvkey!["a:b", "50%"])),
+            "kvtower:a%3Ab:50%25"
+        );
+        assert_eq!(text(&codec.encode(&kvkey!["a", ""])), "kvtower:a:");
+    }
+
+    #[test]
+    fn encoding_is_injective_and_decodes_back() {
+        let codec = KeyCodec::new("ns");
+        let keys = tricky();
+        let mut seen = std::collections::HashSet::new();
+        for key in &keys {
+            let raw = codec.encode(key);
+            assert!(seen.insert(raw.clone()), "{key} collides");
+            assert_eq!(codec.decode(&raw).as_ref(), Ok(key));
+        }
+    }
+
+    #[test]
+    fn namespaces_do_not_overlap() {
+        let a = KeyCodec::new("a");
+        let ab = KeyCodec::new("a:b");
+        let raw = ab.encode(&kvkey!["x"]);
+        assert_eq!(text(&raw), "a%3Ab:x");
+        assert!(a.decode(&raw).is_err());
+    }
+
+    #[test]
+    fn foreign_keys_do_not_decode() {
+        let codec = KeyCodec::new("ns");
+        assert!(codec.decode(b"ns:50%off").is_err());
+        assert!(codec.decode(b"ns:%3a").is_err());
+        assert!(codec.decode(b"ns:\xff").is_err());
+        assert!(codec.decode(b"other:x").is_err());
+    }
+
+    #[test]
+    fn patterns_are_escaped_and_part_wise() {
+        let codec = KeyCodec::new("n*s");
+        assert_eq!(text(&codec.descendants_pattern(None)), "n\\*s:*");
+        assert_eq!(
+            text(&codec.descendants_pattern(Some(&kvkey!["a?", "[b]\\"]))),
+            "n\\*s:a\\?:\\[b\\]\\\\:*"
+        );
+    }
+}

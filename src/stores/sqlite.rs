@@ -1,0 +1,787 @@
+//! [`SqliteKvStore`]: a persistent store in one SQLite file (feature
+//! `sqlite`, on by default), with SQLite itself compiled in (rusqlite's
+//! `bundled`): no server and no system library.
+//!
+//! ```
+//! use kvtower::{kvkey, KvStore, SetOptions, SqliteKvStore};
+//! use serde_json::json;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> kvtower::Result<()> {
+//! # let dir = std::env::temp_dir().join(format!("kvtower-doc-{}", std::process::id()));
+//! # std::fs::create_dir_all(&dir).unwrap();
+//! let path = dir.join("cache.db");
+//! let store = SqliteKvStore::open(&path).await?;
+//! store.set(&kvkey!["user", "42"], json!({"name": "Ada"}), SetOptions::default()).await?;
+//! drop(store);
+//!
+//! // The data survives the process: reopen the file and it is there.
+//! let store = SqliteKvStore::open(&path).await?;
+//! assert_eq!(store.get(&kvkey!["user", "42"]).await?, Some(json!({"name": "Ada"})));
+//! # drop(store);
+//! # std::fs::remove_dir_all(&dir).unwrap();
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Design
+//!
+//! * One connection, owned by a dedicated thread that runs the store's jobs in
+//!   order: blocking SQLite calls never run on the async executor, and since
+//!   every job of this store goes through that one connection, each job (a
+//!   `cas`, a batch) is atomic with respect to the others. `cas` and the batch
+//!   writes also run in a transaction (`BEGIN IMMEDIATE` for `cas`), so they
+//!   stay atomic against other processes using the same file.
+//! * The database is in WAL mode with `synchronous = NORMAL`: a committed
+//!   write survives a crash of the process; the last transactions may be lost
+//!   on a power failure (use [`SqliteKvStoreBuilder::synchronous_full`] to
+//!   sync on every commit).
+//! * Table `kvtower` by default (see [`SqliteKvStoreBuilder::table`]), created
+//!   when missing: `k BLOB PRIMARY KEY, v TEXT, expires_at INTEGER`
+//!   (`WITHOUT ROWID`). Keys are stored in an order- and prefix-preserving
+//!   encoding, so that `list(prefix)` is one range scan of the primary key;
+//!   values are JSON text; `expires_at` is in milliseconds since the Unix
+//!   epoch (`NULL`: never), checked by every read, listing and `cas`.
+//! * Expired rows are invisible at once and deleted by a periodic sweep on the
+//!   store's thread (every minute by default, at most 1,000 rows per
+//!   statement), or on demand with [`SqliteKvStore::sweep_expired`].
+//! * A value that is not valid JSON (written by another program) is an
+//!   [`InvalidValue`](crate::ErrorKind::InvalidValue) error for that key.
+//!
+//! A store handle is cheap to clone; clones share the connection. The thread
+//! ends, and the connection closes, when the last clone is dropped.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::stream::{self, BoxStream, StreamExt};
+use rusqlite::types::ValueRef;
+use rusqlite::{params, Connection, ErrorCode, TransactionBehavior};
+use tokio::sync::oneshot;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::key::KvKey;
+use crate::store::{KvEntry, KvStore, SetOptions, Value};
+use crate::stores::sql::{
+    self, after, decode_key, encode_key, expires_at, now_ms, parse_value, prefix_range, value_text,
+};
+
+/// A job for the connection thread.
+type Job = Box<dyn FnOnce(&mut Connection, &Statements) + Send>;
+
+/// A persistent key–value store in a SQLite database file.
+///
+/// Cheap to clone: clones share one connection and its thread.
+///
+/// ```
+/// use kvtower::{kvkey, KvStore, SetOptions, SqliteKvStore};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> kvtower::Result<()> {
+/// let store = SqliteKvStore::memory().await?; // a private in-memory database
+/// store.set(&kvkey!["a"], 1.into(), SetOptions::default()).await?;
+/// assert_eq!(store.get(&kvkey!["a"]).await?, Some(1.into()));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct SqliteKvStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
+    table: String,
+    path: Option<PathBuf>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread once it has run the queued
+        // jobs; joining it means the connection is closed (and the WAL
+        // checkpointed) when the last handle is gone, so that the file can be
+        // reopened or copied right away.
+        self.jobs.take();
+        if let Some(thread) = self.thread.take() {
+            if thread.thread().id() != thread::current().id() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for SqliteKvStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteKvStore")
+            .field("path", &self.inner.path)
+            .field("table", &self.inner.table)
+            .finish()
+    }
+}
+
+/// Options of a [`SqliteKvStore`], from [`SqliteKvStore::builder`].
+///
+/// ```
+/// use kvtower::SqliteKvStore;
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> kvtower::Result<()> {
+/// let store = SqliteKvStore::builder()
+///     .table("sessions")
+///     .sweep_interval(Duration::from_secs(10))
+///     .memory()
+///     .await?;
+/// assert_eq!(store.table(), "sessions");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct SqliteKvStoreBuilder {
+    table: String,
+    sweep_interval: Option<Duration>,
+    synchronous_full: bool,
+}
+
+impl SqliteKvStoreBuilder {
+    /// The table to use (default `kvtower`): a letter or `_`, then up to 62
+    /// letters, digits or `_`. Any other name is a
+    /// [`Config`](ErrorKind::Config) error when the store opens; the name is
+    /// never spliced into SQL unchecked.
+    pub fn table(mut self, name: impl Into<String>) -> Self {
+        self.table = name.into();
+        self
+    }
+
+    /// How often the store's thread deletes expired rows (default one
+    /// minute). Expired rows are invisible either way; the sweep keeps the
+    /// file from growing.
+    pub fn sweep_interval(mut self, every: Duration) -> Self {
+        self.sweep_interval = Some(every);
+        self
+    }
+
+    /// Never sweep in the background; call
+    /// [`SqliteKvStore::sweep_expired`] yourself.
+    pub fn no_sweep(mut self) -> Self {
+        self.sweep_interval = None;
+        self
+    }
+
+    /// `synchronous = FULL`: sync the WAL on every commit, so that committed
+    /// writes also survive a power failure (slower writes).
+    pub fn synchronous_full(mut self) -> Self {
+        self.synchronous_full = true;
+        self
+    }
+
+    /// Opens (or creates) the database file at `path`.
+    ///
+    /// # Errors
+    ///
+    /// [`Config`](ErrorKind::Config) for an invalid table name;
+    /// [`Unavailable`](ErrorKind::Unavailable) when the file cannot be opened;
+    /// [`Backend`](ErrorKind::Backend) when it is not a database or the table
+    /// cannot be created.
+    pub async fn open(self, path: impl AsRef<Path>) -> Result<SqliteKvStore> {
+        self.start(Some(path.as_ref().to_path_buf())).await
+    }
+
+    /// Opens a private in-memory database, gone when the store is dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`Config`](ErrorKind::Config) for an invalid table name.
+    pub async fn memory(self) -> Result<SqliteKvStore> {
+        self.start(None).await
+    }
+
+    async fn start(self, path: Option<PathBuf>) -> Result<SqliteKvStore> {
+        sql::validate_table(&self.table).map_err(|e| e.with_operation("open"))?;
+        let statements = Statements::new(&self.table);
+        let (jobs, receiver) = mpsc::channel::<Job>();
+        let (ready, opened) = oneshot::channel::<Result<()>>();
+        let thread_path = path.clone();
+        let synchronous = if self.synchronous_full {
+            "FULL"
+        } else {
+            "NORMAL"
+        };
+        let sweep_interval = self.sweep_interval;
+        let thread = thread::Builder::new()
+            .name(format!("kvtower-sqlite-{}", self.table))
+            .spawn(move || {
+                let conn = match connect(thread_path.as_deref(), synchronous, &statements) {
+                    Ok(conn) => {
+                        let _ = ready.send(Ok(()));
+                        conn
+                    }
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                        return;
+                    }
+                };
+                serve(conn, statements, receiver, sweep_interval);
+            })
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Backend,
+                    format!("cannot start the SQLite thread: {e}"),
+                )
+                .with_source(e)
+                .with_operation("open")
+            })?;
+        let inner = Inner {
+            jobs: Some(jobs),
+            thread: Some(thread),
+            table: self.table,
+            path,
+        };
+        match opened.await {
+            Ok(Ok(())) => Ok(SqliteKvStore {
+                inner: Arc::new(inner),
+            }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(closed("open")),
+        }
+    }
+}
+
+/// The SQL of one table, built once from the validated name.
+struct Statements {
+    create: String,
+    get: String,
+    upsert: String,
+    delete: String,
+    list: String,
+    sweep: String,
+}
+
+impl Statements {
+    fn new(table: &str) -> Self {
+        // `table` is validated: an identifier without quotes, safe to quote.
+        let t = format!("\"{table}\"");
+        const LIVE: &str = "(expires_at IS NULL OR expires_at > ?2)";
+        Self {
+            create: format!(
+                "CREATE TABLE IF NOT EXISTS {t} (\
+                 k BLOB PRIMARY KEY NOT NULL, v TEXT NOT NULL, expires_at INTEGER\
+                 ) WITHOUT ROWID;\
+                 CREATE INDEX IF NOT EXISTS \"{table}_expires_at\" ON {t} (expires_at) \
+                 WHERE expires_at IS NOT NULL;"
+            ),
+            get: format!("SELECT v FROM {t} WHERE k = ?1 AND {LIVE}"),
+            upsert: format!(
+                "INSERT INTO {t} (k, v, expires_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (k) DO UPDATE SET v = excluded.v, expires_at = excluded.expires_at"
+            ),
+            delete: format!("DELETE FROM {t} WHERE k = ?1"),
+            list: format!(
+                "SELECT k, v FROM {t} WHERE k >= ?1 AND k < ?3 AND {LIVE} ORDER BY k LIMIT ?4"
+            ),
+            sweep: format!(
+                "DELETE FROM {t} WHERE k IN \
+                 (SELECT k FROM {t} WHERE expires_at <= ?1 LIMIT ?2)"
+            ),
+        }
+    }
+}
+
+fn connect(path: Option<&Path>, synchronous: &str, statements: &Statements) -> Result<Connection> {
+    let conn = match path {
+        Some(path) => Connection::open(path),
+        None => Connection::open_in_memory(),
+    }
+    .map_err(|e| {
+        let kind = ErrorKind::Unavailable;
+        Error::new(kind, format!("cannot open the SQLite database: {e}"))
+            .with_source(e)
+            .with_operation("open")
+    })?;
+    let setup = || -> rusqlite::Result<()> {
+        conn.busy_timeout(Duration::from_secs(5))?;
+        // Returns the mode ("memory" for an in-memory database).
+        let _: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+        conn.execute_batch(&format!("PRAGMA synchronous = {synchronous};"))?;
+        conn.execute_batch(&statements.create)
+    };
+    setup().map_err(|e| sqlite_error(e, "open"))?;
+    Ok(conn)
+}
+
+/// The connection thread: runs jobs in order, and sweeps expired rows every
+/// `sweep_interval` (sooner while a sweep finds a full batch).
+fn serve(
+    mut conn: Connection,
+    statements: Statements,
+    jobs: mpsc::Receiver<Job>,
+    sweep_interval: Option<Duration>,
+) {
+    let mut next_sweep = sweep_interval.map(|every| Instant::now() + every);
+    loop {
+        let job = match next_sweep {
+            None => match jobs.recv() {
+                Ok(job) => Some(job),
+                Err(_) => break,
+            },
+            Some(at) => match jobs.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                Ok(job) => Some(job),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            },
+        };
+        if let Some(job) = job {
+            job(&mut conn, &statements);
+        }
+        if let (Some(at), Some(every)) = (next_sweep, sweep_interval) {
+            if Instant::now() >= at {
+                let full = match sweep_batch(&conn, &statements) {
+                    Ok(deleted) => deleted == sql::SWEEP_BATCH,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "kvtower: sweeping expired SQLite rows failed");
+                        false
+                    }
+                };
+                let wait = if full {
+                    Duration::from_millis(10)
+                } else {
+                    every
+                };
+                next_sweep = Some(Instant::now() + wait);
+            }
+        }
+    }
+}
+
+fn sweep_batch(conn: &Connection, statements: &Statements) -> Result<usize> {
+    let batch = i64::try_from(sql::SWEEP_BATCH).unwrap_or(i64::MAX);
+    conn.prepare_cached(&statements.sweep)
+        .and_then(|mut stmt| stmt.execute(params![now_ms(), batch]))
+        .map_err(|e| sqlite_error(e, "sweep"))
+}
+
+/// Maps a rusqlite error: busy and locked databases are retryable.
+fn sqlite_error(err: rusqlite::Error, operation: &'static str) -> Error {
+    let (kind, retryable) = match &err {
+        rusqlite::Error::SqliteFailure(failure, _) => match failure.code {
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => (ErrorKind::Backend, true),
+            ErrorCode::CannotOpen => (ErrorKind::Unavailable, true),
+            ErrorCode::TooBig => (ErrorKind::ValueTooLarge, false),
+            _ => (ErrorKind::Backend, false),
+        },
+        _ => (ErrorKind::Backend, false),
+    };
+    Error::new(kind, format!("sqlite: {err}"))
+        .with_source(err)
+        .with_operation(operation)
+        .with_retryable(retryable)
+}
+
+fn closed(operation: &'static str) -> Error {
+    Error::new(
+        ErrorKind::Unavailable,
+        "the SQLite connection thread has stopped",
+    )
+    .with_operation(operation)
+    .with_retryable(false)
+}
+
+/// Reads column `i` as a stored value; anything but valid JSON text is an
+/// [`InvalidValue`](ErrorKind::InvalidValue) error for `key`.
+fn read_value(
+    row: &rusqlite::Row<'_>,
+    i: usize,
+    key: &KvKey,
+    operation: &'static str,
+) -> Result<Value> {
+    match row.get_ref(i).map_err(|e| sqlite_error(e, operation))? {
+        ValueRef::Text(text) => match std::str::from_utf8(text) {
+            Ok(text) => parse_value(text, key, operation),
+            Err(e) => Err(
+                Error::new(ErrorKind::InvalidValue, "stored value is not UTF-8 text")
+                    .with_source(e)
+                    .with_operation(operation)
+                    .with_key(key),
+            ),
+        },
+        other => Err(Error::new(
+            ErrorKind::InvalidValue,
+            format!(
+                "stored value is a SQLite {} instead of JSON text",
+                other.data_type()
+            ),
+        )
+        .with_operation(operation)
+        .with_key(key)),
+    }
+}
+
+fn get_live(
+    conn: &Connection,
+    statements: &Statements,
+    key: &KvKey,
+    enc: &[u8],
+    now: i64,
+    operation: &'static str,
+) -> Result<Option<Value>> {
+    let mut stmt = conn
+        .prepare_cached(&statements.get)
+        .map_err(|e| sqlite_error(e, operation))?;
+    let mut rows = stmt
+        .query(params![enc, now])
+        .map_err(|e| sqlite_error(e, operation))?;
+    match rows.next().map_err(|e| sqlite_error(e, operation))? {
+        Some(row) => read_value(row, 0, key, operation).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Writes `value` under `enc`, or deletes it (`None`, or a TTL of zero).
+fn write(
+    conn: &Connection,
+    statements: &Statements,
+    enc: &[u8],
+    value: Option<&str>,
+    options: SetOptions,
+    now: i64,
+    operation: &'static str,
+) -> Result<()> {
+    let result = match value {
+        Some(text) if !options.is_expired() => conn
+            .prepare_cached(&statements.upsert)
+            .and_then(|mut s| s.execute(params![enc, text, expires_at(now, options.ttl)])),
+        _ => conn
+            .prepare_cached(&statements.delete)
+            .and_then(|mut s| s.execute(params![enc])),
+    };
+    result.map(|_| ()).map_err(|e| sqlite_error(e, operation))
+}
+
+impl Default for SqliteKvStoreBuilder {
+    fn default() -> Self {
+        Self {
+            table: sql::DEFAULT_TABLE.to_owned(),
+            sweep_interval: Some(sql::DEFAULT_SWEEP_INTERVAL),
+            synchronous_full: false,
+        }
+    }
+}
+
+impl SqliteKvStore {
+    /// Opens (or creates) the database file at `path`, with the default
+    /// options (table `kvtower`, a sweep every minute).
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> kvtower::Result<()> {
+    /// let store = kvtower::SqliteKvStore::open("cache.db").await?;
+    /// # let _ = store;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// See [`SqliteKvStoreBuilder::open`].
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::builder().open(path).await
+    }
+
+    /// A private in-memory database, with the default options.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> kvtower::Result<()> {
+    /// let store = kvtower::SqliteKvStore::memory().await?;
+    /// # let _ = store;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// See [`SqliteKvStoreBuilder::memory`].
+    pub async fn memory() -> Result<Self> {
+        Self::builder().memory().await
+    }
+
+    /// A builder for the table name, sweep interval and durability.
+    pub fn builder() -> SqliteKvStoreBuilder {
+        SqliteKvStoreBuilder::default()
+    }
+
+    /// The table this store uses.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> kvtower::Result<()> {
+    /// assert_eq!(kvtower::SqliteKvStore::memory().await?.table(), "kvtower");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn table(&self) -> &str {
+        &self.inner.table
+    }
+
+    /// Deletes every expired row now and returns how many it deleted. The
+    /// background sweep does the same periodically.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> kvtower::Result<()> {
+    /// let store = kvtower::SqliteKvStore::memory().await?;
+    /// assert_eq!(store.sweep_expired().await?, 0);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A [`Backend`](ErrorKind::Backend) error from SQLite.
+    pub async fn sweep_expired(&self) -> Result<u64> {
+        self.run("sweep", |conn, statements| {
+            let mut total = 0u64;
+            loop {
+                let deleted = sweep_batch(conn, statements)?;
+                total += deleted as u64;
+                if deleted < sql::SWEEP_BATCH {
+                    return Ok(total);
+                }
+            }
+        })
+        .await
+    }
+
+    /// Runs `f` on the connection thread and waits for its result.
+    async fn run<T, F>(&self, operation: &'static str, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, &Statements) -> Result<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn, statements| {
+            // The caller may have given up (its future dropped): nothing to do.
+            let _ = tx.send(f(conn, statements));
+        });
+        let jobs = self.inner.jobs.as_ref().ok_or_else(|| closed(operation))?;
+        jobs.send(job).map_err(|_| closed(operation))?;
+        rx.await.map_err(|_| closed(operation))?
+    }
+
+    /// One page of a listing: entries from `start` (inclusive) to `end`
+    /// (exclusive), and where the next page starts, if any.
+    async fn list_page(
+        &self,
+        start: Vec<u8>,
+        end: Vec<u8>,
+    ) -> Result<(Vec<Result<KvEntry>>, Option<Vec<u8>>)> {
+        self.run("list", move |conn, statements| {
+            let limit = i64::try_from(sql::LIST_PAGE).unwrap_or(i64::MAX);
+            let mut stmt = conn
+                .prepare_cached(&statements.list)
+                .map_err(|e| sqlite_error(e, "list"))?;
+            let mut rows = stmt
+                .query(params![start, now_ms(), end, limit])
+                .map_err(|e| sqlite_error(e, "list"))?;
+            let mut entries = Vec::new();
+            let mut last: Option<Vec<u8>> = None;
+            while let Some(row) = rows.next().map_err(|e| sqlite_error(e, "list"))? {
+                let enc: Vec<u8> = row.get(0).map_err(|e| sqlite_error(e, "list"))?;
+                let entry = decode_key(&enc)
+                    .map_err(|e| e.with_operation("list"))
+                    .and_then(|key| {
+                        let value = read_value(row, 1, &key, "list")?;
+                        Ok(KvEntry { key, value })
+                    });
+                entries.push(entry);
+                last = Some(enc);
+            }
+            let next = match last {
+                Some(last) if entries.len() == sql::LIST_PAGE => Some(after(last)),
+                _ => None,
+            };
+            Ok((entries, next))
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl KvStore for SqliteKvStore {
+    async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
+        let owned = key.clone();
+        self.run("get", move |conn, statements| {
+            get_live(
+                conn,
+                statements,
+                &owned,
+                &encode_key(&owned),
+                now_ms(),
+                "get",
+            )
+        })
+        .await
+        .map_err(|e| e.with_key(key))
+    }
+
+    async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
+        let enc = encode_key(key);
+        let text = value_text(&value);
+        self.run("set", move |conn, statements| {
+            write(
+                conn,
+                statements,
+                &enc,
+                Some(&text),
+                options,
+                now_ms(),
+                "set",
+            )
+        })
+        .await
+        .map_err(|e| e.with_key(key))
+    }
+
+    async fn delete(&self, key: &KvKey) -> Result<()> {
+        let enc = encode_key(key);
+        self.run("delete", move |conn, statements| {
+            write(
+                conn,
+                statements,
+                &enc,
+                None,
+                SetOptions::default(),
+                0,
+                "delete",
+            )
+        })
+        .await
+        .map_err(|e| e.with_key(key))
+    }
+
+    async fn cas(
+        &self,
+        key: &KvKey,
+        expected: Option<&Value>,
+        new: Option<Value>,
+        options: SetOptions,
+    ) -> Result<bool> {
+        let owned = key.clone();
+        let expected = expected.cloned();
+        let new = new.map(|v| value_text(&v));
+        self.run("cas", move |conn, statements| {
+            // The connection thread already serializes this store's jobs;
+            // BEGIN IMMEDIATE takes the write lock up front so that another
+            // process cannot write between the read and the write either.
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| sqlite_error(e, "cas"))?;
+            let enc = encode_key(&owned);
+            let now = now_ms();
+            let current = get_live(&tx, statements, &owned, &enc, now, "cas")?;
+            // serde_json's equality is structural: objects compare as maps.
+            if current != expected {
+                return Ok(false);
+            }
+            write(&tx, statements, &enc, new.as_deref(), options, now, "cas")?;
+            tx.commit().map_err(|e| sqlite_error(e, "cas"))?;
+            Ok(true)
+        })
+        .await
+        .map_err(|e| e.with_key(key))
+    }
+
+    fn list(&self, prefix: Option<KvKey>) -> BoxStream<'_, Result<KvEntry>> {
+        // Keyset pagination: each page is one short query, the next starts
+        // just after the last key seen, so no entry is listed twice and no
+        // transaction is held open while the caller consumes the stream.
+        let (start, end) = prefix_range(prefix.as_ref());
+        stream::unfold(Some(start), move |start| {
+            let end = end.clone();
+            async move {
+                let page = self.list_page(start?, end).await;
+                Some(match page {
+                    Ok((entries, next)) => (stream::iter(entries), next),
+                    Err(e) => (stream::iter(vec![Err(e)]), None),
+                })
+            }
+        })
+        .flatten()
+        .boxed()
+    }
+
+    async fn get_many(&self, keys: &[KvKey]) -> Result<Vec<Option<Value>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = keys.to_vec();
+        self.run("get_many", move |conn, statements| {
+            // One read transaction: every value from the same snapshot.
+            let tx = conn
+                .transaction()
+                .map_err(|e| sqlite_error(e, "get_many"))?;
+            let now = now_ms();
+            let values = keys
+                .iter()
+                .map(|key| get_live(&tx, statements, key, &encode_key(key), now, "get_many"))
+                .collect::<Result<Vec<_>>>()?;
+            tx.commit().map_err(|e| sqlite_error(e, "get_many"))?;
+            Ok(values)
+        })
+        .await
+    }
+
+    async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<(Vec<u8>, String)> = entries
+            .iter()
+            .map(|(key, value)| (encode_key(key), value_text(value)))
+            .collect();
+        self.run("set_many", move |conn, statements| {
+            // One transaction: all or nothing, and one commit (one fsync)
+            // instead of one per entry. In order, so the last duplicate wins.
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| sqlite_error(e, "set_many"))?;
+            let now = now_ms();
+            for (enc, text) in &rows {
+                write(&tx, statements, enc, Some(text), options, now, "set_many")?;
+            }
+            tx.commit().map_err(|e| sqlite_error(e, "set_many"))
+        })
+        .await
+    }
+
+    async fn delete_many(&self, keys: &[KvKey]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let encoded: Vec<Vec<u8>> = keys.iter().map(encode_key).collect();
+        self.run("delete_many", move |conn, statements| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| sqlite_error(e, "delete_many"))?;
+            for enc in &encoded {
+                write(
+                    &tx,
+                    statements,
+                    enc,
+                    None,
+                    SetOptions::default(),
+                    0,
+                    "delete_many",
+                )?;
+            }
+            tx.commit().map_err(|e| sqlite_error(e, "delete_many"))
+        })
+        .await
+    }
+}

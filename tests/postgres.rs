@@ -1,0 +1,366 @@
+//! The conformance suite against `PostgresKvStore` on the real server
+//! (`KVTOWER_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/test`),
+//! plus persistence across pools, cas across pools, the expiry sweep,
+//! table-name validation and rows written by other programs. Every test uses
+//! its own table and drops it afterwards.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kvtower::stores::postgres::deadpool_postgres::tokio_postgres::{self, NoTls};
+use kvtower::{kvkey, ErrorKind, KvStore, KvStoreExt, PostgresKvStore, SetOptions};
+use serde_json::json;
+
+mod common;
+
+fn url() -> String {
+    std::env::var("KVTOWER_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A unique test table, dropped when the guard is (also on panic).
+struct TestTable(String);
+
+impl TestTable {
+    fn new() -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        Self(format!(
+            "kv_test_{}_{}_{nanos}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ))
+    }
+
+    fn name(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Drop for TestTable {
+    fn drop(&mut self) {
+        let sql = format!("DROP TABLE IF EXISTS \"{}\"", self.0);
+        // Its own thread and runtime: Drop may run inside another runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok((client, conn)) = tokio_postgres::connect(&url(), NoTls).await {
+                    tokio::spawn(conn);
+                    let _ = client.batch_execute(&sql).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A direct connection, as another program would have.
+async fn raw_client() -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(&url(), NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+async fn count_rows(table: &str) -> i64 {
+    raw_client()
+        .await
+        .query_one(&format!("SELECT count(*) FROM \"{table}\""), &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn store_on(table: &TestTable) -> PostgresKvStore {
+    PostgresKvStore::builder()
+        .table(table.name())
+        .connect(&url())
+        .await
+        .unwrap()
+}
+
+kvtower::conformance_suite!(
+    || async {
+        let table = TestTable::new();
+        let store = store_on(&table).await;
+        common::WithGuard {
+            store,
+            _guard: table,
+        }
+    },
+    32
+);
+
+#[tokio::test]
+async fn data_survives_a_new_pool() {
+    let table = TestTable::new();
+    let store = store_on(&table).await;
+    let entries: Vec<_> = (0..100)
+        .map(|i| (kvkey!["p", i.to_string()], json!({ "i": i })))
+        .collect();
+    store
+        .set_many(entries.clone(), SetOptions::default())
+        .await
+        .unwrap();
+    store
+        .set(
+            &kvkey!["ttl"],
+            json!("long"),
+            SetOptions::ttl(Duration::from_secs(600)),
+        )
+        .await
+        .unwrap();
+    drop(store);
+
+    let store = store_on(&table).await;
+    for (key, value) in &entries {
+        assert_eq!(store.get(key).await.unwrap().as_ref(), Some(value));
+    }
+    assert_eq!(
+        store.get(&kvkey!["ttl"]).await.unwrap(),
+        Some(json!("long"))
+    );
+    assert_eq!(store.list_all(None).await.unwrap().len(), 101);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cas_is_exact_across_pools() {
+    // Two stores are two pools: only row locks and ON CONFLICT keep their
+    // cas calls atomic, the first increment (an insert race) included.
+    let table = TestTable::new();
+    let a = Arc::new(store_on(&table).await);
+    let b = Arc::new(store_on(&table).await);
+    for round in 0..3 {
+        let key = kvkey!["counter", round.to_string()];
+        let tasks: Vec<_> = (0..50)
+            .map(|i| {
+                let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+                let key = key.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let current = store.get(&key).await.unwrap();
+                        let next = current.as_ref().and_then(|v| v.as_u64()).unwrap_or(0) + 1;
+                        if store
+                            .cas(
+                                &key,
+                                current.as_ref(),
+                                Some(json!(next)),
+                                SetOptions::default(),
+                            )
+                            .await
+                            .unwrap()
+                        {
+                            return;
+                        }
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert_eq!(a.get(&key).await.unwrap(), Some(json!(50)));
+    }
+}
+
+#[tokio::test]
+async fn sweep_deletes_expired_rows_from_the_table() {
+    let table = TestTable::new();
+    let store = PostgresKvStore::builder()
+        .table(table.name())
+        .no_sweep()
+        .connect(&url())
+        .await
+        .unwrap();
+    let entries: Vec<_> = (0..2_500)
+        .map(|i| (kvkey!["e", i.to_string()], json!(i)))
+        .collect();
+    store
+        .set_many(entries, SetOptions::ttl(Duration::from_millis(50)))
+        .await
+        .unwrap();
+    store
+        .set(&kvkey!["keep"], json!(1), SetOptions::default())
+        .await
+        .unwrap();
+    store
+        .set(
+            &kvkey!["keep-ttl"],
+            json!(2),
+            SetOptions::ttl(Duration::from_secs(600)),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(count_rows(table.name()).await, 2_502, "rows linger");
+    assert_eq!(
+        store.list_all(None).await.unwrap().len(),
+        2,
+        "but are invisible"
+    );
+    assert_eq!(store.sweep_expired().await.unwrap(), 2_500);
+    assert_eq!(count_rows(table.name()).await, 2);
+    assert_eq!(store.sweep_expired().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn background_sweep_deletes_expired_rows() {
+    let table = TestTable::new();
+    let store = PostgresKvStore::builder()
+        .table(table.name())
+        .sweep_interval(Duration::from_millis(100))
+        .connect(&url())
+        .await
+        .unwrap();
+    for i in 0..20 {
+        store
+            .set(
+                &kvkey!["e", i.to_string()],
+                json!(i),
+                SetOptions::ttl(Duration::from_millis(50)),
+            )
+            .await
+            .unwrap();
+    }
+    store
+        .set(&kvkey!["keep"], json!(1), SetOptions::default())
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if count_rows(table.name()).await == 1 {
+            assert_eq!(store.get(&kvkey!["keep"]).await.unwrap(), Some(json!(1)));
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "expired rows still in the table: {}",
+        count_rows(table.name()).await
+    );
+}
+
+#[tokio::test]
+async fn hostile_table_names_are_rejected() {
+    for name in [
+        "kv; DROP TABLE x; --",
+        "\"quoted\"",
+        "",
+        "1kv",
+        "kv x",
+        "public.kv",
+    ] {
+        let err = PostgresKvStore::builder()
+            .table(name)
+            .connect(&url())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{name:?}");
+        assert!(err.message().starts_with("table: "), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn bad_url_and_unreachable_server() {
+    let err = PostgresKvStore::connect("postgres://a:b@host:notaport/db")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(!err.to_string().contains(":b@"), "no password: {err}");
+    // Port 1 on loopback: connection refused.
+    let err = PostgresKvStore::connect("postgres://postgres@127.0.0.1:1/test")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.is_retryable());
+}
+
+#[tokio::test]
+async fn rows_written_by_other_programs() {
+    let table = TestTable::new();
+    let store = store_on(&table).await;
+    store
+        .set(&kvkey!["c", "good"], json!({"n": 1}), SetOptions::default())
+        .await
+        .unwrap();
+    let raw = raw_client().await;
+    let t = table.name();
+
+    // The `json` column: Postgres itself refuses invalid JSON, so a row
+    // cannot hold a corrupt value.
+    let err = raw
+        .execute(&format!("UPDATE \"{t}\" SET value = '{{not json'"), &[])
+        .await
+        .unwrap_err();
+    let db = err.as_db_error().unwrap();
+    assert!(db.message().contains("json"), "{db}");
+
+    // A valid value of the wrong shape: a typed read is InvalidValue.
+    let err = store
+        .get_as::<Vec<u8>>(&kvkey!["c", "good"])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidValue);
+    assert_eq!(err.key(), Some(&kvkey!["c", "good"]));
+
+    // A key that is not kvtower's encoding: the listing reports it as
+    // InvalidKey and still yields the good entry.
+    raw.execute(
+        &format!("INSERT INTO \"{t}\" (key, value) VALUES ('\\x6300010000'::bytea, '1')"),
+        &[],
+    )
+    .await
+    .unwrap();
+    let items: Vec<_> = store.list(None).collect().await;
+    assert_eq!(items.len(), 2, "{items:?}");
+    let bad = items.iter().filter(|i| i.is_err()).count();
+    assert_eq!(bad, 1, "{items:?}");
+    for item in &items {
+        match item {
+            Ok(entry) => assert_eq!(entry.key, kvkey!["c", "good"]),
+            Err(e) => assert_eq!(e.kind(), ErrorKind::InvalidKey),
+        }
+    }
+}
+
+#[tokio::test]
+async fn tables_are_independent_and_case_sensitive() {
+    let lower = TestTable::new();
+    let upper = TestTable(lower.name().to_uppercase());
+    let a = store_on(&lower).await;
+    let b = store_on(&upper).await;
+    a.set(&kvkey!["k"], json!("a"), SetOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(b.get(&kvkey!["k"]).await.unwrap(), None);
+    assert_eq!(count_rows(upper.name()).await, 0);
+    assert_eq!(count_rows(lower.name()).await, 1);
+}
+
+#[tokio::test]
+async fn from_an_existing_pool() {
+    use kvtower::stores::postgres::deadpool_postgres::{Manager, Pool};
+    let table = TestTable::new();
+    let config: tokio_postgres::Config = url().parse().unwrap();
+    let pool = Pool::builder(Manager::new(config, NoTls))
+        .max_size(2)
+        .build()
+        .unwrap();
+    let store = PostgresKvStore::builder()
+        .table(table.name())
+        .from_pool(pool.clone())
+        .await
+        .unwrap();
+    store
+        .set(&kvkey!["a"], json!(1), SetOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(store.get(&kvkey!["a"]).await.unwrap(), Some(json!(1)));
+    assert!(pool.status().size >= 1, "the store uses the given pool");
+}

@@ -1,0 +1,579 @@
+//! `RedisKvStore` against real Redis: the conformance suite on the shared
+//! standalone Redis (a fresh namespace per test) and on a private 3-master
+//! cluster, plus faults, interop, contention and round-trip counts on private
+//! servers.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use kvtower::{
+    kvkey, Capabilities, ErrorKind, KvEntry, KvKey, KvStore, KvStoreExt, RedisKvStore, SetOptions,
+};
+use serde_json::{json, Value};
+use support::{redis_url, unique_namespace, RedisCluster, RedisServer};
+
+async fn shared_store() -> RedisKvStore {
+    RedisKvStore::builder()
+        .namespace(unique_namespace())
+        .connect(&redis_url())
+        .await
+        .expect("connect to the shared Redis")
+}
+
+/// A store on the shared Redis that removes its namespace's keys when
+/// dropped, so test runs leave nothing behind on the Redis others use.
+struct CleanedUp(RedisKvStore);
+
+impl Drop for CleanedUp {
+    fn drop(&mut self) {
+        // Sync client: Drop cannot await. The namespace has no glob characters.
+        let pattern = format!("{}:*", self.0.namespace());
+        let Ok(client) = redis::Client::open(redis_url()) else {
+            return;
+        };
+        let Ok(mut conn) = client.get_connection() else {
+            return;
+        };
+        let mut cursor = 0u64;
+        loop {
+            let Ok((next, keys)) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1_000)
+                .query::<(u64, Vec<Vec<u8>>)>(&mut conn)
+            else {
+                return;
+            };
+            if !keys.is_empty() {
+                let _ = redis::cmd("DEL").arg(keys).exec(&mut conn);
+            }
+            if next == 0 {
+                return;
+            }
+            cursor = next;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl KvStore for CleanedUp {
+    async fn get(&self, key: &KvKey) -> kvtower::Result<Option<Value>> {
+        self.0.get(key).await
+    }
+    async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> kvtower::Result<()> {
+        self.0.set(key, value, options).await
+    }
+    async fn delete(&self, key: &KvKey) -> kvtower::Result<()> {
+        self.0.delete(key).await
+    }
+    async fn cas(
+        &self,
+        key: &KvKey,
+        expected: Option<&Value>,
+        new: Option<Value>,
+        options: SetOptions,
+    ) -> kvtower::Result<bool> {
+        self.0.cas(key, expected, new, options).await
+    }
+    fn list(&self, prefix: Option<KvKey>) -> BoxStream<'_, kvtower::Result<KvEntry>> {
+        self.0.list(prefix)
+    }
+    async fn get_many(&self, keys: &[KvKey]) -> kvtower::Result<Vec<Option<Value>>> {
+        self.0.get_many(keys).await
+    }
+    async fn set_many(
+        &self,
+        entries: Vec<(KvKey, Value)>,
+        options: SetOptions,
+    ) -> kvtower::Result<()> {
+        self.0.set_many(entries, options).await
+    }
+    async fn delete_many(&self, keys: &[KvKey]) -> kvtower::Result<()> {
+        self.0.delete_many(keys).await
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.0.capabilities()
+    }
+}
+
+async fn cleaned_up_shared_store() -> CleanedUp {
+    CleanedUp(shared_store().await)
+}
+
+mod standalone {
+    kvtower::conformance_suite!(super::cleaned_up_shared_store);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_passes_the_conformance_suite() {
+    let cluster = RedisCluster::start(3);
+    let urls = cluster.urls();
+    kvtower::testing::run_all(|| {
+        let urls = urls.clone();
+        async move {
+            RedisKvStore::builder()
+                .namespace(unique_namespace())
+                .cluster(urls)
+                .await
+                .expect("connect to the cluster")
+        }
+    })
+    .await;
+
+    // The redis+cluster:// form reaches the same cluster; keys spread over
+    // every master and list scans them all.
+    let ports: Vec<String> = cluster
+        .nodes()
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port()))
+        .collect();
+    let namespace = unique_namespace();
+    let store = RedisKvStore::builder()
+        .namespace(&namespace)
+        .connect(&format!("redis+cluster://{}", ports.join(",")))
+        .await
+        .expect("redis+cluster:// URL");
+    let entries: Vec<_> = (0..300)
+        .map(|i| (kvkey!["spread", i.to_string()], json!(i)))
+        .collect();
+    store
+        .set_many(entries, SetOptions::default())
+        .await
+        .unwrap();
+    for node in cluster.nodes() {
+        let count = node.cli(&["DBSIZE"]);
+        let count: u64 = count.trim().parse().unwrap();
+        assert!(count > 0, "every master holds some keys");
+    }
+    assert_eq!(
+        store.list_all(Some(kvkey!["spread"])).await.unwrap().len(),
+        300
+    );
+    let keys: Vec<_> = (0..300).map(|i| kvkey!["spread", i.to_string()]).collect();
+    let values = store.get_many(&keys).await.unwrap();
+    assert_eq!(values[123], Some(json!(123)));
+    assert!(values.iter().all(Option::is_some));
+    store.delete_many(&keys).await.unwrap();
+    assert!(store.list_all(None).await.unwrap().is_empty());
+
+    contended_counter(|| {
+        let urls = cluster.urls();
+        let namespace = namespace.clone();
+        async move {
+            RedisKvStore::builder()
+                .namespace(namespace)
+                .cluster(urls)
+                .await
+                .unwrap()
+        }
+    })
+    .await;
+}
+
+/// Many tasks on several stores (so several connections) cas-increment one
+/// counter; it must end exact.
+async fn contended_counter<F, Fut>(connect: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = RedisKvStore>,
+{
+    const STORES: usize = 4;
+    const TASKS_PER_STORE: usize = 16;
+    const INCREMENTS: u64 = 5;
+    let mut stores = Vec::new();
+    for _ in 0..STORES {
+        stores.push(connect().await);
+    }
+    let key = kvkey!["contended", "counter"];
+    let mut tasks = Vec::new();
+    for store in &stores {
+        for _ in 0..TASKS_PER_STORE {
+            let store = store.clone();
+            let key = key.clone();
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..INCREMENTS {
+                    loop {
+                        let current = store.get(&key).await.unwrap();
+                        let n = current.as_ref().and_then(|v| v["n"].as_u64()).unwrap_or(0);
+                        // Object values, so that structural equality matters.
+                        let next = json!({"n": n + 1, "by": "task"});
+                        let expected = current.as_ref();
+                        if store
+                            .cas(&key, expected, Some(next), SetOptions::default())
+                            .await
+                            .unwrap()
+                        {
+                            break;
+                        }
+                    }
+                }
+            }));
+        }
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let total = stores[0].get(&key).await.unwrap().unwrap();
+    assert_eq!(
+        total["n"],
+        json!(STORES as u64 * TASKS_PER_STORE as u64 * INCREMENTS)
+    );
+    stores[0].delete(&key).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cas_is_exact_under_contention_across_connections() {
+    let namespace = unique_namespace();
+    contended_counter(|| {
+        let namespace = namespace.clone();
+        async move {
+            RedisKvStore::builder()
+                .namespace(namespace)
+                .connect(&redis_url())
+                .await
+                .unwrap()
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn keys_and_values_interoperate_with_redis_cli_and_redis_rs() {
+    let server = RedisServer::start();
+    let store = RedisKvStore::connect(&server.url()).await.unwrap();
+    let key = kvkey!["user", "42"];
+    assert_eq!(store.redis_key(&key), "kvtower:user:42");
+    store
+        .set(&key, json!({"name": "Ada"}), SetOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        server.cli(&["GET", "kvtower:user:42"]).trim(),
+        r#"{"name":"Ada"}"#
+    );
+    assert_eq!(
+        server.cli(&["GET", "kvtower:a%3Ab:50%25"]).trim(),
+        "",
+        "absent before the write"
+    );
+    store
+        .set(&kvkey!["a:b", "50%"], json!(1), SetOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(server.cli(&["GET", "kvtower:a%3Ab:50%25"]).trim(), "1");
+
+    // Written by redis-cli, read by the store.
+    server.cli(&["SET", "kvtower:user:7", r#"{"b":[1,2],"a":null}"#]);
+    assert_eq!(
+        store.get(&kvkey!["user", "7"]).await.unwrap(),
+        Some(json!({"a": null, "b": [1, 2]}))
+    );
+    // ... and cas compares it structurally, whatever its key order.
+    assert!(store
+        .cas(
+            &kvkey!["user", "7"],
+            Some(&json!({"a": null, "b": [1, 2]})),
+            Some(json!("swapped")),
+            SetOptions::default()
+        )
+        .await
+        .unwrap());
+    assert_eq!(
+        server.cli(&["GET", "kvtower:user:7"]).trim(),
+        r#""swapped""#
+    );
+
+    // Plain redis-rs sees the same.
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let raw: Option<String> = redis::cmd("GET")
+        .arg("kvtower:user:42")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(raw.as_deref(), Some(r#"{"name":"Ada"}"#));
+
+    // Millisecond TTLs: PX, not seconds.
+    store
+        .set(
+            &key,
+            json!(1),
+            SetOptions::ttl(Duration::from_millis(1_500)),
+        )
+        .await
+        .unwrap();
+    let pttl: i64 = server
+        .cli(&["PTTL", "kvtower:user:42"])
+        .trim()
+        .parse()
+        .unwrap();
+    assert!((1..=1_500).contains(&pttl), "PTTL {pttl}");
+    store
+        .set(&key, json!(1), SetOptions::ttl(Duration::from_micros(300)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        store.get(&key).await.unwrap(),
+        None,
+        "a sub-millisecond TTL"
+    );
+
+    // An existing redis-rs connection works as well.
+    let manager = redis::aio::ConnectionManager::new(client).await.unwrap();
+    let from_manager = RedisKvStore::from_connection_manager(manager);
+    assert_eq!(
+        from_manager.get(&kvkey!["user", "7"]).await.unwrap(),
+        Some(json!("swapped"))
+    );
+}
+
+#[tokio::test]
+async fn values_that_are_not_json_are_errors_for_their_key_only() {
+    let server = RedisServer::start();
+    let store = RedisKvStore::builder()
+        .namespace("ns")
+        .connect(&server.url())
+        .await
+        .unwrap();
+    store
+        .set_many(
+            vec![(kvkey!["k", "1"], json!(1)), (kvkey!["k", "3"], json!(3))],
+            SetOptions::default(),
+        )
+        .await
+        .unwrap();
+    server.cli(&["SET", "ns:k:2", "not json {"]);
+    server.cli(&["SET", "ns:k:50%off", "1"]); // not an encoding kvtower writes
+
+    let err = store.get(&kvkey!["k", "2"]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidValue);
+    assert_eq!(err.key(), Some(&kvkey!["k", "2"]));
+    let err = store
+        .get_many(&[kvkey!["k", "1"], kvkey!["k", "2"]])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidValue);
+    let err = store
+        .cas(
+            &kvkey!["k", "2"],
+            Some(&json!(1)),
+            None,
+            SetOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidValue);
+
+    let items: Vec<_> = store.list(Some(kvkey!["k"])).collect().await;
+    let mut good: Vec<_> = items
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .map(|e| (e.key.clone(), e.value.clone()))
+        .collect();
+    good.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        good,
+        vec![(kvkey!["k", "1"], json!(1)), (kvkey!["k", "3"], json!(3))],
+        "the other keys are still listed"
+    );
+    let mut kinds: Vec<_> = items
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .map(|e| e.kind())
+        .collect();
+    kinds.sort_by_key(|k| k.as_str());
+    assert_eq!(kinds, vec![ErrorKind::InvalidKey, ErrorKind::InvalidValue]);
+    let bad = items
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .find(|e| e.kind() == ErrorKind::InvalidValue)
+        .unwrap();
+    assert_eq!(bad.key(), Some(&kvkey!["k", "2"]));
+    assert!(store.list_all(Some(kvkey!["k"])).await.is_err());
+}
+
+#[tokio::test]
+async fn namespaces_isolate_and_glob_characters_do_not_widen_a_listing() {
+    let server = RedisServer::start();
+    let a = RedisKvStore::builder()
+        .namespace("a")
+        .connect(&server.url())
+        .await
+        .unwrap();
+    let ab = RedisKvStore::builder()
+        .namespace("a:b")
+        .connect(&server.url())
+        .await
+        .unwrap();
+    let star = RedisKvStore::builder()
+        .namespace("*")
+        .connect(&server.url())
+        .await
+        .unwrap();
+    ab.set(&kvkey!["x"], json!(1), SetOptions::default())
+        .await
+        .unwrap();
+    a.set(&kvkey!["b", "x"], json!(2), SetOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(a.list_all(None).await.unwrap().len(), 1);
+    assert_eq!(ab.list_all(None).await.unwrap().len(), 1);
+    assert!(
+        star.list_all(None).await.unwrap().is_empty(),
+        "`*` is literal"
+    );
+    assert_eq!(a.get(&kvkey!["x"]).await.unwrap(), None);
+
+    for key in [
+        kvkey!["a*"],
+        kvkey!["a*", "1"],
+        kvkey!["ab"],
+        kvkey!["a?"],
+        kvkey!["a["],
+    ] {
+        a.set(&key, json!(0), SetOptions::default()).await.unwrap();
+    }
+    let listed = a.list_all(Some(kvkey!["a*"])).await.unwrap();
+    let mut keys: Vec<_> = listed.into_iter().map(|e| e.key).collect();
+    keys.sort();
+    assert_eq!(keys, vec![kvkey!["a*"], kvkey!["a*", "1"]]);
+}
+
+#[tokio::test]
+async fn get_many_is_one_mget() {
+    let server = RedisServer::start();
+    let store = RedisKvStore::connect(&server.url()).await.unwrap();
+    let keys: Vec<_> = (0..100).map(|i| kvkey!["m", i.to_string()]).collect();
+    store
+        .set_many(
+            keys.iter().map(|k| (k.clone(), json!(1))).collect(),
+            SetOptions::default(),
+        )
+        .await
+        .unwrap();
+    server.cli(&["CONFIG", "RESETSTAT"]);
+    let values = store.get_many(&keys).await.unwrap();
+    assert_eq!(values.len(), 100);
+    let stats = server.cli(&["INFO", "commandstats"]);
+    assert!(stats.contains("cmdstat_mget:calls=1,"), "{stats}");
+    assert!(!stats.contains("cmdstat_get:"), "{stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operation_fails_fast_while_the_server_is_down_and_recovers() {
+    let mut server = RedisServer::start();
+    let store = RedisKvStore::builder()
+        .namespace("faults")
+        .timeout(Duration::from_millis(500))
+        .connect_timeout(Duration::from_millis(500))
+        .reconnect_max_delay(Duration::from_millis(200))
+        .connect(&server.url())
+        .await
+        .unwrap();
+    let key = kvkey!["k"];
+    store
+        .set(&key, json!(1), SetOptions::default())
+        .await
+        .unwrap();
+
+    server.kill();
+    let bound = Duration::from_secs(5);
+    macro_rules! fails {
+        ($name:literal, $op:expr) => {{
+            let started = Instant::now();
+            let result = tokio::time::timeout(bound, $op)
+                .await
+                .unwrap_or_else(|_| panic!("{} hung while the server was down", $name));
+            let err = result.expect_err($name);
+            assert!(
+                matches!(err.kind(), ErrorKind::Unavailable | ErrorKind::Timeout),
+                "{}: {err}",
+                $name
+            );
+            assert!(err.is_retryable(), "{}: {err}", $name);
+            assert!(started.elapsed() < bound, "{}", $name);
+        }};
+    }
+    for _ in 0..2 {
+        fails!("get", store.get(&key));
+        fails!("set", store.set(&key, json!(2), SetOptions::default()));
+        fails!("delete", store.delete(&key));
+        fails!(
+            "cas",
+            store.cas(&key, None, Some(json!(3)), SetOptions::default())
+        );
+        fails!("list", async {
+            let items: Vec<_> = store.list(None).collect().await;
+            assert_eq!(items.len(), 1, "one error item, then the end");
+            items.into_iter().next().unwrap().map(|_| ())
+        });
+        fails!("get_many", store.get_many(&[key.clone(), kvkey!["other"]]));
+        fails!(
+            "set_many",
+            store.set_many(vec![(key.clone(), json!(4))], SetOptions::default())
+        );
+        fails!("delete_many", store.delete_many(std::slice::from_ref(&key)));
+    }
+
+    server.restart();
+    // The same store object reconnects by itself.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match store.set(&key, json!(5), SetOptions::default()).await {
+            Ok(()) => break,
+            Err(e) => {
+                assert!(e.is_retryable(), "{e}");
+                assert!(Instant::now() < deadline, "no recovery: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    assert_eq!(store.get(&key).await.unwrap(), Some(json!(5)));
+    assert!(store
+        .cas(&key, Some(&json!(5)), Some(json!(6)), SetOptions::default())
+        .await
+        .unwrap());
+    assert_eq!(store.list_all(None).await.unwrap().len(), 1);
+    store.delete_many(std::slice::from_ref(&key)).await.unwrap();
+    assert_eq!(store.get_many(&[key]).await.unwrap(), vec![None]);
+}
+
+#[tokio::test]
+async fn bad_urls_are_config_errors_and_a_dead_server_is_unavailable() {
+    let err = RedisKvStore::connect("http://nope").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    let mut server = RedisServer::start();
+    let url = server.url();
+    server.kill();
+    let err = RedisKvStore::builder()
+        .connect_timeout(Duration::from_millis(300))
+        .timeout(Duration::from_millis(300))
+        .connect(&url)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::Unavailable | ErrorKind::Timeout),
+        "{err}"
+    );
+    let store = Arc::new(shared_store().await);
+    assert!(format!("{store:?}").contains("standalone"));
+}
+
+#[tokio::test]
+async fn unix_socket_urls_connect() {
+    let server = RedisServer::start();
+    let url = format!("redis+unix://{}", server.socket_path().display());
+    let store = RedisKvStore::connect(&url).await.unwrap();
+    store
+        .set(&kvkey!["via", "socket"], json!(true), SetOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(server.cli(&["GET", "kvtower:via:socket"]).trim(), "true");
+}

@@ -1,0 +1,378 @@
+//! The conformance suite against `SqliteKvStore` (in memory and in a file),
+//! plus persistence, cross-connection atomicity, the expiry sweep, table-name
+//! validation and corrupt rows, checked against the real SQLite file.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kvtower::{kvkey, ErrorKind, KvStore, KvStoreExt, SetOptions, SqliteKvStore};
+use serde_json::json;
+
+mod common;
+
+/// A fresh directory under the OS temp dir, removed on drop (also on panic).
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "kvtower-sqlite-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn file(&self) -> PathBuf {
+        self.0.join("kv.db")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+kvtower::conformance_suite!(|| async { SqliteKvStore::memory().await.unwrap() }, 64);
+
+/// The suite on a file-backed store: WAL, real commits.
+mod file_backed {
+    use super::*;
+
+    kvtower::conformance_suite!(
+        || async {
+            let dir = TempDir::new();
+            let store = SqliteKvStore::open(dir.file()).await.unwrap();
+            common::WithGuard { store, _guard: dir }
+        },
+        16
+    );
+}
+
+fn count_rows(path: &Path, table: &str) -> i64 {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.query_row(&format!("SELECT count(*) FROM \"{table}\""), [], |r| {
+        r.get(0)
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn data_survives_reopening_the_file() {
+    let dir = TempDir::new();
+    let store = SqliteKvStore::open(dir.file()).await.unwrap();
+    let entries: Vec<_> = (0..100)
+        .map(|i| (kvkey!["p", i.to_string()], json!({ "i": i })))
+        .collect();
+    store
+        .set_many(entries.clone(), SetOptions::default())
+        .await
+        .unwrap();
+    store
+        .set(&kvkey!["single"], json!("x"), SetOptions::default())
+        .await
+        .unwrap();
+    store
+        .set(
+            &kvkey!["ttl"],
+            json!("long"),
+            SetOptions::ttl(Duration::from_secs(600)),
+        )
+        .await
+        .unwrap();
+    store
+        .set(
+            &kvkey!["gone"],
+            json!("short"),
+            SetOptions::ttl(Duration::from_millis(1)),
+        )
+        .await
+        .unwrap();
+    drop(store); // joins the connection thread: the file is closed
+
+    let store = SqliteKvStore::open(dir.file()).await.unwrap();
+    for (key, value) in &entries {
+        assert_eq!(store.get(key).await.unwrap().as_ref(), Some(value));
+    }
+    assert_eq!(
+        store.get(&kvkey!["single"]).await.unwrap(),
+        Some(json!("x"))
+    );
+    assert_eq!(
+        store.get(&kvkey!["ttl"]).await.unwrap(),
+        Some(json!("long"))
+    );
+    assert_eq!(store.get(&kvkey!["gone"]).await.unwrap(), None);
+    assert_eq!(store.list_all(None).await.unwrap().len(), 102);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cas_is_exact_across_connections_to_one_file() {
+    // Two stores on one file are two connections: only SQLite's locking
+    // (BEGIN IMMEDIATE) keeps their cas calls atomic.
+    let dir = TempDir::new();
+    let a = Arc::new(SqliteKvStore::open(dir.file()).await.unwrap());
+    let b = Arc::new(SqliteKvStore::open(dir.file()).await.unwrap());
+    let key = kvkey!["counter"];
+    let tasks: Vec<_> = (0..60)
+        .map(|i| {
+            let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let key = key.clone();
+            tokio::spawn(async move {
+                loop {
+                    let current = match store.get(&key).await {
+                        Ok(v) => v,
+                        Err(e) if e.is_retryable() => continue,
+                        Err(e) => panic!("{e}"),
+                    };
+                    let next = current.as_ref().and_then(|v| v.as_u64()).unwrap_or(0) + 1;
+                    match store
+                        .cas(
+                            &key,
+                            current.as_ref(),
+                            Some(json!(next)),
+                            SetOptions::default(),
+                        )
+                        .await
+                    {
+                        Ok(true) => return,
+                        Ok(false) => tokio::task::yield_now().await,
+                        Err(e) if e.is_retryable() => tokio::task::yield_now().await,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(a.get(&key).await.unwrap(), Some(json!(60)));
+    assert_eq!(b.get(&key).await.unwrap(), Some(json!(60)));
+}
+
+#[tokio::test]
+async fn sweep_deletes_expired_rows_from_the_table() {
+    let dir = TempDir::new();
+    let store = SqliteKvStore::builder()
+        .no_sweep()
+        .open(dir.file())
+        .await
+        .unwrap();
+    let short = SetOptions::ttl(Duration::from_millis(50));
+    let entries: Vec<_> = (0..2_500)
+        .map(|i| (kvkey!["e", i.to_string()], json!(i)))
+        .collect();
+    store.set_many(entries, short).await.unwrap();
+    store
+        .set(&kvkey!["keep"], json!(1), SetOptions::default())
+        .await
+        .unwrap();
+    store
+        .set(
+            &kvkey!["keep-ttl"],
+            json!(2),
+            SetOptions::ttl(Duration::from_secs(600)),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(count_rows(&dir.file(), "kvtower"), 2_502, "rows linger");
+    assert_eq!(
+        store.list_all(None).await.unwrap().len(),
+        2,
+        "but are invisible"
+    );
+    // More than one sweep batch: sweep_expired deletes them all.
+    assert_eq!(store.sweep_expired().await.unwrap(), 2_500);
+    assert_eq!(count_rows(&dir.file(), "kvtower"), 2);
+    assert_eq!(store.sweep_expired().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn background_sweep_deletes_expired_rows() {
+    let dir = TempDir::new();
+    let store = SqliteKvStore::builder()
+        .table("swept")
+        .sweep_interval(Duration::from_millis(100))
+        .open(dir.file())
+        .await
+        .unwrap();
+    let short = SetOptions::ttl(Duration::from_millis(50));
+    for i in 0..20 {
+        store
+            .set(&kvkey!["e", i.to_string()], json!(i), short)
+            .await
+            .unwrap();
+    }
+    store
+        .set(&kvkey!["keep"], json!(1), SetOptions::default())
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if count_rows(&dir.file(), "swept") == 1 {
+            assert_eq!(store.get(&kvkey!["keep"]).await.unwrap(), Some(json!(1)));
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "expired rows still in the table: {}",
+        count_rows(&dir.file(), "swept")
+    );
+}
+
+#[tokio::test]
+async fn hostile_table_names_are_rejected() {
+    let dir = TempDir::new();
+    for name in [
+        "kv; DROP TABLE x; --",
+        "\"quoted\"",
+        "",
+        "1kv",
+        "kv x",
+        "main.kv",
+    ] {
+        let err = SqliteKvStore::builder()
+            .table(name)
+            .open(dir.file())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{name:?}");
+        assert!(err.to_string().contains("table"), "{err}");
+    }
+    // Nothing was created: the names never reached SQL.
+    assert!(!dir.file().exists());
+    let store = SqliteKvStore::builder()
+        .table("Kv_2")
+        .open(dir.file())
+        .await
+        .unwrap();
+    store
+        .set(&kvkey!["a"], json!(1), SetOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(count_rows(&dir.file(), "Kv_2"), 1);
+}
+
+#[tokio::test]
+async fn corrupt_rows_are_invalid_value_errors_for_their_key() {
+    let dir = TempDir::new();
+    let store = SqliteKvStore::open(dir.file()).await.unwrap();
+    store
+        .set(&kvkey!["c", "good"], json!(1), SetOptions::default())
+        .await
+        .unwrap();
+    store
+        .set(&kvkey!["c", "bad"], json!(2), SetOptions::default())
+        .await
+        .unwrap();
+    store
+        .set(&kvkey!["c", "blob"], json!(3), SetOptions::default())
+        .await
+        .unwrap();
+    // Another program writes garbage into the table.
+    let conn = rusqlite::Connection::open(dir.file()).unwrap();
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    conn.execute(
+        "UPDATE kvtower SET v = '{not json' WHERE k = (SELECT k FROM kvtower ORDER BY k LIMIT 1)",
+        [],
+    )
+    .unwrap();
+    conn.execute(
+        "UPDATE kvtower SET v = x'00ff' WHERE k = (SELECT k FROM kvtower ORDER BY k LIMIT 1 OFFSET 1)",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+
+    // Sorted: ["c","bad"], ["c","blob"], ["c","good"].
+    let err = store.get(&kvkey!["c", "bad"]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidValue);
+    assert_eq!(err.key(), Some(&kvkey!["c", "bad"]));
+    assert_eq!(err.operation(), Some("get"));
+    let err = store.get(&kvkey!["c", "blob"]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidValue);
+    assert_eq!(
+        store.get(&kvkey!["c", "good"]).await.unwrap(),
+        Some(json!(1))
+    );
+
+    // A listing reports the bad rows and still yields the good one.
+    use futures::StreamExt;
+    let items: Vec<_> = store.list(Some(kvkey!["c"])).collect().await;
+    assert_eq!(items.len(), 3);
+    assert_eq!(
+        items[0].as_ref().unwrap_err().kind(),
+        ErrorKind::InvalidValue
+    );
+    assert_eq!(
+        items[1].as_ref().unwrap_err().kind(),
+        ErrorKind::InvalidValue
+    );
+    assert_eq!(items[2].as_ref().unwrap().value, json!(1));
+
+    // cas cannot compare against an unreadable value: an error, nothing written.
+    let err = store
+        .cas(
+            &kvkey!["c", "bad"],
+            None,
+            Some(json!(0)),
+            SetOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidValue);
+    // Overwriting or deleting repairs the row.
+    store
+        .set(&kvkey!["c", "bad"], json!("fixed"), SetOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get(&kvkey!["c", "bad"]).await.unwrap(),
+        Some(json!("fixed"))
+    );
+
+    // A typed read of a valid value of the wrong shape is InvalidValue too.
+    let err = store
+        .get_as::<Vec<u8>>(&kvkey!["c", "good"])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidValue);
+}
+
+#[tokio::test]
+async fn tables_in_one_file_are_independent() {
+    let dir = TempDir::new();
+    let a = SqliteKvStore::builder()
+        .table("a")
+        .open(dir.file())
+        .await
+        .unwrap();
+    let b = SqliteKvStore::builder()
+        .table("b")
+        .open(dir.file())
+        .await
+        .unwrap();
+    a.set(&kvkey!["k"], json!("a"), SetOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(b.get(&kvkey!["k"]).await.unwrap(), None);
+    assert_eq!(a.list_all(None).await.unwrap().len(), 1);
+    assert!(b.list_all(None).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn unopenable_path_is_an_error() {
+    let dir = TempDir::new();
+    let err = SqliteKvStore::open(dir.0.join("missing-dir").join("kv.db"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+}
