@@ -229,6 +229,8 @@ pub fn tables(rows: &[Row]) -> String {
         });
     }
 
+    goal_table(&mut md, &cells);
+
     let capacity: Vec<&Row> = rows.iter().filter(|r| r.experiment == "capacity").collect();
     if let Some(first) = capacity.first() {
         let _ = writeln!(
@@ -302,6 +304,48 @@ pub fn tables(rows: &[Row]) -> String {
         md.push('\n');
     }
     md
+}
+
+/// The peer crates (what the full stack must beat on Zipf read-heavy cells).
+const PEERS: &[&str] = &["cached_redis", "cached_two_tier", "opendal_redis", "opendal_foyer"];
+
+/// The full stack against the floor and against the best peer, per cell.
+fn goal_table(md: &mut String, cells: &BTreeMap<CellKey, BTreeMap<String, &Row>>) {
+    let complete = cells
+        .values()
+        .any(|by| by.contains_key("kvtower_stack") && by.contains_key("raw_floor"));
+    if !complete {
+        return;
+    }
+    md.push_str(
+        "### The full stack against the floor and the best peer (throughput)\n\n\
+         | cell | kvtower_stack | raw_floor | stack / floor | best peer | stack / best peer |\n\
+         |---|---:|---:|---:|---|---:|\n",
+    );
+    for (key, by) in cells {
+        let (Some(stack), Some(floor)) = (by.get("kvtower_stack"), by.get("raw_floor")) else {
+            continue;
+        };
+        let best = by
+            .iter()
+            .filter(|(n, _)| PEERS.contains(&n.as_str()))
+            .max_by(|a, b| a.1.ops_per_s.total_cmp(&b.1.ops_per_s));
+        let (best_name, best_ops) = best.map_or(("–".to_string(), f64::NAN), |(n, r)| {
+            (n.clone(), r.ops_per_s)
+        });
+        let _ = writeln!(
+            md,
+            "| {} | {:.0} | {:.0} | {:.2} | {} ({:.0}) | {:.2} |",
+            cell_name(key),
+            stack.ops_per_s,
+            floor.ops_per_s,
+            stack.ops_per_s / floor.ops_per_s,
+            best_name,
+            best_ops,
+            stack.ops_per_s / best_ops,
+        );
+    }
+    md.push('\n');
 }
 
 const PALETTE: [RGBColor; 8] = [
