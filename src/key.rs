@@ -139,10 +139,17 @@ impl KvKey {
     /// ```
     #[must_use]
     pub fn join(&self, other: &KvKey) -> KvKey {
-        let mut parts = Vec::with_capacity(self.parts.len() + other.parts.len());
-        parts.extend(self.parts.iter().cloned());
-        parts.extend(other.parts.iter().cloned());
-        Self::__from_nonempty(parts)
+        // Collected straight into the `Arc<[String]>`: the chain has an exact
+        // length, so the slice is allocated once (no intermediate `Vec`). This
+        // is on PrefixLayer's hot path.
+        let parts: Arc<[String]> = self
+            .parts
+            .iter()
+            .chain(other.parts.iter())
+            .cloned()
+            .collect();
+        debug_assert!(!parts.is_empty());
+        Self { parts }
     }
 
     /// The key without `prefix`'s parts, or `None` when the key does not start

@@ -30,6 +30,8 @@
 //! | [`stores`] | one module per backend: [`MemoryKvStore`] (always on), `SqliteKvStore` (feature `sqlite`), `PostgresKvStore` (feature `postgres`), `RedisKvStore` (feature `redis`) |
 //! | `invalidation` | the cross-node invalidation bus over Redis pub/sub (feature `redis`) |
 //! | `config` | `StoreConfig`: stacks from TOML, environment or code (feature `config`) |
+//! | [`layers`] | tower-style layers: [`CacheLayer`](layers::CacheLayer), [`PrefixLayer`](layers::PrefixLayer), [`DefaultTtlLayer`](layers::DefaultTtlLayer), [`MetricsLayer`](layers::MetricsLayer), [`TracingLayer`](layers::TracingLayer) |
+//! | [`service`] | the bridge to tower middleware: [`KvRequest`](service::KvRequest), [`KvService`](service::KvService), [`ServiceStore`](service::ServiceStore) |
 //! | `testing` | the conformance suite every store passes (feature `testing`) |
 //!
 //! # Cargo features
@@ -58,6 +60,8 @@ pub mod error;
 #[cfg(feature = "redis")]
 pub mod invalidation;
 pub mod key;
+pub mod layers;
+pub mod service;
 pub mod store;
 pub mod stores;
 #[cfg(feature = "testing")]

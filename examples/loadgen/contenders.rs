@@ -122,6 +122,11 @@ pub const CONTENDERS: &[Entry] = &[
         what: "kvtower::RedisKvStore alone",
     },
     Entry {
+        name: "kvtower_stack",
+        tiered: true,
+        what: "kvtower: MetricsLayer + PrefixLayer + DefaultTtlLayer + CacheLayer(MemoryKvStore) over RedisKvStore",
+    },
+    Entry {
         name: "raw_floor",
         tiered: true,
         what: "hand-written: raw moka::future::Cache in front of a raw redis ConnectionManager",
@@ -149,7 +154,7 @@ pub const CONTENDERS: &[Entry] = &[
 ];
 
 /// The contenders whose front tier can be bounded in bytes ([`Front::Bytes`]).
-pub const BYTE_FRONTS: &[&str] = &[];
+pub const BYTE_FRONTS: &[&str] = &["kvtower_stack"];
 
 /// Looks a contender up by name.
 pub fn entry(name: &str) -> Option<Entry> {
@@ -160,6 +165,7 @@ pub fn entry(name: &str) -> Option<Entry> {
 pub async fn build(name: &str, setup: &Setup) -> Result<Arc<dyn Contender>, BoxError> {
     Ok(match name {
         "kvtower_redis" => Arc::new(KvtowerRedis::new(setup).await?),
+        "kvtower_stack" => kvtower_stack(setup).await?,
         "raw_floor" => Arc::new(RawFloor::new(setup).await?),
         "cached_redis" => Arc::new(CachedRedis::new(setup).await?),
         "cached_two_tier" => Arc::new(CachedTwoTier::new(setup).await?),
@@ -179,7 +185,9 @@ fn front_entries(setup: &Setup, name: &str) -> Result<u64, BoxError> {
 // ---------------------------------------------------------------------------
 // kvtower.
 
-use kvtower::{KvKey, KvStore, RedisKvStore, SetOptions};
+use futures::stream::BoxStream;
+use kvtower::layers::{CacheLayer, DefaultTtlLayer, MetricsLayer, PrefixLayer};
+use kvtower::{KvEntry, KvKey, KvStore, MemoryKvStore, RedisKvStore, SetOptions};
 
 /// `RedisKvStore` alone, every write with [`REDIS_TTL`].
 struct KvtowerRedis {
@@ -206,7 +214,135 @@ impl Contender for KvtowerRedis {
 
     async fn set(&self, id: u64, value: Value) -> Result<(), BoxError> {
         let key = bench_key(id)?;
-        Ok(self.store.set(&key, value, SetOptions::ttl(REDIS_TTL)).await?)
+        Ok(self
+            .store
+            .set(&key, value, SetOptions::ttl(REDIS_TTL))
+            .await?)
+    }
+}
+
+/// The front tier of the full stack, counting its lookups: one relaxed atomic
+/// add per `get`, as in the floor. Every other method forwards.
+#[derive(Debug, Clone)]
+struct CountingFront {
+    inner: MemoryKvStore,
+    counter: Arc<Counter>,
+}
+
+#[async_trait]
+impl KvStore for CountingFront {
+    async fn get(&self, key: &KvKey) -> kvtower::Result<Option<Value>> {
+        let value = self.inner.get(key).await?;
+        if value.is_some() {
+            self.counter.hit();
+        } else {
+            self.counter.miss();
+        }
+        Ok(value)
+    }
+    async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> kvtower::Result<()> {
+        self.inner.set(key, value, options).await
+    }
+    async fn delete(&self, key: &KvKey) -> kvtower::Result<()> {
+        self.inner.delete(key).await
+    }
+    async fn cas(
+        &self,
+        key: &KvKey,
+        expected: Option<&Value>,
+        new: Option<Value>,
+        options: SetOptions,
+    ) -> kvtower::Result<bool> {
+        self.inner.cas(key, expected, new, options).await
+    }
+    fn list(&self, prefix: Option<KvKey>) -> BoxStream<'_, kvtower::Result<KvEntry>> {
+        self.inner.list(prefix)
+    }
+    async fn get_many(&self, keys: &[KvKey]) -> kvtower::Result<Vec<Option<Value>>> {
+        self.inner.get_many(keys).await
+    }
+    async fn set_many(
+        &self,
+        entries: Vec<(KvKey, Value)>,
+        options: SetOptions,
+    ) -> kvtower::Result<()> {
+        self.inner.set_many(entries, options).await
+    }
+    async fn delete_many(&self, keys: &[KvKey]) -> kvtower::Result<()> {
+        self.inner.delete_many(keys).await
+    }
+}
+
+/// The full stack: metrics, prefix, default TTL, and a `MemoryKvStore` front
+/// (moka) over `RedisKvStore`:
+///
+/// ```text
+/// ServiceBuilder::new()
+///     .layer(MetricsLayer::new("bench"))
+///     .layer(PrefixLayer::new(kvkey!["bench"]))
+///     .layer(DefaultTtlLayer::new(REDIS_TTL))
+///     .layer(CacheLayer::builder(front).front_max_ttl(FRONT_TTL).build())
+///     .service(redis)
+/// ```
+///
+/// No `metrics` recorder is installed: the layer does its own work (timing,
+/// labels) and the facade drops the values, as in an application without an
+/// exporter.
+struct KvtowerStack<S> {
+    store: S,
+    front: MemoryKvStore,
+    counter: Arc<Counter>,
+    byte_bounded: bool,
+}
+
+async fn kvtower_stack(setup: &Setup) -> Result<Arc<dyn Contender>, BoxError> {
+    let redis = RedisKvStore::connect(&setup.redis_url).await?;
+    let (front, byte_bounded) = match setup.front {
+        Front::Entries(n) => (MemoryKvStore::builder().max_entries(n).build(), false),
+        Front::Bytes(n) => (MemoryKvStore::builder().max_bytes(n).build(), true),
+    };
+    let counter = Arc::new(Counter::default());
+    let cache = CacheLayer::builder(CountingFront {
+        inner: front.clone(),
+        counter: counter.clone(),
+    })
+    .front_max_ttl(FRONT_TTL)
+    .build();
+    let store = tower::ServiceBuilder::new()
+        .layer(MetricsLayer::new("bench"))
+        .layer(PrefixLayer::new(kvtower::kvkey!["bench"]))
+        .layer(DefaultTtlLayer::new(REDIS_TTL))
+        .layer(cache)
+        .service(redis);
+    Ok(Arc::new(KvtowerStack {
+        store,
+        front,
+        counter,
+        byte_bounded,
+    }))
+}
+
+#[async_trait]
+impl<S: KvStore> Contender for KvtowerStack<S> {
+    async fn get(&self, id: u64) -> Result<Option<Value>, BoxError> {
+        Ok(self.store.get(&KvKey::new([id.to_string()])?).await?)
+    }
+
+    async fn set(&self, id: u64, value: Value) -> Result<(), BoxError> {
+        let key = KvKey::new([id.to_string()])?;
+        Ok(self.store.set(&key, value, SetOptions::default()).await?)
+    }
+
+    fn front_counts(&self) -> Option<Counts> {
+        Some(self.counter.counts())
+    }
+
+    async fn front_weighted_bytes(&self) -> Option<u64> {
+        if !self.byte_bounded {
+            return None;
+        }
+        self.front.run_pending_tasks().await;
+        Some(self.front.weighted_size())
     }
 }
 

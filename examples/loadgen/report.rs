@@ -307,7 +307,12 @@ pub fn tables(rows: &[Row]) -> String {
 }
 
 /// The peer crates (what the full stack must beat on Zipf read-heavy cells).
-const PEERS: &[&str] = &["cached_redis", "cached_two_tier", "opendal_redis", "opendal_foyer"];
+const PEERS: &[&str] = &[
+    "cached_redis",
+    "cached_two_tier",
+    "opendal_redis",
+    "opendal_foyer",
+];
 
 /// The full stack against the floor and against the best peer, per cell.
 fn goal_table(md: &mut String, cells: &BTreeMap<CellKey, BTreeMap<String, &Row>>) {

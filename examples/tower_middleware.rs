@@ -1,0 +1,206 @@
+//! tower's own middleware inside a kvtower stack: a timeout per attempt and
+//! retries of retryable errors around the backend, a cache in front.
+//!
+//! ```sh
+//! cargo run --example tower_middleware
+//! ```
+//!
+//! The backend here is a `MemoryKvStore` behind a deliberately flaky wrapper
+//! (every third call fails, every fifth is too slow), so the example runs
+//! anywhere. Around Redis, change the one line in [`backend`].
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use kvtower::layers::CacheLayer;
+use kvtower::service::{KvRequest, KvResponse, KvServiceLayer, ServiceStoreLayer};
+use kvtower::{
+    kvkey, Error, ErrorKind, KvEntry, KvKey, KvStore, MemoryKvStore, Result, SetOptions, Value,
+};
+use serde_json::json;
+use tower::retry::Policy;
+use tower::ServiceBuilder;
+
+/// The store the stack wraps. With Redis: `RedisKvStore::connect(url).await?`.
+pub fn backend() -> Flaky<MemoryKvStore> {
+    Flaky::new(MemoryKvStore::new())
+}
+
+/// Retries requests whose error is retryable (kvtower's `is_retryable`, or
+/// tower's timeout), up to `attempts` more times, after a short pause.
+#[derive(Debug, Clone)]
+pub struct RetryRetryable {
+    attempts: usize,
+    backoff: Duration,
+}
+
+impl RetryRetryable {
+    /// Up to `attempts` retries, `backoff` apart.
+    pub fn new(attempts: usize, backoff: Duration) -> Self {
+        Self { attempts, backoff }
+    }
+}
+
+fn retryable(error: &tower::BoxError) -> bool {
+    match error.downcast_ref::<Error>() {
+        Some(e) => e.is_retryable(),
+        None => error.is::<tower::timeout::error::Elapsed>(),
+    }
+}
+
+impl Policy<KvRequest, KvResponse, tower::BoxError> for RetryRetryable {
+    type Future = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+    fn retry(
+        &mut self,
+        request: &mut KvRequest,
+        result: &mut std::result::Result<KvResponse, tower::BoxError>,
+    ) -> Option<Self::Future> {
+        match result {
+            // A timed-out cas may have swapped: replaying it would report a
+            // swap as a mismatch. Everything else here is idempotent.
+            Err(e)
+                if matches!(request, KvRequest::Cas { .. })
+                    && e.is::<tower::timeout::error::Elapsed>() =>
+            {
+                None
+            }
+            Err(e) if self.attempts > 0 && retryable(e) => {
+                self.attempts -= 1;
+                Some(Box::pin(tokio::time::sleep(self.backoff)))
+            }
+            _ => None,
+        }
+    }
+
+    fn clone_request(&mut self, request: &KvRequest) -> Option<KvRequest> {
+        Some(request.clone()) // requests are Clone: every one can be replayed
+    }
+}
+
+/// Cache in front; retry of a timed-out or failed backend call behind it.
+pub fn stack<S: KvStore + 'static>(backend: S) -> impl KvStore {
+    ServiceBuilder::new()
+        .layer(CacheLayer::new(MemoryKvStore::new())) // front hits never wait on what is below
+        .layer(ServiceStoreLayer) // back to a KvStore
+        .retry(RetryRetryable::new(3, Duration::from_millis(10)))
+        .timeout(Duration::from_millis(50)) // per attempt
+        .layer(KvServiceLayer) // the store as a tower::Service<KvRequest>
+        .service(backend)
+}
+
+/// A store that fails every third call with a retryable error and answers
+/// every fifth call too slowly: a stand-in for a backend having a bad day.
+#[derive(Debug, Clone)]
+pub struct Flaky<S> {
+    inner: S,
+    calls: Arc<AtomicUsize>,
+}
+
+impl<S> Flaky<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            calls: Arc::default(),
+        }
+    }
+
+    /// How many calls reached the wrapper.
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    async fn trouble(&self, operation: &'static str) -> Result<()> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        if n % 5 == 0 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        if n % 3 == 0 {
+            return Err(
+                Error::new(ErrorKind::Unavailable, "connection reset").with_operation(operation)
+            );
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl<S: KvStore> KvStore for Flaky<S> {
+    async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
+        self.trouble("get").await?;
+        self.inner.get(key).await
+    }
+
+    async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
+        self.trouble("set").await?;
+        self.inner.set(key, value, options).await
+    }
+
+    async fn delete(&self, key: &KvKey) -> Result<()> {
+        self.trouble("delete").await?;
+        self.inner.delete(key).await
+    }
+
+    async fn cas(
+        &self,
+        key: &KvKey,
+        expected: Option<&Value>,
+        new: Option<Value>,
+        options: SetOptions,
+    ) -> Result<bool> {
+        self.trouble("cas").await?;
+        self.inner.cas(key, expected, new, options).await
+    }
+
+    fn list(&self, prefix: Option<KvKey>) -> BoxStream<'_, Result<KvEntry>> {
+        self.inner.list(prefix)
+    }
+
+    async fn get_many(&self, keys: &[KvKey]) -> Result<Vec<Option<Value>>> {
+        self.trouble("get_many").await?;
+        self.inner.get_many(keys).await
+    }
+
+    async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {
+        self.trouble("set_many").await?;
+        self.inner.set_many(entries, options).await
+    }
+
+    async fn delete_many(&self, keys: &[KvKey]) -> Result<()> {
+        self.trouble("delete_many").await?;
+        self.inner.delete_many(keys).await
+    }
+}
+
+/// Writes and reads 20 keys through the stack; returns how many backend
+/// calls that took (more than the 40 operations: the retries).
+pub async fn run() -> Result<usize> {
+    let backend = backend();
+    let store = stack(backend.clone());
+    for i in 0..20 {
+        store
+            .set(&kvkey!["k", i.to_string()], json!(i), SetOptions::default())
+            .await?;
+    }
+    for i in 0..20 {
+        assert_eq!(
+            store.get(&kvkey!["k", i.to_string()]).await?,
+            Some(json!(i))
+        );
+    }
+    Ok(backend.calls())
+}
+
+#[allow(dead_code)] // tests/layers.rs includes this file and calls `run`
+#[tokio::main]
+async fn main() -> Result<()> {
+    let calls = run().await?;
+    println!("20 writes and 20 reads succeeded with {calls} backend calls (timeouts and failures retried)");
+    Ok(())
+}

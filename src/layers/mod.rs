@@ -1,0 +1,77 @@
+//! Tower-style layers: each is a [`tower::Layer`] whose service is a
+//! [`KvStore`](crate::KvStore) when the inner one is, so stacks build with
+//! [`tower::ServiceBuilder`] and every stack is itself a store (boxable as
+//! [`DynKvStore`](crate::DynKvStore)).
+//!
+//! | layer | store | does |
+//! |---|---|---|
+//! | [`CacheLayer`] | [`Cache`] | a front tier (L1) with read-through, write-through, single-flight, negative caching |
+//! | [`PrefixLayer`] | [`Prefix`] | namespaces every key under a prefix |
+//! | [`DefaultTtlLayer`] | [`DefaultTtl`] | a default TTL for writes without one, jitter, a maximum |
+//! | [`MetricsLayer`] | [`Metrics`] | counts and latencies through the `metrics` facade ([names](metrics)) |
+//! | [`TracingLayer`] | [`Tracing`] | a `tracing` span per operation |
+//!
+//! tower's own middleware (timeout, retry, rate limits, load shedding) joins
+//! a stack through [`crate::service`].
+//!
+//! ```
+//! use kvtower::layers::{CacheLayer, DefaultTtlLayer, MetricsLayer, PrefixLayer, TracingLayer};
+//! use kvtower::{kvkey, DynKvStore, KvStore, MemoryKvStore, SetOptions};
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use tower::ServiceBuilder;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> kvtower::Result<()> {
+//! let backing = MemoryKvStore::new(); // Redis, SQLite, ... in production
+//! let store: DynKvStore = Arc::new(
+//!     ServiceBuilder::new()
+//!         .layer(TracingLayer::new("users"))
+//!         .layer(MetricsLayer::new("users"))
+//!         .layer(PrefixLayer::new(kvkey!["myapp", "v1"]))
+//!         .layer(DefaultTtlLayer::new(Duration::from_secs(3600)))
+//!         .layer(CacheLayer::new(MemoryKvStore::builder().max_entries(10_000).build()))
+//!         .service(backing.clone()),
+//! );
+//! store.set(&kvkey!["user", "42"], "Ada".into(), SetOptions::default()).await?;
+//! assert_eq!(store.get(&kvkey!["user", "42"]).await?, Some("Ada".into()));
+//! assert_eq!(backing.get(&kvkey!["myapp", "v1", "user", "42"]).await?, Some("Ada".into()));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Order
+//!
+//! [`ServiceBuilder`](tower::ServiceBuilder) applies layers top to bottom:
+//! the first `.layer(..)` is the outermost, the one the caller talks to. The
+//! order changes behaviour:
+//!
+//! * **Prefix outside the cache** (as above): the front tier holds the
+//!   prefixed keys, so one front can be shared knowingly. **Prefix inside
+//!   the cache**: the front holds the caller's keys and only the inner store
+//!   sees the prefix; two such stacks must not share a front tier, or they
+//!   would see each other's cached values.
+//! * **Metrics (or tracing) outside the cache**: counts and latencies are
+//!   what callers experience, front hits included. **Inside the cache**
+//!   (between the cache and the backend): they measure only the backend
+//!   traffic, so misses and writes. Use both, with different names, to see
+//!   both sides; the cache's own per-tier hit/miss counters are recorded
+//!   wherever it sits.
+//! * **Default TTL outside the cache**: the cache sees the TTL, so front
+//!   entries written through it never outlive the inner ones. Inside, the
+//!   front caps its entries at its own maximum TTL but does not know the
+//!   inner TTL of writes.
+//! * **tower timeout/retry** belong next to the backend (inside the cache),
+//!   so a front hit never waits on them and only backend calls are retried.
+
+pub mod cache;
+pub mod metrics;
+pub mod prefix;
+pub mod tracing;
+pub mod ttl;
+
+pub use cache::{Cache, CacheHandle, CacheLayer, CacheLayerBuilder, WriteHook};
+pub use metrics::{Metrics, MetricsLayer};
+pub use prefix::{Prefix, PrefixLayer};
+pub use tracing::{Tracing, TracingLayer};
+pub use ttl::{DefaultTtl, DefaultTtlLayer};

@@ -1,0 +1,475 @@
+//! The bridge to tower's own middleware: [`KvRequest`] / [`KvResponse`], a
+//! [`tower::Service`] for any store ([`KvService`]), and the reverse adapter
+//! from a `Service<KvRequest>` back to a store ([`ServiceStore`]).
+//!
+//! With both, `tower::timeout`, `tower::retry`, `tower::limit` and
+//! `tower::load_shed` sit anywhere in a stack: [`ServiceStoreLayer`] turns
+//! what is below it back into a store, [`KvServiceLayer`] turns a store into
+//! a service.
+//!
+//! ```
+//! use kvtower::layers::CacheLayer;
+//! use kvtower::service::{KvServiceLayer, ServiceStoreLayer};
+//! use kvtower::{kvkey, KvStore, MemoryKvStore, SetOptions};
+//! use std::time::Duration;
+//! use tower::ServiceBuilder;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> kvtower::Result<()> {
+//! let store = ServiceBuilder::new()
+//!     .layer(CacheLayer::new(MemoryKvStore::new())) // a store layer...
+//!     .layer(ServiceStoreLayer)                      // ...over a store made of...
+//!     .timeout(Duration::from_millis(200))           // ...tower middleware...
+//!     .layer(KvServiceLayer)                         // ...over a service made of...
+//!     .service(MemoryKvStore::new());                // ...the backend (Redis, say).
+//! store.set(&kvkey!["a"], 1.into(), SetOptions::default()).await?;
+//! assert_eq!(store.get(&kvkey!["a"]).await?, Some(1.into()));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Errors coming back through tower middleware are mapped to [`Error`]: a
+//! kvtower error passes unchanged, tower's timeout becomes
+//! [`ErrorKind::Timeout`], load shedding becomes a retryable
+//! [`ErrorKind::Unavailable`], anything else [`ErrorKind::Backend`] with the
+//! original as its source.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+use futures::stream::{self, BoxStream, StreamExt};
+use tower::{Service, ServiceExt};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::key::KvKey;
+use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
+
+/// One [`KvStore`] call as a value. `Clone`, so `tower::retry` can replay it.
+///
+/// ```
+/// use kvtower::{kvkey, service::KvRequest};
+/// let request = KvRequest::Get(kvkey!["a"]);
+/// assert_eq!(request.operation(), "get");
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub enum KvRequest {
+    /// [`KvStore::get`]; answered with [`KvResponse::Value`].
+    Get(KvKey),
+    /// [`KvStore::set`]; answered with [`KvResponse::Done`].
+    Set {
+        /// The key.
+        key: KvKey,
+        /// The value.
+        value: Value,
+        /// The write options.
+        options: SetOptions,
+    },
+    /// [`KvStore::delete`]; answered with [`KvResponse::Done`].
+    Delete(KvKey),
+    /// [`KvStore::cas`]; answered with [`KvResponse::Swapped`].
+    Cas {
+        /// The key.
+        key: KvKey,
+        /// The value expected (`None`: absent).
+        expected: Option<Value>,
+        /// The new value (`None`: delete).
+        new: Option<Value>,
+        /// The write options.
+        options: SetOptions,
+    },
+    /// [`KvStore::list`]; answered with [`KvResponse::Entries`], collected.
+    List(Option<KvKey>),
+    /// [`KvStore::get_many`]; answered with [`KvResponse::Values`].
+    GetMany(Vec<KvKey>),
+    /// [`KvStore::set_many`]; answered with [`KvResponse::Done`].
+    SetMany {
+        /// The entries.
+        entries: Vec<(KvKey, Value)>,
+        /// The write options of every entry.
+        options: SetOptions,
+    },
+    /// [`KvStore::delete_many`]; answered with [`KvResponse::Done`].
+    DeleteMany(Vec<KvKey>),
+}
+
+impl KvRequest {
+    /// The operation's name, as in metrics (`"get"`, `"set_many"`, ...).
+    pub fn operation(&self) -> &'static str {
+        match self {
+            KvRequest::Get(_) => "get",
+            KvRequest::Set { .. } => "set",
+            KvRequest::Delete(_) => "delete",
+            KvRequest::Cas { .. } => "cas",
+            KvRequest::List(_) => "list",
+            KvRequest::GetMany(_) => "get_many",
+            KvRequest::SetMany { .. } => "set_many",
+            KvRequest::DeleteMany(_) => "delete_many",
+        }
+    }
+
+    /// Runs the request on `store`.
+    ///
+    /// ```
+    /// use kvtower::service::{KvRequest, KvResponse};
+    /// use kvtower::{kvkey, MemoryKvStore};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> kvtower::Result<()> {
+    /// let response = KvRequest::Get(kvkey!["a"]).run(&MemoryKvStore::new()).await?;
+    /// assert_eq!(response, KvResponse::Value(None));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn run<S: KvStore + ?Sized>(self, store: &S) -> Result<KvResponse> {
+        use futures::TryStreamExt;
+        Ok(match self {
+            KvRequest::Get(key) => KvResponse::Value(store.get(&key).await?),
+            KvRequest::Set {
+                key,
+                value,
+                options,
+            } => {
+                store.set(&key, value, options).await?;
+                KvResponse::Done
+            }
+            KvRequest::Delete(key) => {
+                store.delete(&key).await?;
+                KvResponse::Done
+            }
+            KvRequest::Cas {
+                key,
+                expected,
+                new,
+                options,
+            } => KvResponse::Swapped(store.cas(&key, expected.as_ref(), new, options).await?),
+            KvRequest::List(prefix) => KvResponse::Entries(store.list(prefix).try_collect().await?),
+            KvRequest::GetMany(keys) => KvResponse::Values(store.get_many(&keys).await?),
+            KvRequest::SetMany { entries, options } => {
+                store.set_many(entries, options).await?;
+                KvResponse::Done
+            }
+            KvRequest::DeleteMany(keys) => {
+                store.delete_many(&keys).await?;
+                KvResponse::Done
+            }
+        })
+    }
+}
+
+/// The answer to a [`KvRequest`].
+///
+/// ```
+/// use kvtower::service::KvResponse;
+/// assert_ne!(KvResponse::Done, KvResponse::Swapped(true));
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub enum KvResponse {
+    /// The value of a `get` (`None`: absent).
+    Value(Option<Value>),
+    /// A `set`, `delete`, `set_many` or `delete_many` succeeded.
+    Done,
+    /// Whether a `cas` swapped.
+    Swapped(bool),
+    /// The entries of a `list`.
+    Entries(Vec<KvEntry>),
+    /// The values of a `get_many`, in order.
+    Values(Vec<Option<Value>>),
+}
+
+/// Any store as a [`tower::Service<KvRequest>`](tower::Service). Cheap to
+/// clone (the store is behind an [`Arc`]); always ready.
+///
+/// ```
+/// use kvtower::service::{KvRequest, KvResponse, KvService};
+/// use kvtower::{kvkey, MemoryKvStore};
+/// use tower::ServiceExt;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> kvtower::Result<()> {
+/// let service = KvService::new(MemoryKvStore::new());
+/// let response = service.oneshot(KvRequest::Get(kvkey!["a"])).await?;
+/// assert_eq!(response, KvResponse::Value(None));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct KvService<S> {
+    store: Arc<S>,
+}
+
+impl<S> Clone for KvService<S> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+        }
+    }
+}
+
+impl<S> KvService<S> {
+    /// Wraps `store`.
+    pub fn new(store: S) -> Self {
+        Self {
+            store: Arc::new(store),
+        }
+    }
+
+    /// The store.
+    pub fn inner(&self) -> &S {
+        &self.store
+    }
+}
+
+impl<S: KvStore + 'static> Service<KvRequest> for KvService<S> {
+    type Response = KvResponse;
+    type Error = Error;
+    type Future = BoxFuture<'static, Result<KvResponse>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: KvRequest) -> Self::Future {
+        let store = self.store.clone();
+        Box::pin(async move { request.run(&*store).await })
+    }
+}
+
+/// A [`tower::Layer`] making a [`KvService`] of a store.
+///
+/// ```
+/// use kvtower::{service::KvServiceLayer, MemoryKvStore};
+/// use tower::Layer;
+/// let service = KvServiceLayer.layer(MemoryKvStore::new());
+/// # let _ = service;
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KvServiceLayer;
+
+impl<S> tower::Layer<S> for KvServiceLayer {
+    type Service = KvService<S>;
+
+    fn layer(&self, store: S) -> KvService<S> {
+        KvService::new(store)
+    }
+}
+
+/// A [`tower::Service<KvRequest>`](tower::Service) as a store: each call
+/// clones the service (wrap a service that is not `Clone` in
+/// `tower::buffer::Buffer`), waits until it is ready, and calls it. `list`
+/// yields the collected entries of one [`KvRequest::List`].
+///
+/// ```
+/// use kvtower::service::{KvService, ServiceStore};
+/// use kvtower::{kvkey, KvStore, MemoryKvStore};
+/// use std::time::Duration;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> kvtower::Result<()> {
+/// let service = tower::timeout::Timeout::new(KvService::new(MemoryKvStore::new()), Duration::from_secs(1));
+/// let store = ServiceStore::new(service);
+/// assert_eq!(store.get(&kvkey!["a"]).await?, None);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ServiceStore<Svc> {
+    service: Svc,
+    capabilities: Capabilities,
+}
+
+impl<Svc> ServiceStore<Svc> {
+    /// Wraps `service`, promising the full contract (see
+    /// [`with_capabilities`](Self::with_capabilities)).
+    pub fn new(service: Svc) -> Self {
+        Self {
+            service,
+            capabilities: Capabilities::full(),
+        }
+    }
+
+    /// What the store behind the service promises: a service cannot be asked,
+    /// so say it here when it is less than the full contract.
+    ///
+    /// ```
+    /// use kvtower::service::{KvService, ServiceStore};
+    /// use kvtower::{Capabilities, KvStore, MemoryKvStore};
+    /// let store = ServiceStore::new(KvService::new(MemoryKvStore::new()))
+    ///     .with_capabilities(Capabilities::full().with_exact_expiry(false));
+    /// assert!(!store.capabilities().exact_expiry);
+    /// ```
+    #[must_use]
+    pub fn with_capabilities(mut self, capabilities: Capabilities) -> Self {
+        self.capabilities = capabilities;
+        self
+    }
+
+    /// The service.
+    pub fn inner(&self) -> &Svc {
+        &self.service
+    }
+
+    /// Unwraps the service.
+    pub fn into_inner(self) -> Svc {
+        self.service
+    }
+}
+
+/// A [`tower::Layer`] making a [`ServiceStore`] of a service.
+///
+/// ```
+/// use kvtower::service::{KvServiceLayer, ServiceStoreLayer};
+/// use kvtower::MemoryKvStore;
+/// use tower::Layer;
+/// let store = ServiceStoreLayer.layer(KvServiceLayer.layer(MemoryKvStore::new()));
+/// # let _ = store;
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServiceStoreLayer;
+
+impl<Svc> tower::Layer<Svc> for ServiceStoreLayer {
+    type Service = ServiceStore<Svc>;
+
+    fn layer(&self, service: Svc) -> ServiceStore<Svc> {
+        ServiceStore::new(service)
+    }
+}
+
+/// Maps an error out of a tower stack back to an [`Error`].
+fn into_error(error: tower::BoxError, operation: &'static str) -> Error {
+    let error = match error.downcast::<Error>() {
+        Ok(error) => return error.with_operation(operation),
+        Err(other) => other,
+    };
+    if error.is::<tower::timeout::error::Elapsed>() {
+        return Error::new(ErrorKind::Timeout, "the operation timed out")
+            .with_operation(operation)
+            .with_source(error);
+    }
+    if error.is::<tower::load_shed::error::Overloaded>() {
+        return Error::new(ErrorKind::Unavailable, "the service is overloaded")
+            .with_operation(operation)
+            .with_retryable(true)
+            .with_source(error);
+    }
+    Error::new(ErrorKind::Backend, error.to_string())
+        .with_operation(operation)
+        .with_source(error)
+}
+
+fn unexpected(operation: &'static str, response: &KvResponse) -> Error {
+    Error::new(
+        ErrorKind::Backend,
+        format!("unexpected response to {operation}: {response:?}"),
+    )
+    .with_operation(operation)
+}
+
+impl<Svc> ServiceStore<Svc>
+where
+    Svc: Service<KvRequest, Response = KvResponse> + Clone + Send + Sync + 'static,
+    Svc::Error: Into<tower::BoxError>,
+    Svc::Future: Send,
+{
+    async fn call(&self, request: KvRequest) -> Result<KvResponse> {
+        let operation = request.operation();
+        let mut service = self.service.clone();
+        let ready = service
+            .ready()
+            .await
+            .map_err(|e| into_error(e.into(), operation))?;
+        ready
+            .call(request)
+            .await
+            .map_err(|e| into_error(e.into(), operation))
+    }
+}
+
+#[async_trait]
+impl<Svc> KvStore for ServiceStore<Svc>
+where
+    Svc: Service<KvRequest, Response = KvResponse> + Clone + Send + Sync + 'static,
+    Svc::Error: Into<tower::BoxError>,
+    Svc::Future: Send,
+{
+    async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
+        match self.call(KvRequest::Get(key.clone())).await? {
+            KvResponse::Value(value) => Ok(value),
+            other => Err(unexpected("get", &other)),
+        }
+    }
+
+    async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
+        let request = KvRequest::Set {
+            key: key.clone(),
+            value,
+            options,
+        };
+        match self.call(request).await? {
+            KvResponse::Done => Ok(()),
+            other => Err(unexpected("set", &other)),
+        }
+    }
+
+    async fn delete(&self, key: &KvKey) -> Result<()> {
+        match self.call(KvRequest::Delete(key.clone())).await? {
+            KvResponse::Done => Ok(()),
+            other => Err(unexpected("delete", &other)),
+        }
+    }
+
+    async fn cas(
+        &self,
+        key: &KvKey,
+        expected: Option<&Value>,
+        new: Option<Value>,
+        options: SetOptions,
+    ) -> Result<bool> {
+        let request = KvRequest::Cas {
+            key: key.clone(),
+            expected: expected.cloned(),
+            new,
+            options,
+        };
+        match self.call(request).await? {
+            KvResponse::Swapped(swapped) => Ok(swapped),
+            other => Err(unexpected("cas", &other)),
+        }
+    }
+
+    fn list(&self, prefix: Option<KvKey>) -> BoxStream<'_, Result<KvEntry>> {
+        stream::once(self.call(KvRequest::List(prefix)))
+            .map(|response| match response {
+                Ok(KvResponse::Entries(entries)) => stream::iter(entries).map(Ok).left_stream(),
+                Ok(other) => stream::iter([Err(unexpected("list", &other))]).right_stream(),
+                Err(e) => stream::iter([Err(e)]).right_stream(),
+            })
+            .flatten()
+            .boxed()
+    }
+
+    async fn get_many(&self, keys: &[KvKey]) -> Result<Vec<Option<Value>>> {
+        match self.call(KvRequest::GetMany(keys.to_vec())).await? {
+            KvResponse::Values(values) if values.len() == keys.len() => Ok(values),
+            other => Err(unexpected("get_many", &other)),
+        }
+    }
+
+    async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {
+        match self.call(KvRequest::SetMany { entries, options }).await? {
+            KvResponse::Done => Ok(()),
+            other => Err(unexpected("set_many", &other)),
+        }
+    }
+
+    async fn delete_many(&self, keys: &[KvKey]) -> Result<()> {
+        match self.call(KvRequest::DeleteMany(keys.to_vec())).await? {
+            KvResponse::Done => Ok(()),
+            other => Err(unexpected("delete_many", &other)),
+        }
+    }
+
+    /// What [`with_capabilities`](ServiceStore::with_capabilities) said
+    /// (the full contract by default).
+    fn capabilities(&self) -> Capabilities {
+        self.capabilities
+    }
+}
