@@ -142,13 +142,8 @@ const HELP: &str = "usage: loadgen [--quick | --goals | --full] [--warmup-ms N] 
 
 /// The matrix cells of a mode.
 fn matrix(mode: Mode) -> Vec<Cell> {
-    let (dists, keys, reads, values, concs): (
-        Vec<Dist>,
-        Vec<u64>,
-        Vec<u32>,
-        Vec<usize>,
-        Vec<usize>,
-    ) = match mode {
+    type Axes = (Vec<Dist>, Vec<u64>, Vec<u32>, Vec<usize>, Vec<usize>);
+    let (dists, keys, reads, values, concs): Axes = match mode {
         Mode::Quick => (
             vec![Dist::Uniform, Dist::Zipf(1.1)],
             vec![100_000],

@@ -372,8 +372,8 @@ pub fn plots(rows: &[Row], dir: &Path) -> Result<Vec<String>, BoxError> {
     let mut files = Vec::new();
 
     // One grouped bar chart of throughput per (distribution, read share).
-    let mut groups: BTreeMap<(String, u32), Vec<(&CellKey, &BTreeMap<String, &Row>)>> =
-        BTreeMap::new();
+    type Group<'a> = Vec<(&'a CellKey, &'a BTreeMap<String, &'a Row>)>;
+    let mut groups: BTreeMap<(String, u32), Group<'_>> = BTreeMap::new();
     for (key, by) in &cells {
         groups
             .entry((key.0.clone(), key.1))

@@ -83,14 +83,14 @@ impl Cell {
 
 pub fn keys_label(keys: u64) -> String {
     match keys {
-        k if k >= 1_000_000 && k % 1_000_000 == 0 => format!("{}M", k / 1_000_000),
-        k if k >= 1_000 && k % 1_000 == 0 => format!("{}k", k / 1_000),
+        k if k >= 1_000_000 && k.is_multiple_of(1_000_000) => format!("{}M", k / 1_000_000),
+        k if k >= 1_000 && k.is_multiple_of(1_000) => format!("{}k", k / 1_000),
         k => k.to_string(),
     }
 }
 
 pub fn bytes_label(bytes: usize) -> String {
-    if bytes >= 1024 && bytes % 1024 == 0 {
+    if bytes >= 1024 && bytes.is_multiple_of(1024) {
         format!("{}KiB", bytes / 1024)
     } else {
         format!("{bytes}B")
