@@ -16,6 +16,8 @@
 //! before every run, so each starts on an empty shared tier.
 //!
 //! Options: `--warmup-ms N`, `--measure-ms N`, `--contenders a,b,...`,
+//! `--experiments matrix,capacity,budget` (which parts to run),
+//! `--sweep-read-pct N` (read share of the capacity sweep, default 90),
 //! `--out DIR` (CSV and tables; default `bench-results/MODE`), `--plots DIR`
 //! (SVGs; default `docs/bench/MODE`), `--report-only` (re-render the tables and
 //! plots from the CSV in `--out`).
@@ -76,6 +78,8 @@ struct Options {
     out: Option<PathBuf>,
     plots: Option<PathBuf>,
     report_only: bool,
+    experiments: Vec<String>,
+    sweep_read_pct: u32,
 }
 
 fn parse_args(args: &[String]) -> Result<Options, BoxError> {
@@ -87,6 +91,8 @@ fn parse_args(args: &[String]) -> Result<Options, BoxError> {
         out: None,
         plots: None,
         report_only: false,
+        experiments: vec!["matrix".into(), "capacity".into(), "budget".into()],
+        sweep_read_pct: 90,
     };
     let mut it = args.iter();
     let mut timing_set = false;
@@ -121,6 +127,18 @@ fn parse_args(args: &[String]) -> Result<Options, BoxError> {
                     }
                 }
             }
+            "--experiments" => {
+                o.experiments = value("--experiments")?
+                    .split(',')
+                    .map(str::to_string)
+                    .collect();
+            }
+            "--sweep-read-pct" => {
+                o.sweep_read_pct = value("--sweep-read-pct")?.parse()?;
+                if o.sweep_read_pct > 100 {
+                    return Err("--sweep-read-pct takes 0..=100".into());
+                }
+            }
             "--out" => o.out = Some(value("--out")?.into()),
             "--plots" => o.plots = Some(value("--plots")?.into()),
             "-h" | "--help" => {
@@ -138,7 +156,8 @@ fn parse_args(args: &[String]) -> Result<Options, BoxError> {
 }
 
 const HELP: &str = "usage: loadgen [--quick | --goals | --full] [--warmup-ms N] [--measure-ms N] \
-[--contenders a,b] [--out DIR] [--plots DIR] [--report-only]";
+[--contenders a,b] [--experiments matrix,capacity,budget] [--sweep-read-pct N] [--out DIR] \
+[--plots DIR] [--report-only]";
 
 /// The matrix cells of a mode.
 fn matrix(mode: Mode) -> Vec<Cell> {
@@ -207,7 +226,13 @@ fn plan(o: &Options, redis_url: &str) -> Vec<ChildSpec> {
         });
         seed += 1;
     };
-    for cell in matrix(o.mode) {
+    let wants = |e: &str| o.experiments.iter().any(|x| x == e);
+    let matrix_cells = if wants("matrix") {
+        matrix(o.mode)
+    } else {
+        Vec::new()
+    };
+    for cell in matrix_cells {
         let front = Front::Entries((cell.keys as f64 * MATRIX_FRONT_PCT / 100.0) as u64);
         for name in &o.contenders {
             push("matrix", name, cell, front, MATRIX_FRONT_PCT);
@@ -217,14 +242,14 @@ fn plan(o: &Options, redis_url: &str) -> Vec<ChildSpec> {
     let cell = Cell {
         dist: Dist::Zipf(1.1),
         keys: 100_000,
-        read_pct: 90,
+        read_pct: o.sweep_read_pct,
         value_bytes: 100,
         concurrency: 64,
     };
-    let pcts: &[f64] = if o.mode == Mode::Quick {
-        &[1.0, 10.0]
-    } else {
-        &[1.0, 5.0, 10.0, 25.0]
+    let pcts: &[f64] = match (wants("capacity"), o.mode) {
+        (false, _) => &[],
+        (true, Mode::Quick) => &[1.0, 10.0],
+        (true, _) => &[1.0, 5.0, 10.0, 25.0],
     };
     for &pct in pcts {
         let front = Front::Entries((cell.keys as f64 * pct / 100.0) as u64);
@@ -242,7 +267,7 @@ fn plan(o: &Options, redis_url: &str) -> Vec<ChildSpec> {
         value_bytes: 4096,
         concurrency: 64,
     };
-    for name in &o.contenders {
+    for name in o.contenders.iter().filter(|_| wants("budget")) {
         if contenders::BYTE_FRONTS.contains(&name.as_str()) {
             for mib in [16u64, 64] {
                 push("budget", name, cell, Front::Bytes(mib << 20), 0.0);
