@@ -118,10 +118,10 @@ impl<S> Flaky<S> {
 
     async fn trouble(&self, operation: &'static str) -> Result<()> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-        if n % 5 == 0 {
+        if n.is_multiple_of(5) {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        if n % 3 == 0 {
+        if n.is_multiple_of(3) {
             return Err(
                 Error::new(ErrorKind::Unavailable, "connection reset").with_operation(operation)
             );

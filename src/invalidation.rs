@@ -47,13 +47,13 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use futures::StreamExt;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -67,13 +67,18 @@ const DIRECTION_LABEL: &str = "direction";
 
 /// What the bus asks of a front tier: drop keys, or drop everything.
 ///
-/// Implemented by the cache layer's handle; implement it to hook anything
-/// else (a local map, a metrics probe) to the bus.
+/// A [`CacheLayer`](crate::layers::CacheLayer) built with
+/// [`invalidation_bus`](crate::layers::CacheLayerBuilder::invalidation_bus)
+/// registers its front tier; implement this to hook anything else (a local
+/// map, a probe in a test) to the bus with
+/// [`register`](RedisInvalidationBus::register). The subscriber awaits each
+/// call before delivering the next message, so invalidations apply in order.
+#[async_trait::async_trait]
 pub trait InvalidationTarget: Send + Sync + 'static {
     /// Drops `keys`: another node wrote them.
-    fn invalidate(&self, keys: &[KvKey]);
+    async fn invalidate(&self, keys: &[KvKey]);
     /// Drops everything: invalidations may have been missed.
-    fn clear(&self);
+    async fn clear(&self);
 }
 
 /// One message on the channel.
@@ -201,11 +206,19 @@ impl RedisInvalidationBusBuilder {
             epoch: AtomicU64::new(0),
         });
         let task = tokio::spawn(subscribe_loop(client, Arc::clone(&shared), self.heartbeat));
+        let publisher = Publisher {
+            shared: Arc::clone(&shared),
+            connection: publisher,
+            timeout: self.publish_timeout,
+        };
+        let (queue, rx) = mpsc::unbounded_channel();
+        let publisher_task = tokio::spawn(publish_loop(publisher.clone(), rx));
         let inner = Arc::new(Inner {
             shared,
             publisher,
-            publish_timeout: self.publish_timeout,
+            queue,
             task,
+            publisher_task,
         });
         tokio::time::timeout(self.connect_timeout, connected_rx.wait_for(|c| *c))
             .await
@@ -248,14 +261,41 @@ pub struct RedisInvalidationBus {
 
 struct Inner {
     shared: Arc<Shared>,
-    publisher: ConnectionManager,
-    publish_timeout: Duration,
+    publisher: Publisher,
+    queue: mpsc::UnboundedSender<KvKey>,
     task: JoinHandle<()>,
+    publisher_task: JoinHandle<()>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         self.task.abort();
+        self.publisher_task.abort();
+    }
+}
+
+/// Sends messages on the channel.
+#[derive(Clone)]
+struct Publisher {
+    shared: Arc<Shared>,
+    connection: ConnectionManager,
+    timeout: Duration,
+}
+
+/// The most keys one queued message carries.
+const MAX_KEYS_PER_MESSAGE: usize = 256;
+
+/// Drains the queue of [`RedisInvalidationBus::publish_later`] in order,
+/// batching the keys that are already waiting into one message.
+async fn publish_loop(publisher: Publisher, mut queue: mpsc::UnboundedReceiver<KvKey>) {
+    let mut batch = Vec::new();
+    while queue.recv_many(&mut batch, MAX_KEYS_PER_MESSAGE).await > 0 {
+        publisher
+            .send(Message {
+                node: publisher.shared.node,
+                keys: Some(std::mem::take(&mut batch)),
+            })
+            .await;
     }
 }
 
@@ -263,7 +303,9 @@ impl Drop for Inner {
 struct Shared {
     node: u64,
     channel: String,
-    targets: Mutex<Vec<Arc<dyn InvalidationTarget>>>,
+    /// Weak, so that a cache holding the bus and registered on it is not kept
+    /// alive by it (and the bus's tasks stop when the cache is dropped).
+    targets: Mutex<Vec<Weak<dyn InvalidationTarget>>>,
     connected: AtomicBool,
     connected_tx: watch::Sender<bool>,
     ignore_own: bool,
@@ -272,20 +314,20 @@ struct Shared {
 }
 
 impl Shared {
+    /// The live targets (dropped ones are forgotten).
     fn targets(&self) -> Vec<Arc<dyn InvalidationTarget>> {
         // A poisoned lock only means a target panicked; the list is intact.
-        self.targets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        let mut targets = self.targets.lock().unwrap_or_else(|p| p.into_inner());
+        targets.retain(|t| t.strong_count() > 0);
+        targets.iter().filter_map(Weak::upgrade).collect()
     }
 
-    fn set_connected(&self, connected: bool) {
+    async fn set_connected(&self, connected: bool) {
         if connected {
             // Clear before serving again: anything filled while the
             // subscription was down may have missed its invalidation.
             for target in self.targets() {
-                target.clear();
+                target.clear().await;
             }
             self.epoch.fetch_add(1, Ordering::SeqCst);
             self.connected.store(true, Ordering::SeqCst);
@@ -296,7 +338,7 @@ impl Shared {
             self.connected.store(false, Ordering::SeqCst);
             self.epoch.fetch_add(1, Ordering::SeqCst);
             for target in self.targets() {
-                target.clear();
+                target.clear().await;
             }
             metrics::counter!("kvtower_invalidation_bus_disconnects_total", CHANNEL_LABEL => self.channel.clone())
                 .increment(1);
@@ -310,7 +352,7 @@ impl Shared {
         self.connected_tx.send_replace(connected);
     }
 
-    fn received(&self, payload: &[u8]) {
+    async fn received(&self, payload: &[u8]) {
         let direction = match serde_json::from_slice::<Message>(payload) {
             Err(err) => {
                 tracing::debug!(channel = %self.channel, %err, "ignoring an undecodable invalidation message");
@@ -318,10 +360,11 @@ impl Shared {
             }
             Ok(message) if self.ignore_own && message.node == self.node => "ignored",
             Ok(message) => {
-                let targets = self.targets();
-                match &message.keys {
-                    Some(keys) => targets.iter().for_each(|t| t.invalidate(keys)),
-                    None => targets.iter().for_each(|t| t.clear()),
+                for target in self.targets() {
+                    match &message.keys {
+                        Some(keys) => target.invalidate(keys).await,
+                        None => target.clear().await,
+                    }
                 }
                 "received"
             }
@@ -343,14 +386,14 @@ async fn subscribe_loop(client: redis::Client, shared: Arc<Shared>, heartbeat: D
         match subscribe(&client, &shared.channel, heartbeat).await {
             Ok((mut sink, mut stream)) => {
                 backoff = Duration::from_millis(50);
-                shared.set_connected(true);
+                shared.set_connected(true).await;
                 let mut ticker = tokio::time::interval(heartbeat);
                 ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 ticker.tick().await; // the first tick is immediate
                 loop {
                     tokio::select! {
                         message = stream.next() => match message {
-                            Some(message) => shared.received(message.get_payload_bytes()),
+                            Some(message) => shared.received(message.get_payload_bytes()).await,
                             None => break, // the connection closed
                         },
                         _ = ticker.tick() => {
@@ -361,7 +404,7 @@ async fn subscribe_loop(client: redis::Client, shared: Arc<Shared>, heartbeat: D
                         }
                     }
                 }
-                shared.set_connected(false);
+                shared.set_connected(false).await;
             }
             Err(err) => {
                 tracing::debug!(channel = %shared.channel, %err, "invalidation bus cannot subscribe yet");
@@ -448,14 +491,27 @@ impl RedisInvalidationBus {
         &self.inner.shared.channel
     }
 
-    /// Registers a front tier to invalidate on other nodes' writes.
-    pub fn register(&self, target: Arc<dyn InvalidationTarget>) {
+    /// Registers a front tier to invalidate on other nodes' writes. The bus
+    /// keeps only a weak reference: the target stays registered while the
+    /// caller keeps it alive.
+    pub fn register<T: InvalidationTarget>(&self, target: &Arc<T>) {
+        let weak: Weak<dyn InvalidationTarget> =
+            Arc::downgrade(target) as Weak<dyn InvalidationTarget>;
         self.inner
             .shared
             .targets
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(target);
+            .push(weak);
+    }
+
+    /// Queues `key` for publishing and returns at once: the bus's publisher
+    /// task sends queued keys in order, many per message when writes come
+    /// faster than `PUBLISH` round trips. This is what a cache layer calls
+    /// after each write, so writes never wait for the bus.
+    pub fn publish_later(&self, key: &KvKey) {
+        // The receiver lives as long as `inner`, which `self` keeps alive.
+        let _ = self.inner.queue.send(key.clone());
     }
 
     /// Tells every other node that `keys` were written. Best effort: a failed
@@ -466,24 +522,30 @@ impl RedisInvalidationBus {
         if keys.is_empty() {
             return;
         }
-        self.send(Message {
-            node: self.inner.shared.node,
-            keys: Some(keys.to_vec()),
-        })
-        .await;
+        self.inner
+            .publisher
+            .send(Message {
+                node: self.inner.shared.node,
+                keys: Some(keys.to_vec()),
+            })
+            .await;
     }
 
     /// Tells every other node to clear its front tier.
     pub async fn publish_clear(&self) {
-        self.send(Message {
-            node: self.inner.shared.node,
-            keys: None,
-        })
-        .await;
+        self.inner
+            .publisher
+            .send(Message {
+                node: self.inner.shared.node,
+                keys: None,
+            })
+            .await;
     }
+}
 
+impl Publisher {
     async fn send(&self, message: Message) {
-        let shared = &self.inner.shared;
+        let shared = &self.shared;
         let payload = match serde_json::to_vec(&message) {
             Ok(payload) => payload,
             Err(err) => {
@@ -491,11 +553,11 @@ impl RedisInvalidationBus {
                 return;
             }
         };
-        let mut conn = self.inner.publisher.clone();
+        let mut conn = self.connection.clone();
         let mut cmd = redis::cmd("PUBLISH");
         cmd.arg(&shared.channel).arg(payload);
         let publish = cmd.query_async::<i64>(&mut conn);
-        match tokio::time::timeout(self.inner.publish_timeout, publish).await {
+        match tokio::time::timeout(self.timeout, publish).await {
             Ok(Ok(_)) => metrics::counter!(
                 "kvtower_invalidation_messages_total",
                 CHANNEL_LABEL => shared.channel.clone(),

@@ -44,6 +44,8 @@
 //! | `postgres` | `PostgresKvStore`: a table in PostgreSQL, through tokio-postgres and a deadpool pool |
 //! | `redis` | `RedisKvStore`: Redis and Redis Cluster on redis-rs (tokio), without TLS |
 //! | `redis-tls` | `rediss://` URLs for `RedisKvStore` (rustls, webpki roots) |
+//! | `denokv` | `DenoKvStore`: Deno KV files and KV Connect servers, shared with Deno apps |
+//! | `cfworkers` | `WorkersKvStore`: a Cloudflare Workers KV namespace over its HTTP API, in Fedify's layout |
 
 #![forbid(unsafe_code)]
 #![warn(
@@ -70,13 +72,17 @@ pub mod testing;
 pub use error::{Error, ErrorKind, Result};
 pub use key::KvKey;
 pub use store::{Capabilities, DynKvStore, KvEntry, KvStore, KvStoreExt, SetOptions, Value};
+#[cfg(feature = "cfworkers")]
+pub use stores::cfworkers::{WorkersKvStore, WorkersKvStoreBuilder};
+#[cfg(feature = "denokv")]
+pub use stores::denokv::{DenoKvStore, DenoKvStoreBuilder};
 pub use stores::memory::{MemoryKvStore, MemoryKvStoreBuilder};
 #[cfg(feature = "postgres")]
 pub use stores::postgres::{PostgresKvStore, PostgresKvStoreBuilder};
-#[cfg(feature = "sqlite")]
-pub use stores::sqlite::{SqliteKvStore, SqliteKvStoreBuilder};
 #[cfg(feature = "redis")]
 pub use stores::redis::{RedisKvStore, RedisKvStoreBuilder};
+#[cfg(feature = "sqlite")]
+pub use stores::sqlite::{SqliteKvStore, SqliteKvStoreBuilder};
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]

@@ -25,11 +25,12 @@ struct Recorder {
     clears: Mutex<u32>,
 }
 
+#[async_trait::async_trait]
 impl InvalidationTarget for Recorder {
-    fn invalidate(&self, keys: &[KvKey]) {
+    async fn invalidate(&self, keys: &[KvKey]) {
         self.invalidated.lock().unwrap().extend_from_slice(keys);
     }
-    fn clear(&self) {
+    async fn clear(&self) {
         *self.clears.lock().unwrap() += 1;
     }
 }
@@ -54,8 +55,8 @@ async fn keys_reach_other_nodes_but_not_the_sender() {
     assert!(a.is_connected() && b.is_connected());
     assert_ne!(a.node_id(), b.node_id());
     let (ra, rb) = (Arc::new(Recorder::default()), Arc::new(Recorder::default()));
-    a.register(ra.clone());
-    b.register(rb.clone());
+    a.register(&ra);
+    b.register(&rb);
 
     let odd = KvKey::new(["user", "42", "", "a:b*?[\\"]).unwrap();
     a.publish(&[kvkey!["user", "1"], odd.clone()]).await;
@@ -92,7 +93,7 @@ async fn other_channels_are_not_heard() {
         .await
         .unwrap();
     let rb = Arc::new(Recorder::default());
-    b.register(rb.clone());
+    b.register(&rb);
     a.publish(&[kvkey!["k"]]).await;
     // A message on b's channel sent after a's proves delivery order: if b
     // hears its sentinel but not a's key, a's key went elsewhere.
@@ -114,7 +115,7 @@ async fn garbage_on_the_channel_is_ignored() {
         .await
         .unwrap();
     let rb = Arc::new(Recorder::default());
-    b.register(rb.clone());
+    b.register(&rb);
     let client = redis::Client::open(redis_url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let _: i64 = redis::cmd("PUBLISH")

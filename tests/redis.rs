@@ -30,34 +30,7 @@ struct CleanedUp(RedisKvStore);
 
 impl Drop for CleanedUp {
     fn drop(&mut self) {
-        // Sync client: Drop cannot await. The namespace has no glob characters.
-        let pattern = format!("{}:*", self.0.namespace());
-        let Ok(client) = redis::Client::open(redis_url()) else {
-            return;
-        };
-        let Ok(mut conn) = client.get_connection() else {
-            return;
-        };
-        let mut cursor = 0u64;
-        loop {
-            let Ok((next, keys)) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1_000)
-                .query::<(u64, Vec<Vec<u8>>)>(&mut conn)
-            else {
-                return;
-            };
-            if !keys.is_empty() {
-                let _ = redis::cmd("DEL").arg(keys).exec(&mut conn);
-            }
-            if next == 0 {
-                return;
-            }
-            cursor = next;
-        }
+        support::delete_namespace(&redis_url(), self.0.namespace());
     }
 }
 

@@ -142,7 +142,17 @@ pub struct CacheLayerBuilder<F> {
     front_max_ttl: Duration,
     negative_ttl: Option<Duration>,
     hook: Option<Arc<dyn WriteHook>>,
+    #[cfg(feature = "redis")]
+    bus: Option<crate::invalidation::RedisInvalidationBus>,
+    /// Registers the built tier on the bus (needs `F: 'static`, which only
+    /// `invalidation_bus` requires).
+    #[cfg(feature = "redis")]
+    register: Option<Registrar<F>>,
 }
+
+/// Registers a built tier on an invalidation bus.
+#[cfg(feature = "redis")]
+type Registrar<F> = Box<dyn FnOnce(&Arc<Tier<F>>) + Send + Sync>;
 
 impl<F> fmt::Debug for CacheLayerBuilder<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -186,6 +196,42 @@ impl<F: KvStore> CacheLayerBuilder<F> {
         self
     }
 
+    /// Keeps this front tier coherent with other processes' (feature
+    /// `redis`): every write through this layer publishes its key on `bus`,
+    /// and every key another node publishes is dropped from this front tier.
+    /// While the bus has lost its subscription the front tier is cleared and
+    /// bypassed (every read goes to the inner store), because invalidations
+    /// may be missed; see [`invalidation`](crate::invalidation).
+    ///
+    /// ```no_run
+    /// use kvtower::invalidation::RedisInvalidationBus;
+    /// use kvtower::{layers::CacheLayer, MemoryKvStore, RedisKvStore};
+    /// use tower::ServiceBuilder;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> kvtower::Result<()> {
+    /// let url = "redis://127.0.0.1:6379";
+    /// let bus = RedisInvalidationBus::connect(url, "myapp:invalidate").await?;
+    /// let store = ServiceBuilder::new()
+    ///     .layer(CacheLayer::builder(MemoryKvStore::new()).invalidation_bus(bus).build())
+    ///     .service(RedisKvStore::connect(url).await?);
+    /// # let _ = store;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "redis")]
+    pub fn invalidation_bus(mut self, bus: crate::invalidation::RedisInvalidationBus) -> Self
+    where
+        F: 'static,
+    {
+        let registrar = bus.clone();
+        self.register = Some(Box::new(move |tier: &Arc<Tier<F>>| {
+            registrar.register(tier)
+        }));
+        self.bus = Some(bus);
+        self
+    }
+
     /// Builds the layer. Metric handles are registered now, with the
     /// recorder installed at this point.
     pub fn build(self) -> CacheLayer<F> {
@@ -209,24 +255,29 @@ impl<F: KvStore> CacheLayerBuilder<F> {
                 .time_to_live(ttl)
                 .build()
         });
-        CacheLayer {
-            tier: Arc::new(Tier {
-                front: self.front,
-                name: self.name,
-                front_max_ttl: self.front_max_ttl,
-                negative,
-                deadlines: moka::future::Cache::builder()
-                    .max_capacity(DEADLINE_MAX_ENTRIES)
-                    .expire_after(DeadlineExpiry)
-                    .build(),
-                stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
-                hasher: RandomState::new(),
-                inflight: Mutex::new(HashMap::new()),
-                next_flight: AtomicU64::new(0),
-                counters,
-                hook: self.hook,
-            }),
+        let tier = Arc::new(Tier {
+            front: self.front,
+            name: self.name,
+            front_max_ttl: self.front_max_ttl,
+            negative,
+            deadlines: moka::future::Cache::builder()
+                .max_capacity(DEADLINE_MAX_ENTRIES)
+                .expire_after(DeadlineExpiry)
+                .build(),
+            stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
+            hasher: RandomState::new(),
+            inflight: Mutex::new(HashMap::new()),
+            next_flight: AtomicU64::new(0),
+            counters,
+            hook: self.hook,
+            #[cfg(feature = "redis")]
+            bus: self.bus,
+        });
+        #[cfg(feature = "redis")]
+        if let Some(register) = self.register {
+            register(&tier);
         }
+        CacheLayer { tier }
     }
 }
 
@@ -274,6 +325,10 @@ impl<F: KvStore> CacheLayer<F> {
             front_max_ttl: DEFAULT_FRONT_MAX_TTL,
             negative_ttl: None,
             hook: None,
+            #[cfg(feature = "redis")]
+            bus: None,
+            #[cfg(feature = "redis")]
+            register: None,
         }
     }
 
@@ -506,6 +561,28 @@ struct Tier<F> {
     next_flight: AtomicU64,
     counters: Counters,
     hook: Option<Arc<dyn WriteHook>>,
+    /// The cross-node invalidation bus, if any (see `serving`).
+    #[cfg(feature = "redis")]
+    bus: Option<crate::invalidation::RedisInvalidationBus>,
+}
+
+/// The bus delivers other nodes' writes and subscription losses here.
+#[cfg(feature = "redis")]
+#[async_trait]
+impl<F: KvStore + 'static> crate::invalidation::InvalidationTarget for Tier<F> {
+    async fn invalidate(&self, keys: &[KvKey]) {
+        for key in keys {
+            if let Err(e) = FrontControl::invalidate(self, key).await {
+                self.front_failed("delete", &e);
+            }
+        }
+    }
+
+    async fn clear(&self) {
+        if let Err(e) = FrontControl::clear(self).await {
+            self.front_failed("clear", &e);
+        }
+    }
 }
 
 impl<F> fmt::Debug for Tier<F> {
@@ -633,6 +710,21 @@ impl<F: KvStore> Tier<F> {
         if let Some(hook) = &self.hook {
             hook.written(key);
         }
+        #[cfg(feature = "redis")]
+        if let Some(bus) = &self.bus {
+            bus.publish_later(key);
+        }
+    }
+
+    /// Whether the front may answer reads: not while an invalidation bus has
+    /// lost its subscription (it may have missed invalidations; it clears the
+    /// front when the subscription is lost and again when it is back).
+    fn serving(&self) -> bool {
+        #[cfg(feature = "redis")]
+        if let Some(bus) = &self.bus {
+            return bus.is_connected();
+        }
+        true
     }
 
     /// Keeps `deadlines` right after a write with `options` that is known to
@@ -803,6 +895,9 @@ impl<S: KvStore, F: KvStore> Cache<S, F> {
 #[async_trait]
 impl<S: KvStore, F: KvStore> KvStore for Cache<S, F> {
     async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
+        if !self.tier.serving() {
+            return self.inner.get(key).await;
+        }
         match self.tier.lookup(key).await {
             Some(answer) => Ok(answer),
             None => self.read_through(key).await,
@@ -877,6 +972,9 @@ impl<S: KvStore, F: KvStore> KvStore for Cache<S, F> {
 
     async fn get_many(&self, keys: &[KvKey]) -> Result<Vec<Option<Value>>> {
         let tier = &*self.tier;
+        if !tier.serving() {
+            return self.inner.get_many(keys).await;
+        }
         let mut values = Vec::with_capacity(keys.len());
         let mut missing = Vec::new();
         for (i, key) in keys.iter().enumerate() {

@@ -1,11 +1,15 @@
 //! The backends, one module each; every one passes the same conformance suite.
 
+#[cfg(feature = "cfworkers")]
+pub mod cfworkers;
+#[cfg(feature = "denokv")]
+pub mod denokv;
 pub mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
-#[cfg(feature = "redis")]
-pub mod redis;

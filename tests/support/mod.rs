@@ -270,3 +270,46 @@ impl Drop for RedisCluster {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Deletes every key of `namespace` (a namespace without glob characters,
+/// like those of [`unique_namespace`]) from the Redis at `url`: for guards
+/// that clean up after tests on the shared Redis. Best effort, synchronous
+/// (callable from `Drop`).
+pub fn delete_namespace(url: &str, namespace: &str) {
+    let Ok(client) = redis::Client::open(url) else {
+        return;
+    };
+    let Ok(mut conn) = client.get_connection() else {
+        return;
+    };
+    let pattern = format!("{namespace}:*");
+    let mut cursor = 0u64;
+    loop {
+        let Ok((next, keys)) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1_000)
+            .query::<(u64, Vec<Vec<u8>>)>(&mut conn)
+        else {
+            return;
+        };
+        if !keys.is_empty() {
+            let _ = redis::cmd("DEL").arg(keys).exec(&mut conn);
+        }
+        if next == 0 {
+            return;
+        }
+        cursor = next;
+    }
+}
+
+/// Deletes its namespace from the shared Redis when dropped.
+pub struct NamespaceGuard(pub String);
+
+impl Drop for NamespaceGuard {
+    fn drop(&mut self) {
+        delete_namespace(&redis_url(), &self.0);
+    }
+}

@@ -1,0 +1,55 @@
+//! The conformance suite through layer stacks over the real Redis: the full
+//! stack (metrics + prefix + default TTL + cache) and a cache layer with the
+//! cross-node invalidation bus. Each test gets its own namespace on the shared
+//! Redis, deleted afterwards.
+
+mod common;
+mod support;
+
+use std::time::Duration;
+
+use common::{full_stack, WithGuard};
+use kvtower::invalidation::RedisInvalidationBus;
+use kvtower::layers::CacheLayer;
+use kvtower::{KvStore, MemoryKvStore, RedisKvStore};
+use support::{redis_url, unique_namespace, NamespaceGuard};
+use tower::ServiceBuilder;
+
+async fn redis(namespace: &str) -> RedisKvStore {
+    RedisKvStore::builder()
+        .namespace(namespace)
+        .timeout(Duration::from_secs(5))
+        .connect(&redis_url())
+        .await
+        .expect("connect to the shared Redis")
+}
+
+async fn full_stack_over_redis() -> impl KvStore {
+    let namespace = unique_namespace();
+    WithGuard {
+        store: full_stack(redis(&namespace).await),
+        _guard: NamespaceGuard(namespace),
+    }
+}
+
+async fn cache_with_bus_over_redis() -> impl KvStore {
+    let namespace = unique_namespace();
+    let bus = RedisInvalidationBus::connect(&redis_url(), format!("{namespace}:invalidate"))
+        .await
+        .expect("the bus connects");
+    let store = ServiceBuilder::new()
+        .layer(CacheLayer::builder(MemoryKvStore::new()).invalidation_bus(bus).build())
+        .service(redis(&namespace).await);
+    WithGuard {
+        store,
+        _guard: NamespaceGuard(namespace),
+    }
+}
+
+mod full_stack {
+    kvtower::conformance_suite!(super::full_stack_over_redis, 32);
+}
+
+mod cache_with_invalidation_bus {
+    kvtower::conformance_suite!(super::cache_with_bus_over_redis, 32);
+}
