@@ -22,8 +22,8 @@ mod workload;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use rand::rngs::SmallRng;
-use rand::SeedableRng;
+use rand09::rngs::SmallRng;
+use rand09::SeedableRng;
 
 use contenders::{Front, Setup, CONTENDERS};
 use workload::{Cell, Dist, Keys};
