@@ -35,6 +35,17 @@ fn stack(name: &str) -> impl KvStore {
         .service(MemoryKvStore::new())
 }
 
+/// The same layers in the order `kvtower::layers` recommends for speed: the
+/// prefix inside the cache, so a front hit skips rewriting the key.
+fn stack_prefix_inside(name: &str) -> impl KvStore {
+    ServiceBuilder::new()
+        .layer(MetricsLayer::new(name))
+        .layer(DefaultTtlLayer::new(Duration::from_secs(3600)))
+        .layer(CacheLayer::builder(MemoryKvStore::new()).name(name).build())
+        .layer(PrefixLayer::new(kvkey!["app", "v1"]))
+        .service(MemoryKvStore::new())
+}
+
 fn layers(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -46,10 +57,12 @@ fn layers(c: &mut Criterion) {
     // Without a recorder (metric handles are no-ops), then with the
     // Prometheus recorder installed (handles are real atomics).
     let stack_noop = stack("bench-noop");
+    let inside_noop = stack_prefix_inside("bench-inside-noop");
     metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .unwrap();
     let stack_prometheus = stack("bench-prometheus");
+    let inside_prometheus = stack_prefix_inside("bench-inside-prometheus");
 
     let url =
         std::env::var("KVTOWER_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
@@ -66,7 +79,12 @@ fn layers(c: &mut Criterion) {
         let memory = MemoryKvStore::new();
         let raw: Cache<KvKey, Value> = Cache::builder().max_capacity(100_000).build();
         rt.block_on(async {
-            for s in [&stack_noop as &dyn KvStore, &stack_prometheus] {
+            for s in [
+                &stack_noop as &dyn KvStore,
+                &stack_prometheus,
+                &inside_noop,
+                &inside_prometheus,
+            ] {
                 s.set(&key, value.clone(), SetOptions::default())
                     .await
                     .unwrap();
@@ -96,6 +114,14 @@ fn layers(c: &mut Criterion) {
         g.bench_function("stack_prometheus", |b| {
             b.to_async(&rt)
                 .iter(|| async { black_box(stack_prometheus.get(&key).await.unwrap()) })
+        });
+        g.bench_function("stack_prefix_inside_no_recorder", |b| {
+            b.to_async(&rt)
+                .iter(|| async { black_box(inside_noop.get(&key).await.unwrap()) })
+        });
+        g.bench_function("stack_prefix_inside_prometheus", |b| {
+            b.to_async(&rt)
+                .iter(|| async { black_box(inside_prometheus.get(&key).await.unwrap()) })
         });
         // One Redis round trip: a raw redis-rs GET of the same value's JSON.
         if let Some(conn) = &connection {

@@ -50,7 +50,10 @@
 //!   prefixed keys, so one front can be shared knowingly. **Prefix inside
 //!   the cache**: the front holds the caller's keys and only the inner store
 //!   sees the prefix; two such stacks must not share a front tier, or they
-//!   would see each other's cached values.
+//!   would see each other's cached values. With a front tier of its own (the
+//!   usual case), **put the prefix inside the cache**: a front hit then skips
+//!   rewriting the key, the costliest step of the hit path (one allocation
+//!   per key part); see BENCHMARKS.md.
 //! * **Metrics (or tracing) outside the cache**: counts and latencies are
 //!   what callers experience, front hits included. **Inside the cache**
 //!   (between the cache and the backend): they measure only the backend
