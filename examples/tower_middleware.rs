@@ -7,10 +7,8 @@
 //!
 //! The backend here is a `MemoryKvStore` behind a deliberately flaky wrapper
 //! (every third call fails, every fifth is too slow), so the example runs
-//! anywhere. Around Redis, change the one line in [`backend`].
+//! anywhere. Around Redis: `examples/redis_middleware.rs`.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,12 +16,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use kvtower::layers::CacheLayer;
-use kvtower::service::{KvRequest, KvResponse, KvServiceLayer, ServiceStoreLayer};
+use kvtower::service::{KvServiceLayer, RetryPolicy, ServiceStoreLayer};
 use kvtower::{
     kvkey, Error, ErrorKind, KvEntry, KvKey, KvStore, MemoryKvStore, Result, SetOptions, Value,
 };
 use serde_json::json;
-use tower::retry::Policy;
 use tower::ServiceBuilder;
 
 /// The store the stack wraps. With Redis: `RedisKvStore::connect(url).await?`.
@@ -31,64 +28,12 @@ pub fn backend() -> Flaky<MemoryKvStore> {
     Flaky::new(MemoryKvStore::new())
 }
 
-/// Retries requests whose error is retryable (kvtower's `is_retryable`, or
-/// tower's timeout), up to `attempts` more times, after a short pause.
-#[derive(Debug, Clone)]
-pub struct RetryRetryable {
-    attempts: usize,
-    backoff: Duration,
-}
-
-impl RetryRetryable {
-    /// Up to `attempts` retries, `backoff` apart.
-    pub fn new(attempts: usize, backoff: Duration) -> Self {
-        Self { attempts, backoff }
-    }
-}
-
-fn retryable(error: &tower::BoxError) -> bool {
-    match error.downcast_ref::<Error>() {
-        Some(e) => e.is_retryable(),
-        None => error.is::<tower::timeout::error::Elapsed>(),
-    }
-}
-
-impl Policy<KvRequest, KvResponse, tower::BoxError> for RetryRetryable {
-    type Future = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-    fn retry(
-        &mut self,
-        request: &mut KvRequest,
-        result: &mut std::result::Result<KvResponse, tower::BoxError>,
-    ) -> Option<Self::Future> {
-        match result {
-            // A timed-out cas may have swapped: replaying it would report a
-            // swap as a mismatch. Everything else here is idempotent.
-            Err(e)
-                if matches!(request, KvRequest::Cas { .. })
-                    && e.is::<tower::timeout::error::Elapsed>() =>
-            {
-                None
-            }
-            Err(e) if self.attempts > 0 && retryable(e) => {
-                self.attempts -= 1;
-                Some(Box::pin(tokio::time::sleep(self.backoff)))
-            }
-            _ => None,
-        }
-    }
-
-    fn clone_request(&mut self, request: &KvRequest) -> Option<KvRequest> {
-        Some(request.clone()) // requests are Clone: every one can be replayed
-    }
-}
-
 /// Cache in front; retry of a timed-out or failed backend call behind it.
 pub fn stack<S: KvStore + 'static>(backend: S) -> impl KvStore {
     ServiceBuilder::new()
         .layer(CacheLayer::new(MemoryKvStore::new())) // front hits never wait on what is below
         .layer(ServiceStoreLayer) // back to a KvStore
-        .retry(RetryRetryable::new(3, Duration::from_millis(10)))
+        .retry(RetryPolicy::new(4, Duration::from_millis(10))) // 4 calls at most, 10 ms apart and doubling
         .timeout(Duration::from_millis(50)) // per attempt
         .layer(KvServiceLayer) // the store as a tower::Service<KvRequest>
         .service(backend)

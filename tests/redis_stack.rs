@@ -57,3 +57,28 @@ mod full_stack {
 mod cache_with_invalidation_bus {
     kvtower::conformance_suite!(super::cache_with_bus_over_redis, 32);
 }
+
+#[allow(dead_code)] // its main() is the example's
+#[path = "../examples/redis_middleware.rs"]
+mod redis_middleware;
+
+async fn tower_middleware_over_redis() -> impl KvStore {
+    let namespace = unique_namespace();
+    WithGuard {
+        store: redis_middleware::stack(redis(&namespace).await),
+        _guard: NamespaceGuard(namespace),
+    }
+}
+
+mod tower_timeout_and_retry {
+    kvtower::conformance_suite!(super::tower_middleware_over_redis, 32);
+}
+
+#[tokio::test]
+async fn the_redis_middleware_example_runs() {
+    let namespace = unique_namespace();
+    let _guard = NamespaceGuard(namespace.clone());
+    redis_middleware::run(&redis_url(), &namespace)
+        .await
+        .unwrap();
+}
