@@ -78,24 +78,11 @@ where
     S: KvStore + 'static,
 {
     macro_rules! each {
-        ($($case:ident),+) => {$(
+        ($($case:ident),+ $(,)?) => {$(
             cases::$case(Arc::new(factory().await)).await;
         )+};
     }
-    each!(
-        round_trips_every_json_type,
-        absent_keys_and_delete,
-        set_overwrites,
-        ttl_expiry,
-        ttl_zero_means_expired,
-        ttl_is_replaced_by_later_writes,
-        cas_semantics,
-        list_by_prefix,
-        tricky_keys_never_collide,
-        batch_operations,
-        large_listing,
-        concurrent_cas_increments
-    );
+    crate::__with_conformance_cases!(each {});
     check_model(&factory, 16).await;
 }
 
@@ -180,8 +167,22 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!($factory, 64);
     };
     ($factory:expr, $model_cases:expr) => {
-        $crate::__conformance_cases!(
-            $factory;
+        $crate::__with_conformance_cases!($crate::__conformance_cases { $factory; });
+        #[test]
+        fn matches_reference_model() {
+            $crate::testing::model_test($factory, $model_cases);
+        }
+    };
+}
+
+/// Calls `$callback! { <tokens> case, case, ... }` with every conformance
+/// case: the one list that both [`conformance_suite!`] and [`run_all`] use.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __with_conformance_cases {
+    ($callback:path { $($tokens:tt)* }) => {
+        $callback! {
+            $($tokens)*
             round_trips_every_json_type,
             absent_keys_and_delete,
             set_overwrites,
@@ -194,10 +195,6 @@ macro_rules! conformance_suite {
             batch_operations,
             large_listing,
             concurrent_cas_increments,
-        );
-        #[test]
-        fn matches_reference_model() {
-            $crate::testing::model_test($factory, $model_cases);
         }
     };
 }
