@@ -38,7 +38,7 @@
 //!
 //! | feature | enables |
 //! |---|---|
-//! | `testing` | [`conformance_suite!`] and the `testing` module |
+//! | `testing` | `conformance_suite!` and the `testing` module |
 //! | `config` | `config::StoreConfig`: stacks from TOML, environment or code |
 //! | `sqlite` (default) | `SqliteKvStore`: a persistent store in one SQLite file, SQLite compiled in (rusqlite `bundled`) |
 //! | `postgres` | `PostgresKvStore`: a table in PostgreSQL, through tokio-postgres and a deadpool pool |

@@ -165,7 +165,7 @@ impl Default for Capabilities {
 /// # Implementing
 ///
 /// See the README's "Implementing your own KvStore" and run
-/// [`conformance_suite!`](crate::conformance_suite) (feature `testing`) on it.
+/// `kvtower::conformance_suite!` (feature `testing`) on it.
 ///
 /// # Examples
 ///

@@ -25,7 +25,7 @@
 //! ```
 //!
 //! A store declares what it cannot do through
-//! [`KvStore::capabilities`](crate::KvStore::capabilities) and the cases check
+//! [`KvStore::capabilities`] and the cases check
 //! that weaker promise instead (for example, `cas` must then fail with
 //! [`Unsupported`](crate::ErrorKind::Unsupported)).
 
