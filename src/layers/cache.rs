@@ -477,13 +477,8 @@ trait FrontControl: Send + Sync {
 #[async_trait]
 impl<F: KvStore> FrontControl for Tier<F> {
     async fn invalidate(&self, key: &KvKey) -> Result<()> {
-        let stripe = self.stripe(key);
-        let _guard = stripe.lock.lock().await;
-        stripe.generation.fetch_add(1, Ordering::SeqCst);
-        if let Some(negative) = &self.negative {
-            negative.invalidate(key).await;
-        }
-        self.front.delete(key).await
+        let _guard = self.stripe(key).lock.lock().await;
+        self.invalidate_locked(key).await
     }
 
     async fn clear(&self) -> Result<()> {
@@ -608,10 +603,14 @@ impl<F> fmt::Debug for Tier<F> {
 // every write or invalidation bumps the stripe's generation under that lock.
 // A fill remembers the generation *before* its inner read and installs only
 // if it is unchanged, so a fill that may have read an older value than a
-// concurrent write is dropped. A writer likewise remembers the generation
-// before its inner write and, if another write to the stripe finished in
-// between (their inner order is unknown), invalidates instead of updating.
-// Stripes are shared by keys, which only ever makes this more conservative.
+// concurrent write is dropped. A single-key writer (`set`, `delete`, `cas`)
+// holds the stripe's lock across its inner write, so the writers of a key
+// reach the inner store in the order they change the front, and each may put
+// its value in front. Batch writes cannot hold many stripes at once without
+// risking lock-order deadlocks: they remember the generation before their
+// inner write and, if another write to the stripe finished in between (their
+// inner order is unknown), invalidate instead of updating. Stripes are shared
+// by keys, which only ever makes this more conservative.
 impl<F: KvStore> Tier<F> {
     fn stripe(&self, key: &KvKey) -> &Stripe {
         let hash = self.hasher.hash_one(key) as usize;
@@ -679,37 +678,56 @@ impl<F: KvStore> Tier<F> {
         update: Option<Value>,
         options: SetOptions,
     ) {
-        let stripe = self.stripe(key);
         {
+            let stripe = self.stripe(key);
             let _guard = stripe.lock.lock().await;
-            let current = stripe.generation.fetch_add(1, Ordering::SeqCst);
-            if let Some(negative) = &self.negative {
-                negative.invalidate(key).await;
-            }
-            self.remember_ttl(key, landed, options).await;
             // Only the sole writer of the stripe since `before` knows its
             // value is the latest: anyone else invalidates.
-            let update = update.filter(|_| landed && current == before && !options.is_expired());
-            let result = match update {
-                Some(value) => {
-                    let result = self
-                        .front
-                        .set(key, value, self.front_options(options))
-                        .await;
-                    if let Err(e) = &result {
-                        self.front_failed("set", e);
-                        // The old front entry may still be there: drop it.
-                        self.front.delete(key).await
-                    } else {
-                        result
-                    }
-                }
-                None => self.front.delete(key).await,
-            };
-            if let Err(e) = result {
-                self.front_failed("delete", &e);
-            }
+            let current = stripe.generation.load(Ordering::SeqCst);
+            let update = update.filter(|_| current == before);
+            self.apply_write(key, landed, update, options).await;
         }
+        self.announce(key);
+    }
+
+    /// The front's side of a write of `key` that the inner store answered
+    /// (see `after_write`). The caller holds the key's stripe lock.
+    async fn apply_write(
+        &self,
+        key: &KvKey,
+        landed: bool,
+        update: Option<Value>,
+        options: SetOptions,
+    ) {
+        self.stripe(key).generation.fetch_add(1, Ordering::SeqCst);
+        if let Some(negative) = &self.negative {
+            negative.invalidate(key).await;
+        }
+        self.remember_ttl(key, landed, options).await;
+        let update = update.filter(|_| landed && !options.is_expired());
+        let result = match update {
+            Some(value) => {
+                let result = self
+                    .front
+                    .set(key, value, self.front_options(options))
+                    .await;
+                if let Err(e) = &result {
+                    self.front_failed("set", e);
+                    // The old front entry may still be there: drop it.
+                    self.front.delete(key).await
+                } else {
+                    result
+                }
+            }
+            None => self.front.delete(key).await,
+        };
+        if let Err(e) = result {
+            self.front_failed("delete", &e);
+        }
+    }
+
+    /// Tells the write hook and the invalidation bus that `key` was written.
+    fn announce(&self, key: &KvKey) {
         if let Some(hook) = &self.hook {
             hook.written(key);
         }
@@ -717,6 +735,16 @@ impl<F: KvStore> Tier<F> {
         if let Some(bus) = &self.bus {
             bus.publish_later(key);
         }
+    }
+
+    /// Drops `key` from the front and the negative cache and makes fills in
+    /// flight discard their result. The caller holds the key's stripe lock.
+    async fn invalidate_locked(&self, key: &KvKey) -> Result<()> {
+        self.stripe(key).generation.fetch_add(1, Ordering::SeqCst);
+        if let Some(negative) = &self.negative {
+            negative.invalidate(key).await;
+        }
+        self.front.delete(key).await
     }
 
     /// Whether the front may answer reads: not while an invalidation bus has
@@ -741,14 +769,6 @@ impl<F: KvStore> Tier<F> {
             // deleted, unless the write failed and the old TTL still holds.
             None if landed => self.deadlines.invalidate(key).await,
             None => {}
-        }
-    }
-
-    /// Drops `key` from the front after an operation that left the inner
-    /// state unknown to us (a failed `cas`), without calling the hook.
-    async fn invalidate_quietly(&self, key: &KvKey) {
-        if let Err(e) = FrontControl::invalidate(self, key).await {
-            self.front_failed("delete", &e);
         }
     }
 
@@ -909,21 +929,33 @@ impl<S: KvStore, F: KvStore> KvStore for Cache<S, F> {
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
         // Inner first: the front may only claim what the inner store holds.
-        let before = self.tier.generation(key);
+        // The key's stripe lock is held across the inner write, so writers of
+        // a key reach the inner store in the order they update the front: each
+        // can put its value in front instead of invalidating it (which would
+        // cost the next reader a miss on every hot key under write load).
         let front_copy = value.clone();
-        let result = self.inner.set(key, value, options).await;
-        self.tier
-            .after_write(key, before, result.is_ok(), Some(front_copy), options)
-            .await;
+        let result = {
+            let _guard = self.tier.stripe(key).lock.lock().await;
+            let result = self.inner.set(key, value, options).await;
+            self.tier
+                .apply_write(key, result.is_ok(), Some(front_copy), options)
+                .await;
+            result
+        };
+        self.tier.announce(key);
         result
     }
 
     async fn delete(&self, key: &KvKey) -> Result<()> {
-        let before = self.tier.generation(key);
-        let result = self.inner.delete(key).await;
-        self.tier
-            .after_write(key, before, result.is_ok(), None, SetOptions::default())
-            .await;
+        let result = {
+            let _guard = self.tier.stripe(key).lock.lock().await;
+            let result = self.inner.delete(key).await;
+            self.tier
+                .apply_write(key, result.is_ok(), None, SetOptions::default())
+                .await;
+            result
+        };
+        self.tier.announce(key);
         result
     }
 
@@ -935,35 +967,38 @@ impl<S: KvStore, F: KvStore> KvStore for Cache<S, F> {
         options: SetOptions,
     ) -> Result<bool> {
         // The inner store decides: the front may be stale, and only the inner
-        // store's compare-and-swap is atomic.
-        let before = self.tier.generation(key);
+        // store's compare-and-swap is atomic. The stripe lock orders this write
+        // with the others of the key, as in `set`.
         let front_copy = new.clone();
-        let result = self.inner.cas(key, expected, new, options).await;
-        match &result {
-            Ok(true) => {
-                // A swap to `None` deleted the key: no TTL left to remember.
-                let options = if front_copy.is_some() {
-                    options
-                } else {
-                    SetOptions::default()
-                };
-                self.tier
-                    .after_write(key, before, true, front_copy, options)
-                    .await
+        // A swap to `None` deletes the key: no TTL left to remember.
+        let ttl_options = if front_copy.is_some() {
+            options
+        } else {
+            SetOptions::default()
+        };
+        let result = {
+            let _guard = self.tier.stripe(key).lock.lock().await;
+            let result = self.inner.cas(key, expected, new, options).await;
+            match &result {
+                Ok(true) => {
+                    self.tier
+                        .apply_write(key, true, front_copy, ttl_options)
+                        .await
+                }
+                // No swap: the caller's `expected` differs from the inner
+                // value, so the front entry it read from is likely stale.
+                Ok(false) => {
+                    if let Err(e) = self.tier.invalidate_locked(key).await {
+                        self.tier.front_failed("delete", &e);
+                    }
+                }
+                // It may have landed: only ever invalidate.
+                Err(_) => self.tier.apply_write(key, false, None, ttl_options).await,
             }
-            // No swap: the caller's `expected` differs from the inner value,
-            // so the front entry the caller read from is likely stale.
-            Ok(false) => self.tier.invalidate_quietly(key).await,
-            Err(_) => {
-                let options = if front_copy.is_some() {
-                    options
-                } else {
-                    SetOptions::default()
-                };
-                self.tier
-                    .after_write(key, before, false, None, options)
-                    .await
-            }
+            result
+        };
+        if !matches!(result, Ok(false)) {
+            self.tier.announce(key);
         }
         result
     }
