@@ -46,7 +46,7 @@
 //! ```
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -203,7 +203,6 @@ impl RedisInvalidationBusBuilder {
             connected: AtomicBool::new(false),
             connected_tx,
             ignore_own: self.ignore_own,
-            epoch: AtomicU64::new(0),
         });
         let task = tokio::spawn(subscribe_loop(client, Arc::clone(&shared), self.heartbeat));
         let publisher = Publisher {
@@ -309,8 +308,6 @@ struct Shared {
     connected: AtomicBool,
     connected_tx: watch::Sender<bool>,
     ignore_own: bool,
-    /// Bumped on every loss and every restore of the subscription.
-    epoch: AtomicU64,
 }
 
 impl Shared {
@@ -329,14 +326,12 @@ impl Shared {
             for target in self.targets() {
                 target.clear().await;
             }
-            self.epoch.fetch_add(1, Ordering::SeqCst);
             self.connected.store(true, Ordering::SeqCst);
             tracing::info!(channel = %self.channel, "invalidation bus subscribed");
         } else {
             // Stop serving first, then clear, so no read is served from a
             // front tier that may already be stale.
             self.connected.store(false, Ordering::SeqCst);
-            self.epoch.fetch_add(1, Ordering::SeqCst);
             for target in self.targets() {
                 target.clear().await;
             }
@@ -467,12 +462,6 @@ impl RedisInvalidationBus {
     /// missed and front tiers must not be served.
     pub fn is_connected(&self) -> bool {
         self.inner.shared.connected.load(Ordering::SeqCst)
-    }
-
-    /// A counter bumped on every loss and every restore of the subscription: a
-    /// front-tier fill that started in an earlier epoch must not be installed.
-    pub fn epoch(&self) -> u64 {
-        self.inner.shared.epoch.load(Ordering::SeqCst)
     }
 
     /// Waits until the subscription is live (for tests and start-up probes).

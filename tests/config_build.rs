@@ -14,14 +14,12 @@ mod common;
 mod support;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::WithGuard;
+use common::{postgres_url, TestTable, WithGuard};
 use kvtower::config::{
     BackendConfig, CacheConfig, InvalidationConfig, LayerConfig, PrefixConfig, StoreConfig,
 };
-use kvtower::stores::postgres::deadpool_postgres::tokio_postgres::{self, NoTls};
 use kvtower::{kvkey, DynKvStore, ErrorKind, KvStore, SetOptions};
 use serde_json::json;
 use support::{redis_url, unique_namespace, NamespaceGuard};
@@ -82,49 +80,6 @@ mod prod_config {
 
 // ---------------------------------------------------------------------------
 // Postgres
-
-fn postgres_url() -> String {
-    std::env::var("KVTOWER_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
-/// A unique table, dropped when the guard is (also on panic).
-struct TestTable(String);
-
-impl TestTable {
-    fn new() -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        Self(format!(
-            "kv_config_{}_{}_{nanos}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ))
-    }
-}
-
-impl Drop for TestTable {
-    fn drop(&mut self) {
-        let sql = format!("DROP TABLE IF EXISTS \"{}\"", self.0);
-        // Its own thread and runtime: Drop may run inside another runtime.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok((client, conn)) = tokio_postgres::connect(&postgres_url(), NoTls).await {
-                    tokio::spawn(conn);
-                    let _ = client.batch_execute(&sql).await;
-                }
-            });
-        })
-        .join();
-    }
-}
 
 async fn postgres_store() -> impl KvStore {
     let table = TestTable::new();

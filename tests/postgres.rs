@@ -4,7 +4,6 @@
 //! table-name validation and rows written by other programs. Every test uses
 //! its own table and drops it afterwards.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,56 +14,13 @@ use serde_json::json;
 
 mod common;
 
-fn url() -> String {
-    std::env::var("KVTOWER_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
-/// A unique test table, dropped when the guard is (also on panic).
-struct TestTable(String);
-
-impl TestTable {
-    fn new() -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        Self(format!(
-            "kv_test_{}_{}_{nanos}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ))
-    }
-
-    fn name(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Drop for TestTable {
-    fn drop(&mut self) {
-        let sql = format!("DROP TABLE IF EXISTS \"{}\"", self.0);
-        // Its own thread and runtime: Drop may run inside another runtime.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok((client, conn)) = tokio_postgres::connect(&url(), NoTls).await {
-                    tokio::spawn(conn);
-                    let _ = client.batch_execute(&sql).await;
-                }
-            });
-        })
-        .join();
-    }
-}
+use common::{postgres_url, TestTable};
 
 /// A direct connection, as another program would have.
 async fn raw_client() -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(&url(), NoTls).await.unwrap();
+    let (client, conn) = tokio_postgres::connect(&postgres_url(), NoTls)
+        .await
+        .unwrap();
     tokio::spawn(conn);
     client
 }
@@ -81,7 +37,7 @@ async fn count_rows(table: &str) -> i64 {
 async fn store_on(table: &TestTable) -> PostgresKvStore {
     PostgresKvStore::builder()
         .table(table.name())
-        .connect(&url())
+        .connect(&postgres_url())
         .await
         .unwrap()
 }
@@ -176,7 +132,7 @@ async fn sweep_deletes_expired_rows_from_the_table() {
     let store = PostgresKvStore::builder()
         .table(table.name())
         .no_sweep()
-        .connect(&url())
+        .connect(&postgres_url())
         .await
         .unwrap();
     let entries: Vec<_> = (0..2_500)
@@ -216,7 +172,7 @@ async fn background_sweep_deletes_expired_rows() {
     let store = PostgresKvStore::builder()
         .table(table.name())
         .sweep_interval(Duration::from_millis(100))
-        .connect(&url())
+        .connect(&postgres_url())
         .await
         .unwrap();
     for i in 0..20 {
@@ -258,7 +214,7 @@ async fn hostile_table_names_are_rejected() {
     ] {
         let err = PostgresKvStore::builder()
             .table(name)
-            .connect(&url())
+            .connect(&postgres_url())
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Config, "{name:?}");
@@ -347,7 +303,7 @@ async fn tables_are_independent_and_case_sensitive() {
 async fn from_an_existing_pool() {
     use kvtower::stores::postgres::deadpool_postgres::{Manager, Pool};
     let table = TestTable::new();
-    let config: tokio_postgres::Config = url().parse().unwrap();
+    let config: tokio_postgres::Config = postgres_url().parse().unwrap();
     let pool = Pool::builder(Manager::new(config, NoTls))
         .max_size(2)
         .build()

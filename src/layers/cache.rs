@@ -56,6 +56,8 @@
 //! [`CacheLayerBuilder::on_write`] registers a [`WriteHook`] called with the
 //! key after every write this layer sent to the inner store, which is what a
 //! bus publishes to the other processes.
+//! [`CacheLayerBuilder::invalidation_bus`] (feature `redis`) does all of this
+//! with a [`RedisInvalidationBus`](crate::invalidation::RedisInvalidationBus).
 //!
 //! # Metrics
 //!
