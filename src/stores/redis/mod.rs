@@ -146,7 +146,7 @@ use redis::{Cmd, RedisError, RedisFuture, RedisResult, Script, ServerErrorKind};
 use self::encoding::KeyCodec;
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
-use crate::store::{KvEntry, KvStore, SetOptions, Value};
+use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
 
 /// The namespace of [`RedisKvStore::connect`] and of the builder by default.
 pub const DEFAULT_NAMESPACE: &str = "kvtower";
@@ -914,6 +914,11 @@ impl KvStore for RedisKvStore {
         self.run(run)
             .await
             .map_err(|e| e.with_operation("delete_many"))
+    }
+
+    // The trait's default get_with_ttl: the remaining lifetime is not read yet.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::full().with_reports_ttl(false)
     }
 }
 
