@@ -17,7 +17,8 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 use kvtower::layers::CacheLayer;
 use kvtower::{
-    kvkey, Error, ErrorKind, KvEntry, KvKey, KvStore, MemoryKvStore, Result, SetOptions, Value,
+    kvkey, Capabilities, Error, ErrorKind, KvEntry, KvKey, KvStore, MemoryKvStore, Result,
+    SetOptions, Value,
 };
 use serde_json::json;
 use tower::Layer;
@@ -60,7 +61,9 @@ impl Faulty {
         write: impl std::future::Future<Output = Result<T>> + Send + 'static,
     ) -> Result<T> {
         if self.faults.reject_writes.load(Ordering::SeqCst) {
-            return Err(Error::new(ErrorKind::InvalidValue, "injected rejection").with_operation(op));
+            return Err(
+                Error::new(ErrorKind::InvalidValue, "injected rejection").with_operation(op)
+            );
         }
         if let Some(late) = Self::ms(&self.faults.late_landing_ms) {
             tokio::spawn(async move {
@@ -115,6 +118,11 @@ impl KvStore for Faulty {
 
     fn list(&self, prefix: Option<KvKey>) -> BoxStream<'_, Result<KvEntry>> {
         self.store.list(prefix)
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        // The trait's default get_with_ttl: it cannot tell.
+        Capabilities::full().with_reports_ttl(false)
     }
 }
 

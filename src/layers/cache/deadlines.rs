@@ -1,12 +1,17 @@
-//! TTL memory: when the inner entry of a key written through this layer
-//! expires, for inner stores that cannot say so themselves.
+//! TTL memory: when the inner entry of a key expires, as far as this layer
+//! knows.
 //!
-//! A store whose [`Capabilities::reports_ttl`](crate::Capabilities) is false
-//! answers `get_with_ttl` without the remaining lifetime, so a read-through
-//! fill would not know when the inner entry dies. For keys written with a
-//! TTL through this layer the deadline is remembered here (in a bounded map)
-//! and a fill lives only what remains of it; any other fill lives the front
-//! maximum.
+//! Two users:
+//!
+//! * A store whose [`Capabilities::reports_ttl`](crate::Capabilities) is
+//!   false answers `get_with_ttl` without the remaining lifetime, so a
+//!   read-through fill would not know when the inner entry dies. For keys
+//!   written with a TTL through this layer the deadline is remembered here
+//!   (in a bounded map) and a fill lives only what remains of it; any other
+//!   fill lives the front maximum.
+//! * A cache's own `get_with_ttl` answers a front hit with what remains of
+//!   the remembered lifetime (fills from a store that reports TTLs record
+//!   it); a key without a remembered lifetime is read through.
 //!
 //! Every deadline is measured from *before* the write's inner call: the inner
 //! entry expires no earlier than `start + ttl`, so the front never outlives
@@ -20,9 +25,10 @@ use crate::key::KvKey;
 /// The bound of the TTL memory, in keys.
 const MAX_ENTRIES: u64 = 100_000;
 
-/// Remembered inner deadlines, by key.
+/// Remembered inner lifetimes, by key: `Some(deadline)`, or `None` for an
+/// entry that lives until deleted.
 pub(super) struct Deadlines {
-    map: moka::future::Cache<KvKey, Instant>,
+    map: moka::future::Cache<KvKey, Option<Instant>>,
 }
 
 impl Deadlines {
@@ -35,9 +41,21 @@ impl Deadlines {
         }
     }
 
-    /// The remembered deadline of `key`, if any.
-    pub(super) async fn get(&self, key: &KvKey) -> Option<Instant> {
+    /// The remembered lifetime of `key`, if any (`Some(None)`: lives until
+    /// deleted).
+    pub(super) async fn get(&self, key: &KvKey) -> Option<Option<Instant>> {
         self.map.get(key).await
+    }
+
+    /// Remembers that the inner entry of `key` dies at `deadline` (`None`:
+    /// never), as a fill from a store that reports TTLs learned.
+    pub(super) async fn record(&self, key: &KvKey, deadline: Option<Instant>) {
+        self.map.insert(key.clone(), deadline).await
+    }
+
+    /// Forgets `key` (its inner entry is gone, or its lifetime unknown).
+    pub(super) async fn forget(&self, key: &KvKey) {
+        self.map.invalidate(key).await
     }
 
     /// Keeps the memory right after a write of `key` with `ttl`, started at
@@ -52,18 +70,18 @@ impl Deadlines {
         // A deadline too far to represent is no deadline.
         let deadline = ttl.and_then(|ttl| start.checked_add(ttl));
         match (deadline, landed) {
-            (Some(deadline), true) => self.map.insert(key.clone(), deadline).await,
+            (Some(deadline), true) => self.map.insert(key.clone(), Some(deadline)).await,
             // No TTL: the inner entry lives until deleted.
-            (None, true) => self.map.invalidate(key).await,
+            (None, true) => self.map.insert(key.clone(), None).await,
             // Unknown outcome: the inner entry is the old one (old deadline)
             // or this write's (no earlier than `deadline`). The earlier of the
             // two is safe either way; an unknown old deadline means "none".
             (Some(deadline), false) => {
                 let earliest = match self.map.get(key).await {
-                    Some(old) => old.min(deadline),
-                    None => deadline,
+                    Some(Some(old)) => old.min(deadline),
+                    _ => deadline,
                 };
-                self.map.insert(key.clone(), earliest).await
+                self.map.insert(key.clone(), Some(earliest)).await
             }
             // Unknown outcome without a TTL: if it landed, the entry lives
             // forever, which the old deadline understates; keep it.
@@ -75,18 +93,23 @@ impl Deadlines {
 /// Drops a remembered deadline when it passes.
 struct DeadlineExpiry;
 
-impl moka::Expiry<KvKey, Instant> for DeadlineExpiry {
-    fn expire_after_create(&self, _: &KvKey, deadline: &Instant, now: Instant) -> Option<Duration> {
-        Some(deadline.saturating_duration_since(now))
+impl moka::Expiry<KvKey, Option<Instant>> for DeadlineExpiry {
+    fn expire_after_create(
+        &self,
+        _: &KvKey,
+        deadline: &Option<Instant>,
+        now: Instant,
+    ) -> Option<Duration> {
+        deadline.map(|d| d.saturating_duration_since(now))
     }
 
     fn expire_after_update(
         &self,
         _: &KvKey,
-        deadline: &Instant,
+        deadline: &Option<Instant>,
         now: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
-        Some(deadline.saturating_duration_since(now))
+        deadline.map(|d| d.saturating_duration_since(now))
     }
 }

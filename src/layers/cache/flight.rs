@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
+use std::time::Instant;
 
 use tokio::sync::watch;
 
@@ -16,8 +17,13 @@ use crate::error::{Error, Result};
 use crate::key::KvKey;
 use crate::store::Value;
 
+/// What a read-through answers: the value and when the inner entry dies
+/// (`None` inside: never, or the inner store cannot tell). A deadline rather
+/// than a duration, so a follower that waited reports what is left *now*.
+pub(super) type Answer = Result<Option<(Value, Option<Instant>)>>;
+
 /// What a leader shares with the callers waiting on it.
-pub(super) type Outcome = Option<Result<Option<Value>>>;
+pub(super) type Outcome = Option<Answer>;
 
 struct Entry {
     id: u64,
@@ -91,7 +97,7 @@ impl Flight<'_> {
     /// Leaves the map, then answers the followers. Unregistering first means
     /// later callers find the filled front or lead a fresh read, never a
     /// finished flight.
-    pub(super) fn finish(self, outcome: &Result<Option<Value>>) {
+    pub(super) fn finish(self, outcome: &Answer) {
         self.unregister();
         if self.tx.receiver_count() > 0 {
             self.tx.send_replace(Some(copy_outcome(outcome)));
@@ -118,7 +124,7 @@ pub(super) fn copy_error(error: &Error) -> Error {
     copy
 }
 
-pub(super) fn copy_outcome(outcome: &Result<Option<Value>>) -> Result<Option<Value>> {
+pub(super) fn copy_outcome(outcome: &Answer) -> Answer {
     match outcome {
         Ok(value) => Ok(value.clone()),
         Err(e) => Err(copy_error(e)),

@@ -95,7 +95,7 @@ mod tier;
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
@@ -108,6 +108,21 @@ use crate::key::KvKey;
 use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
 use flight::Role;
 use tier::{InnerTtl, Outcome, Tier};
+
+/// The deadline a read-through answers: what the inner store reported,
+/// counted from before the call (`None` when it cannot tell).
+fn deadline(reports_ttl: bool, ttl: InnerTtl, start: Instant) -> Option<Instant> {
+    match ttl {
+        InnerTtl::Reported(Some(left)) if reports_ttl => start.checked_add(left),
+        _ => None,
+    }
+}
+
+/// A value with a deadline as a value with its remaining lifetime.
+fn remaining((value, deadline): (Value, Option<Instant>)) -> (Value, Option<Duration>) {
+    let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+    (value, left)
+}
 
 /// A [`tower::Layer`] putting a front tier in front of a store: see the
 /// [module docs](self). Cheap to clone; clones share the front tier, so use
@@ -242,7 +257,7 @@ impl<S, F: KvStore + 'static> Cache<S, F> {
 impl<S: KvStore, F: KvStore + 'static> Cache<S, F> {
     /// Reads `key` from the inner store, once for all concurrent callers
     /// that started at the same generation, and fills the front.
-    async fn read_through(&self, key: &KvKey) -> Result<Option<Value>> {
+    async fn read_through(&self, key: &KvKey) -> flight::Answer {
         let tier = &*self.tier;
         loop {
             let generation = tier.generation(key);
@@ -258,19 +273,44 @@ impl<S: KvStore, F: KvStore + 'static> Cache<S, F> {
                     Err(_) => continue,
                 },
                 Role::Leader(flight) => {
-                    // Measured before the call: the inner entry's remaining
-                    // lifetime is counted from no earlier than this.
+                    // Measured before the call: the inner entry lives at
+                    // least its reported remaining lifetime from here.
                     let start = Instant::now();
-                    let result = self.inner.get(key).await;
-                    if let Ok(value) = &result {
-                        tier.count_inner(value.is_some());
-                        tier.fill(key, generation, value.as_ref(), InnerTtl::Unknown, start)
-                            .await;
-                    }
-                    flight.finish(&result);
-                    return result;
+                    let reports_ttl = self.inner.capabilities().reports_ttl;
+                    let result = self.inner.get_with_ttl(key).await.map(|found| {
+                        tier.count_inner(found.is_some());
+                        found
+                    });
+                    let answer = match result {
+                        Ok(found) => {
+                            let ttl = if reports_ttl {
+                                InnerTtl::Reported(found.as_ref().and_then(|(_, ttl)| *ttl))
+                            } else {
+                                InnerTtl::Unknown
+                            };
+                            tier.fill(key, generation, found.as_ref().map(|(v, _)| v), ttl, start)
+                                .await;
+                            Ok(found.map(|(value, _)| (value, deadline(reports_ttl, ttl, start))))
+                        }
+                        Err(e) => Err(e),
+                    };
+                    flight.finish(&answer);
+                    return answer;
                 }
             }
+        }
+    }
+
+    /// `get_with_ttl` and `get`, by the front when it can answer.
+    async fn get_with_deadline(&self, key: &KvKey) -> flight::Answer {
+        if !self.tier.serves(key) {
+            let start = Instant::now();
+            let found = self.inner.get_with_ttl(key).await?;
+            return Ok(found.map(|(value, ttl)| (value, ttl.and_then(|t| start.checked_add(t)))));
+        }
+        match self.tier.lookup_with_deadline(key).await {
+            Some(answer) => Ok(answer),
+            None => self.read_through(key).await,
         }
     }
 
@@ -282,7 +322,7 @@ impl<S: KvStore, F: KvStore + 'static> Cache<S, F> {
     async fn write_one<T>(
         &self,
         key: &KvKey,
-        ttl: Option<std::time::Duration>,
+        ttl: Option<Duration>,
         write: impl std::future::Future<Output = Result<T>>,
         update: impl FnOnce(&Result<T>) -> Option<Option<Value>>,
     ) -> Result<T> {
@@ -319,7 +359,7 @@ impl<S: KvStore, F: KvStore + 'static> Cache<S, F> {
         keys: &[KvKey],
         before: Vec<u64>,
         start: Instant,
-        ttl: Option<std::time::Duration>,
+        ttl: Option<Duration>,
         result: &Result<T>,
     ) {
         let tier = &*self.tier;
@@ -351,8 +391,80 @@ impl<S: KvStore, F: KvStore + 'static> KvStore for Cache<S, F> {
         }
         match self.tier.lookup(key).await {
             Some(answer) => Ok(answer),
-            None => self.read_through(key).await,
+            None => Ok(self.read_through(key).await?.map(|(value, _)| value)),
         }
+    }
+
+    /// [`get`](Self::get) with the inner entry's remaining lifetime: a front
+    /// hit answers what remains of the lifetime this layer learned when it
+    /// filled or wrote the entry (never more than the inner entry has left);
+    /// a hit whose lifetime it does not remember is read through.
+    async fn get_with_ttl(&self, key: &KvKey) -> Result<Option<(Value, Option<Duration>)>> {
+        if !self.inner.capabilities().reports_ttl {
+            return Ok(self.get(key).await?.map(|value| (value, None)));
+        }
+        Ok(self.get_with_deadline(key).await?.map(remaining))
+    }
+
+    async fn get_shared(&self, key: &KvKey) -> Result<Option<Arc<Value>>> {
+        Ok(self.get(key).await?.map(Arc::new))
+    }
+
+    async fn get_many_with_ttl(
+        &self,
+        keys: &[KvKey],
+    ) -> Result<Vec<Option<(Value, Option<Duration>)>>> {
+        if !self.inner.capabilities().reports_ttl {
+            let values = self.get_many(keys).await?;
+            return Ok(values.into_iter().map(|v| v.map(|v| (v, None))).collect());
+        }
+        let tier = &*self.tier;
+        let mut answers = Vec::with_capacity(keys.len());
+        let mut missing = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            let hit = if tier.serves(key) {
+                tier.lookup_with_deadline(key).await
+            } else {
+                None
+            };
+            match hit {
+                Some(answer) => answers.push(answer.map(remaining)),
+                None => {
+                    answers.push(None);
+                    missing.push((i, tier.serves(key)));
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(answers);
+        }
+        let generations: Vec<u64> = missing
+            .iter()
+            .map(|&(i, _)| tier.generation(&keys[i]))
+            .collect();
+        let missing_keys: Vec<KvKey> = missing.iter().map(|&(i, _)| keys[i].clone()).collect();
+        let start = Instant::now();
+        let fetched = self.inner.get_many_with_ttl(&missing_keys).await?;
+        for (((i, fill), generation), found) in missing.into_iter().zip(generations).zip(fetched) {
+            if fill {
+                tier.count_inner(found.is_some());
+                let ttl = InnerTtl::Reported(found.as_ref().and_then(|(_, ttl)| *ttl));
+                tier.fill(
+                    &keys[i],
+                    generation,
+                    found.as_ref().map(|(v, _)| v),
+                    ttl,
+                    start,
+                )
+                .await;
+            }
+            // Counted from before the call, like the fill.
+            answers[i] = found.map(|(value, ttl)| {
+                let deadline = ttl.and_then(|t| start.checked_add(t));
+                remaining((value, deadline))
+            });
+        }
+        Ok(answers)
     }
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
@@ -474,6 +586,8 @@ impl<S: KvStore, F: KvStore + 'static> KvStore for Cache<S, F> {
     }
 
     fn capabilities(&self) -> Capabilities {
+        // `reports_ttl` is the inner store's: a front hit answers a lifetime
+        // only when it remembers one learned from the inner store.
         let inner = self.inner.capabilities();
         // A front that may return expired entries makes the stack inexact.
         inner.with_exact_expiry(inner.exact_expiry && self.tier.front.capabilities().exact_expiry)

@@ -109,7 +109,6 @@ impl Outcome {
 #[derive(Debug, Clone, Copy)]
 pub(super) enum InnerTtl {
     /// The inner store reported it (`None`: lives until deleted).
-    #[allow(dead_code)] // until inner stores report TTLs
     Reported(Option<Duration>),
     /// The inner store cannot tell.
     Unknown,
@@ -340,6 +339,25 @@ impl<F: KvStore + 'static> Tier<F> {
         None
     }
 
+    /// A front lookup that also answers the inner entry's deadline (`None`
+    /// inside: lives until deleted), for `get_with_ttl`: a front hit whose
+    /// lifetime this layer does not remember is a miss.
+    pub(super) async fn lookup_with_deadline(
+        &self,
+        key: &KvKey,
+    ) -> Option<Option<(Value, Option<Instant>)>> {
+        match self.lookup(key).await? {
+            None => Some(None),
+            Some(value) => match self.deadlines.get(key).await {
+                Some(Some(deadline)) if deadline > Instant::now() => {
+                    Some(Some((value, Some(deadline))))
+                }
+                Some(None) => Some(Some((value, None))),
+                _ => None,
+            },
+        }
+    }
+
     /// Puts `value` in front for `key` with `options` unless the key's
     /// generation is no longer `generation`: set, then check again, so that a
     /// lock-free invalidation in between is never undone (see the module
@@ -394,8 +412,12 @@ impl<F: KvStore + 'static> Tier<F> {
                 // The inner entry dies no earlier than `start` + what it had
                 // left when read (the read happened after `start`).
                 let deadline = match ttl {
-                    InnerTtl::Reported(left) => left.and_then(|left| start.checked_add(left)),
-                    InnerTtl::Unknown => self.deadlines.get(key).await,
+                    InnerTtl::Reported(left) => {
+                        let deadline = left.and_then(|left| start.checked_add(left));
+                        self.deadlines.record(key, deadline).await;
+                        deadline
+                    }
+                    InnerTtl::Unknown => self.deadlines.get(key).await.flatten(),
                 };
                 let Some(options) = self.front_ttl(deadline) else {
                     return;
@@ -436,9 +458,15 @@ impl<F: KvStore + 'static> Tier<F> {
         if let Some(negative) = &self.negative {
             negative.invalidate(key).await;
         }
-        self.deadlines
-            .after_write(key, start, outcome == Outcome::Landed, ttl)
-            .await;
+        if outcome == Outcome::Landed && update.is_none() && ttl.is_none() {
+            // Deleted (or written without a TTL and not put in front): no
+            // lifetime to vouch for.
+            self.deadlines.forget(key).await;
+        } else {
+            self.deadlines
+                .after_write(key, start, outcome == Outcome::Landed, ttl)
+                .await;
+        }
         if outcome == Outcome::Unknown {
             self.begin_unknown(key);
         }
