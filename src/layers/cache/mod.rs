@@ -277,10 +277,11 @@ impl<S: KvStore, F: KvStore + 'static> Cache<S, F> {
                     // least its reported remaining lifetime from here.
                     let start = Instant::now();
                     let reports_ttl = self.inner.capabilities().reports_ttl;
-                    let result = self.inner.get_with_ttl(key).await.map(|found| {
-                        tier.count_inner(found.is_some());
-                        found
-                    });
+                    let result = self
+                        .inner
+                        .get_with_ttl(key)
+                        .await
+                        .inspect(|found| tier.count_inner(found.is_some()));
                     let answer = match result {
                         Ok(found) => {
                             let ttl = if reports_ttl {
