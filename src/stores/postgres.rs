@@ -68,7 +68,7 @@ pub use deadpool_postgres;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
-use crate::store::{KvEntry, KvStore, SetOptions, Value};
+use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
 use crate::stores::sql::{
     self, after, decode_key, encode_key, parse_value, prefix_range, ttl_ms, value_text,
 };
@@ -799,5 +799,10 @@ impl KvStore for PostgresKvStore {
             .await
             .map_err(|e| pg_error(e, "delete_many"))?;
         Ok(())
+    }
+
+    // The trait's default get_with_ttl: the remaining lifetime is not read yet.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::full().with_reports_ttl(false)
     }
 }
