@@ -277,6 +277,35 @@ pub trait KvStore: Send + Sync {
         Ok(self.get(key).await?.map(Arc::new))
     }
 
+    /// A synchronous read from memory: the value of `key` when this store (or
+    /// the front tier of a cache inside it) holds it in memory right now and
+    /// can answer without I/O or waiting; `None` means "ask
+    /// [`get_shared`](Self::get_shared)", not "absent".
+    ///
+    /// This is the hit path of a stack: each layer's `get_shared` probes the
+    /// layers below it before awaiting anything, so a front hit through a
+    /// stack costs one boxed future (the outermost) instead of one per layer.
+    /// A probe never answers a value `get` would not (an expired entry, a key
+    /// whose front copy may be stale). Layers forward it; stores that keep
+    /// nothing in memory keep the default, which answers `None`.
+    ///
+    /// ```
+    /// use kvtower::{kvkey, KvStore, MemoryKvStore, SetOptions};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> kvtower::Result<()> {
+    /// let store = MemoryKvStore::new();
+    /// assert_eq!(store.probe(&kvkey!["a"]), None);
+    /// store.set(&kvkey!["a"], 1.into(), SetOptions::default()).await?;
+    /// assert_eq!(store.probe(&kvkey!["a"]).as_deref(), Some(&1.into()));
+    /// # Ok(())
+    /// # }
+    /// ```
+    fn probe(&self, key: &KvKey) -> Option<Arc<Value>> {
+        let _ = key;
+        None
+    }
+
     /// The values of `keys`, in order (`None` for each absent key).
     async fn get_many(&self, keys: &[KvKey]) -> Result<Vec<Option<Value>>> {
         let mut values = Vec::with_capacity(keys.len());
@@ -353,6 +382,9 @@ macro_rules! forward_kv_store {
             async fn get_shared(&self, key: &KvKey) -> Result<Option<Arc<Value>>> {
                 (**self).get_shared(key).await
             }
+            fn probe(&self, key: &KvKey) -> Option<Arc<Value>> {
+                (**self).probe(key)
+            }
             async fn get_many(&self, keys: &[KvKey]) -> Result<Vec<Option<Value>>> {
                 (**self).get_many(keys).await
             }
@@ -406,10 +438,13 @@ pub trait KvStoreExt: KvStore {
     ///
     /// An [`InvalidValue`](crate::ErrorKind::InvalidValue) error naming the key
     /// when the stored value does not deserialize into `T`.
+    ///
+    /// Reads through [`get_shared`](KvStore::get_shared) and deserializes from
+    /// the shared value, so a hit in a memory tier copies no value tree.
     async fn get_as<T: DeserializeOwned>(&self, key: &KvKey) -> Result<Option<T>> {
-        match self.get(key).await? {
+        match self.get_shared(key).await? {
             None => Ok(None),
-            Some(value) => serde_json::from_value(value)
+            Some(value) => T::deserialize(&*value)
                 .map(Some)
                 .map_err(|e| Error::from(e).with_operation("get").with_key(key)),
         }

@@ -161,7 +161,17 @@ impl<S: KvStore> KvStore for Prefix<S> {
     }
 
     async fn get_shared(&self, key: &KvKey) -> Result<Option<Arc<Value>>> {
-        self.inner.get_shared(&self.full(key)).await
+        let key = self.full(key);
+        if let Some(value) = self.inner.probe(&key) {
+            return Ok(Some(value));
+        }
+        self.inner.get_shared(&key).await
+    }
+
+    // Rewriting the key costs an allocation, which is why the recommended
+    // order puts the prefix inside the cache: a front hit then never gets here.
+    fn probe(&self, key: &KvKey) -> Option<Arc<Value>> {
+        self.inner.probe(&self.full(key))
     }
 
     async fn get_many(&self, keys: &[KvKey]) -> Result<Vec<Option<Value>>> {

@@ -223,7 +223,16 @@ impl<S: KvStore> KvStore for DefaultTtl<S> {
     }
 
     async fn get_shared(&self, key: &KvKey) -> Result<Option<Arc<Value>>> {
+        // Probe before awaiting: a front hit below answers without a boxed
+        // future per layer (see `KvStore::probe`).
+        if let Some(value) = self.inner.probe(key) {
+            return Ok(Some(value));
+        }
         self.inner.get_shared(key).await
+    }
+
+    fn probe(&self, key: &KvKey) -> Option<Arc<Value>> {
+        self.inner.probe(key)
     }
 
     async fn get_many(&self, keys: &[KvKey]) -> Result<Vec<Option<Value>>> {

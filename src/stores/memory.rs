@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
+use futures::FutureExt;
 use moka::future::Cache;
 use moka::Expiry;
 
@@ -86,9 +87,13 @@ impl std::fmt::Debug for MemoryKvStore {
 /// moka expires entries through [`StoredExpiry`], but its housekeeping is
 /// lazy and its clock is its own; `expires_at` is checked on every read too,
 /// so an entry is never returned past its TTL.
+///
+/// The value is behind an [`Arc`]: moka hands out clones of what it stores,
+/// and a clone of an `Arc` is a counter increment where a clone of the value
+/// tree is an allocation per string, array and object.
 #[derive(Clone)]
 struct Stored {
-    value: Value,
+    value: Arc<Value>,
     expires_at: Option<Instant>,
 }
 
@@ -316,7 +321,10 @@ impl MemoryKvStore {
         // `checked_add` guards against a TTL so long the instant overflows: such
         // a value simply never expires.
         let expires_at = options.ttl.and_then(|ttl| Instant::now().checked_add(ttl));
-        Ok(Stored { value, expires_at })
+        Ok(Stored {
+            value: Arc::new(value),
+            expires_at,
+        })
     }
 
     /// The write lock of `key`'s stripe.
@@ -338,15 +346,42 @@ impl MemoryKvStore {
         }
     }
 
-    fn live(stored: Option<Stored>) -> Option<Value> {
+    fn live(stored: Option<Stored>) -> Option<Arc<Value>> {
         stored.filter(|s| s.is_live(Instant::now)).map(|s| s.value)
+    }
+
+    /// The live entry of `key` with its remaining lifetime.
+    fn live_with_ttl(stored: Option<Stored>) -> Option<(Value, Option<Duration>)> {
+        let stored = stored?;
+        let ttl = match stored.expires_at {
+            None => None,
+            // An entry in its last instant is as good as expired.
+            Some(at) => Some(at.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())?),
+        };
+        Some((Arc::unwrap_or_clone(stored.value), ttl))
     }
 }
 
 #[async_trait]
 impl KvStore for MemoryKvStore {
+    /// Copies the value tree out of the store: [`get_shared`](Self::get_shared)
+    /// does not.
     async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
+        Ok(Self::live(self.cache.get(key).await).map(Arc::unwrap_or_clone))
+    }
+
+    async fn get_with_ttl(&self, key: &KvKey) -> Result<Option<(Value, Option<Duration>)>> {
+        Ok(Self::live_with_ttl(self.cache.get(key).await))
+    }
+
+    async fn get_shared(&self, key: &KvKey) -> Result<Option<Arc<Value>>> {
         Ok(Self::live(self.cache.get(key).await))
+    }
+
+    fn probe(&self, key: &KvKey) -> Option<Arc<Value>> {
+        // moka's read completes without waiting unless its housekeeping is
+        // due; then this answers "don't know" and the async path does it.
+        Self::live(self.cache.get(key).now_or_never()?)
     }
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
@@ -386,7 +421,7 @@ impl KvStore for MemoryKvStore {
         let _guard = self.write_lock(key).await;
         let current = Self::live(self.cache.get(key).await);
         // serde_json's equality is structural: objects compare as maps.
-        if current.as_ref() != expected {
+        if current.as_deref() != expected {
             return Ok(false);
         }
         self.apply(key, replacement).await;
@@ -403,7 +438,7 @@ impl KvStore for MemoryKvStore {
             })
             .map(|(key, stored)| KvEntry {
                 key: KvKey::clone(&key),
-                value: stored.value,
+                value: Arc::unwrap_or_clone(stored.value),
             })
             .collect();
         entries.sort_unstable_by(|a, b| a.key.cmp(&b.key));
@@ -413,7 +448,18 @@ impl KvStore for MemoryKvStore {
     async fn get_many(&self, keys: &[KvKey]) -> Result<Vec<Option<Value>>> {
         let mut values = Vec::with_capacity(keys.len());
         for key in keys {
-            values.push(Self::live(self.cache.get(key).await));
+            values.push(Self::live(self.cache.get(key).await).map(Arc::unwrap_or_clone));
+        }
+        Ok(values)
+    }
+
+    async fn get_many_with_ttl(
+        &self,
+        keys: &[KvKey],
+    ) -> Result<Vec<Option<(Value, Option<Duration>)>>> {
+        let mut values = Vec::with_capacity(keys.len());
+        for key in keys {
+            values.push(Self::live_with_ttl(self.cache.get(key).await));
         }
         Ok(values)
     }
@@ -446,8 +492,7 @@ impl KvStore for MemoryKvStore {
         Ok(())
     }
 
-    // The trait's default get_with_ttl: the remaining lifetime is not read yet.
     fn capabilities(&self) -> Capabilities {
-        Capabilities::full().with_reports_ttl(false)
+        Capabilities::full()
     }
 }

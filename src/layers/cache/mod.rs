@@ -408,7 +408,14 @@ impl<S: KvStore, F: KvStore + 'static> KvStore for Cache<S, F> {
     }
 
     async fn get_shared(&self, key: &KvKey) -> Result<Option<Arc<Value>>> {
+        if let Some(value) = self.tier.probe(key) {
+            return Ok(Some(value));
+        }
         Ok(self.get(key).await?.map(Arc::new))
+    }
+
+    fn probe(&self, key: &KvKey) -> Option<Arc<Value>> {
+        self.tier.probe(key)
     }
 
     async fn get_many_with_ttl(

@@ -318,6 +318,18 @@ impl<F> Tier<F> {
 }
 
 impl<F: KvStore + 'static> Tier<F> {
+    /// The hit path: the front's value of `key` when the front may answer it
+    /// and holds it in memory now (see [`KvStore::probe`]). `None` is not a
+    /// miss, only "take the async path", so it counts nothing.
+    pub(super) fn probe(&self, key: &KvKey) -> Option<Arc<Value>> {
+        if !self.serves(key) {
+            return None;
+        }
+        let value = self.front.probe(key)?;
+        self.counters.front_hit.increment(1);
+        Some(value)
+    }
+
     /// A front lookup: `Some(answer)` when the front (or the negative cache)
     /// answers. A front error is a miss: the inner store can serve it.
     pub(super) async fn lookup(&self, key: &KvKey) -> Option<Option<Value>> {
