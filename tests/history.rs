@@ -123,10 +123,8 @@ async fn run_node(
                 .await
                 .ok()
                 .map(|v| v.and_then(|v| v.as_u64()));
-            match value {
-                Some(value) => Some(Op::Read { key: k, value }),
-                None => None, // a failed read says nothing
-            }
+            // A failed read says nothing.
+            value.map(|value| Op::Read { key: k, value })
         } else {
             let value = {
                 let mut next = next_value.lock().unwrap();
