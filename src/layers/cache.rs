@@ -935,6 +935,9 @@ impl<S: KvStore, F: KvStore> KvStore for Cache<S, F> {
         // a key reach the inner store in the order they update the front: each
         // can put its value in front instead of invalidating it (which would
         // cost the next reader a miss on every hot key under write load).
+        // The depth check comes before the clone, which recurses per level.
+        let value =
+            crate::value::checked(value).map_err(|e| e.with_operation("set").with_key(key))?;
         let front_copy = value.clone();
         let result = {
             let _guard = self.tier.stripe(key).lock.lock().await;
@@ -971,6 +974,8 @@ impl<S: KvStore, F: KvStore> KvStore for Cache<S, F> {
         // The inner store decides: the front may be stale, and only the inner
         // store's compare-and-swap is atomic. The stripe lock orders this write
         // with the others of the key, as in `set`.
+        let new = crate::value::checked_cas(expected, new)
+            .map_err(|e| e.with_operation("cas").with_key(key))?;
         let front_copy = new.clone();
         // A swap to `None` deletes the key: no TTL left to remember.
         let ttl_options = if front_copy.is_some() {

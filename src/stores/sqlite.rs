@@ -69,6 +69,7 @@ use crate::store::{KvEntry, KvStore, SetOptions, Value};
 use crate::stores::sql::{
     self, after, decode_key, encode_key, expires_at, now_ms, parse_value, prefix_range, value_text,
 };
+use crate::value::{checked, checked_cas, checked_entries};
 
 /// A job for the connection thread.
 type Job = Box<dyn FnOnce(&mut Connection, &Statements) + Send>;
@@ -631,6 +632,7 @@ impl KvStore for SqliteKvStore {
     }
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
+        let value = checked(value).map_err(|e| e.with_operation("set").with_key(key))?;
         let enc = encode_key(key);
         let text = value_text(&value);
         self.run("set", move |conn, statements| {
@@ -672,6 +674,7 @@ impl KvStore for SqliteKvStore {
         new: Option<Value>,
         options: SetOptions,
     ) -> Result<bool> {
+        let new = checked_cas(expected, new).map_err(|e| e.with_operation("cas").with_key(key))?;
         let owned = key.clone();
         let expected = expected.cloned();
         let new = new.map(|v| value_text(&v));
@@ -741,6 +744,7 @@ impl KvStore for SqliteKvStore {
         if entries.is_empty() {
             return Ok(());
         }
+        let entries = checked_entries(entries).map_err(|e| e.with_operation("set_many"))?;
         let rows: Vec<(Vec<u8>, String)> = entries
             .iter()
             .map(|(key, value)| (encode_key(key), value_text(value)))
