@@ -214,7 +214,10 @@ async fn a_ttl_of_duration_max_never_expires_and_does_not_panic() {
         .unwrap();
     assert_eq!(store.get(&key).await.unwrap(), Some(json!("v")));
     store
-        .set_many(vec![(kvkey!["also"], json!(1))], SetOptions::ttl(Duration::MAX))
+        .set_many(
+            vec![(kvkey!["also"], json!(1))],
+            SetOptions::ttl(Duration::MAX),
+        )
         .await
         .unwrap();
     assert_eq!(store.get(&kvkey!["also"]).await.unwrap(), Some(json!(1)));
