@@ -640,16 +640,16 @@ pub async fn floats_round_trip_exactly<S: KvStore + ?Sized>(store: Arc<S>) {
     let array = Value::from(floats.clone());
     let array_key = kvkey!["floats", "array"];
     set(&*store, &array_key, array.clone(), none()).await;
-    let scalars: Vec<(KvKey, Value)> = floats[..100]
+    let scalars: Vec<(KvKey, Value)> = floats[..40]
         .iter()
         .enumerate()
         .map(|(i, &f)| (kvkey!["floats", "one", i.to_string()], json!(f)))
         .collect();
-    for (key, value) in &scalars[..50] {
+    for (key, value) in &scalars[..20] {
         set(&*store, key, value.clone(), none()).await;
     }
     store
-        .set_many(scalars[50..].to_vec(), none())
+        .set_many(scalars[20..].to_vec(), none())
         .await
         .expect("set_many");
 
