@@ -197,6 +197,7 @@ macro_rules! __with_conformance_cases {
             concurrent_cas_increments,
             floats_round_trip_exactly,
             nesting_depth_limit,
+            get_with_ttl_reports_the_remaining_lifetime,
         }
     };
 }
