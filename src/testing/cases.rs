@@ -768,6 +768,7 @@ pub async fn nesting_depth_limit<S: KvStore + ?Sized>(store: Arc<S>) {
         Some(&deepest),
         "untouched"
     );
+}
 
 /// `get_with_ttl` and `get_many_with_ttl` agree with `get`, and, when the
 /// store [reports TTLs](crate::Capabilities::reports_ttl), report a remaining
