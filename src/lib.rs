@@ -59,6 +59,11 @@
 #[cfg(feature = "config")]
 pub mod config;
 pub mod error;
+// The internals the `cargo fuzz` targets in `fuzz/` drive; not a public API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+#[path = "fuzzing.rs"]
+pub mod __fuzz;
 #[cfg(feature = "redis")]
 pub mod invalidation;
 pub mod key;

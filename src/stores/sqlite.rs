@@ -401,15 +401,7 @@ fn read_value(
     operation: &'static str,
 ) -> Result<Value> {
     match row.get_ref(i).map_err(|e| sqlite_error(e, operation))? {
-        ValueRef::Text(text) => match std::str::from_utf8(text) {
-            Ok(text) => parse_value(text, key, operation),
-            Err(e) => Err(
-                Error::new(ErrorKind::InvalidValue, "stored value is not UTF-8 text")
-                    .with_source(e)
-                    .with_operation(operation)
-                    .with_key(key),
-            ),
-        },
+        ValueRef::Text(text) => text_value(text, key, operation),
         other => Err(Error::new(
             ErrorKind::InvalidValue,
             format!(
@@ -419,6 +411,20 @@ fn read_value(
         )
         .with_operation(operation)
         .with_key(key)),
+    }
+}
+
+/// The value of a stored `TEXT` cell: its bytes are whatever another program
+/// wrote, so neither UTF-8 nor JSON is assumed.
+pub(crate) fn text_value(text: &[u8], key: &KvKey, operation: &'static str) -> Result<Value> {
+    match std::str::from_utf8(text) {
+        Ok(text) => parse_value(text, key, operation),
+        Err(e) => Err(
+            Error::new(ErrorKind::InvalidValue, "stored value is not UTF-8 text")
+                .with_source(e)
+                .with_operation(operation)
+                .with_key(key),
+        ),
     }
 }
 

@@ -125,10 +125,18 @@ fn glob_escape(literal: &[u8], out: &mut Vec<u8>) {
     }
 }
 
+/// Redis's own glob matcher, ported; shared with the `redis_key` fuzz target.
+#[cfg(test)]
+#[allow(unreachable_pub)]
+#[path = "../../../fuzz/src/glob.rs"]
+mod glob;
+
 #[cfg(test)]
 mod tests {
+    use super::glob::string_match;
     use super::*;
     use crate::kvkey;
+    use proptest::prelude::*;
 
     fn tricky() -> Vec<KvKey> {
         let raw: &[&[&str]] = &[
@@ -211,5 +219,44 @@ mod tests {
             text(&codec.descendants_pattern(Some(&kvkey!["a?", "[b]\\"]))),
             "n\\*s:a\\?:\\[b\\]\\\\:*"
         );
+    }
+
+    fn arb_part() -> impl Strategy<Value = String> {
+        r"[a:%25A*?\\\[\]^\-\x00ü]{0,4}"
+    }
+
+    fn arb_key() -> impl Strategy<Value = KvKey> {
+        proptest::collection::vec(arb_part(), 1..4).prop_map(|parts| KvKey::new(parts).unwrap())
+    }
+
+    proptest! {
+        // The invariants the `redis_key` fuzz target checks, on stable.
+        #[test]
+        fn escaping_is_injective_literal_and_canonical(
+            namespace in arb_part(),
+            a in arb_key(),
+            b in arb_key(),
+            raw in proptest::collection::vec(
+                proptest::sample::select(b"a:%25A*?\\[]".to_vec()), 0..10),
+        ) {
+            let codec = KeyCodec::new(&namespace);
+            let (ea, eb) = (codec.encode(&a), codec.encode(&b));
+            prop_assert_eq!(codec.decode(&ea), Ok(a.clone()));
+            prop_assert_eq!(ea == eb, a == b);
+            let under = a.starts_with(&b) && a.len() > b.len();
+            prop_assert_eq!(string_match(&codec.descendants_pattern(Some(&b)), &ea), under);
+            prop_assert!(string_match(&codec.descendants_pattern(None), &ea));
+            // Foreign bytes, inside the namespace and below `b`.
+            let mut literal = eb.clone();
+            literal.push(b':');
+            let pattern = codec.descendants_pattern(Some(&b));
+            for base in [Vec::new(), codec.encode(&kvkey![""]), literal.clone()] {
+                let raw = [base, raw.clone()].concat();
+                if let Ok(key) = codec.decode(&raw) {
+                    prop_assert_eq!(codec.encode(&key), raw.clone());
+                }
+                prop_assert_eq!(string_match(&pattern, &raw), raw.starts_with(&literal));
+            }
+        }
     }
 }

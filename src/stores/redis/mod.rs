@@ -127,7 +127,7 @@
 //! slot; `list` scans every master, one after the other. A listing taken while
 //! slots migrate may miss or repeat keys that move.
 
-mod encoding;
+pub(crate) mod encoding;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -941,11 +941,11 @@ fn ttl_millis(ttl: Duration) -> u64 {
         .clamp(1, MAX_TTL_MS)
 }
 
-fn encode_value(value: &Value) -> Result<Vec<u8>> {
+pub(crate) fn encode_value(value: &Value) -> Result<Vec<u8>> {
     serde_json::to_vec(value).map_err(Error::from)
 }
 
-fn decode_value(raw: &[u8]) -> Result<Value> {
+pub(crate) fn decode_value(raw: &[u8]) -> Result<Value> {
     serde_json::from_slice(raw).map_err(|e| {
         Error::new(
             ErrorKind::InvalidValue,
