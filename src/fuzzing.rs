@@ -48,12 +48,12 @@ pub mod redis {
 
     /// A value as `RedisKvStore` stores it.
     pub fn encode_value(value: &Value) -> Result<Vec<u8>> {
-        crate::stores::redis::encode_value(value)
+        encoding::encode_value(value)
     }
 
     /// A stored Redis string as a value (`get`, `get_many`, `list`, `cas`).
     pub fn decode_value(raw: &[u8]) -> Result<Value> {
-        crate::stores::redis::decode_value(raw)
+        encoding::decode_value(raw)
     }
 }
 
