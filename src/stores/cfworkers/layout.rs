@@ -171,7 +171,8 @@ mod tests {
 
     #[test]
     fn only_canonical_names_decode() {
-        // Found by the `workers_layout` fuzz target: these parsed as `["a"]`.
+        // Found writing the `workers_layout` fuzz target's canonical-name check:
+        // these parsed as `["a"]`.
         for foreign in [r#"[ "a"]"#, r#"["\u0061"]"#, "[\"a\"]\n", r#"["a" ]"#] {
             assert_eq!(decode_key(foreign), None, "{foreign}");
         }
