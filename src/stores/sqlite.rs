@@ -78,6 +78,7 @@ use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
 use crate::stores::sql::{
     self, after, decode_key, encode_key, expires_at, now_ms, parse_value, prefix_range, value_text,
 };
+use crate::value::{checked, checked_cas, checked_entries};
 
 /// The number of read connections of a database file by default.
 pub const DEFAULT_READ_CONNECTIONS: usize = 2;
@@ -809,6 +810,7 @@ impl KvStore for SqliteKvStore {
     }
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
+        let value = checked(value).map_err(|e| e.with_operation("set").with_key(key))?;
         let enc = encode_key(key);
         let text = value_text(&value);
         self.run("set", move |conn, statements| {
@@ -850,6 +852,7 @@ impl KvStore for SqliteKvStore {
         new: Option<Value>,
         options: SetOptions,
     ) -> Result<bool> {
+        let new = checked_cas(expected, new).map_err(|e| e.with_operation("cas").with_key(key))?;
         let owned = key.clone();
         let expected = expected.cloned();
         let new = new.map(|v| value_text(&v));
@@ -919,6 +922,7 @@ impl KvStore for SqliteKvStore {
         if entries.is_empty() {
             return Ok(());
         }
+        let entries = checked_entries(entries).map_err(|e| e.with_operation("set_many"))?;
         let rows: Vec<(Vec<u8>, String)> = entries
             .iter()
             .map(|(key, value)| (encode_key(key), value_text(value)))
