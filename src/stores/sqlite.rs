@@ -66,9 +66,12 @@ use tokio::sync::oneshot;
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
 use crate::store::{KvEntry, KvStore, SetOptions, Value};
+use crate::stores::layout::Layout;
 use crate::stores::sql::{
     self, after, decode_key, encode_key, expires_at, now_ms, parse_value, prefix_range, value_text,
 };
+
+mod fedify;
 
 /// A job for the connection thread.
 type Job = Box<dyn FnOnce(&mut Connection, &Statements) + Send>;
@@ -98,6 +101,9 @@ struct Inner {
     thread: Option<JoinHandle<()>>,
     table: String,
     path: Option<PathBuf>,
+    /// `Some` in [`Layout::Fedify`]: every call goes there (with its own
+    /// connection thread; `jobs` and `thread` are then `None`).
+    fedify: Option<fedify::FedifySqlite>,
 }
 
 impl Drop for Inner {
@@ -120,6 +126,7 @@ impl std::fmt::Debug for SqliteKvStore {
         f.debug_struct("SqliteKvStore")
             .field("path", &self.inner.path)
             .field("table", &self.inner.table)
+            .field("layout", &self.layout())
             .finish()
     }
 }
@@ -144,19 +151,57 @@ impl std::fmt::Debug for SqliteKvStore {
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct SqliteKvStoreBuilder {
-    table: String,
+    /// `None`: the layout's default table.
+    table: Option<String>,
+    layout: Layout,
     sweep_interval: Option<Duration>,
     synchronous_full: bool,
 }
 
 impl SqliteKvStoreBuilder {
-    /// The table to use (default `kvtower`): a letter or `_`, then up to 62
-    /// letters, digits or `_`. Any other name is a
-    /// [`Config`](ErrorKind::Config) error when the store opens; the name is
-    /// never spliced into SQL unchecked.
+    /// The table to use (default `kvtower`, or `fedify_kv` in
+    /// [`Layout::Fedify`]): a letter or `_`, then up to 62 letters, digits
+    /// or `_`. Any other name is a [`Config`](ErrorKind::Config) error when
+    /// the store opens; the name is never spliced into SQL unchecked.
     pub fn table(mut self, name: impl Into<String>) -> Self {
-        self.table = name.into();
+        self.table = Some(name.into());
         self
+    }
+
+    /// The data format (default [`Layout::Kvtower`]). [`Layout::Fedify`]
+    /// reads and writes the table of `@fedify/sqlite`'s `SqliteKvStore`, so a
+    /// Fedify server can open the same file:
+    ///
+    /// * table `fedify_kv` (unless [`table`](Self::table) says otherwise),
+    ///   created when missing with Fedify's own DDL;
+    /// * `key` the JSON text of the parts, exactly as `JSON.stringify`
+    ///   writes it; `value` JSON text; `expires` in ms since the epoch;
+    /// * `list` matches the prefix part-wise and literally (Fedify's own
+    ///   `list` treats `%` and `_` in a prefix as `LIKE` wildcards).
+    ///
+    /// Checked against `@fedify/sqlite` 1.8.7 and 2.0.0-dev.279 by
+    /// `tests/fedify_interop.rs`.
+    ///
+    /// ```
+    /// use kvtower::{kvkey, KvStore, SetOptions, SqliteKvStore};
+    /// use kvtower::stores::Layout;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> kvtower::Result<()> {
+    /// let store = SqliteKvStore::builder().layout(Layout::Fedify).memory().await?;
+    /// store.set(&kvkey!["_fedify", "a:b"], 1.into(), SetOptions::default()).await?;
+    /// assert_eq!(store.table(), "fedify_kv");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn layout(mut self, layout: Layout) -> Self {
+        self.layout = layout;
+        self
+    }
+
+    /// Shorthand for [`layout(Layout::Fedify)`](Self::layout).
+    pub fn fedify_layout(self) -> Self {
+        self.layout(Layout::Fedify)
     }
 
     /// How often the store's thread deletes expired rows (default one
@@ -203,19 +248,40 @@ impl SqliteKvStoreBuilder {
     }
 
     async fn start(self, path: Option<PathBuf>) -> Result<SqliteKvStore> {
-        sql::validate_table(&self.table).map_err(|e| e.with_operation("open"))?;
-        let statements = Statements::new(&self.table);
-        let (jobs, receiver) = mpsc::channel::<Job>();
-        let (ready, opened) = oneshot::channel::<Result<()>>();
-        let thread_path = path.clone();
+        let table = self.table.unwrap_or_else(|| {
+            match self.layout {
+                Layout::Fedify => fedify::DEFAULT_TABLE,
+                _ => sql::DEFAULT_TABLE,
+            }
+            .to_owned()
+        });
+        sql::validate_table(&table).map_err(|e| e.with_operation("open"))?;
         let synchronous = if self.synchronous_full {
             "FULL"
         } else {
             "NORMAL"
         };
+        if self.layout == Layout::Fedify {
+            let store =
+                fedify::FedifySqlite::start(path.clone(), &table, synchronous, self.sweep_interval)
+                    .await?;
+            return Ok(SqliteKvStore {
+                inner: Arc::new(Inner {
+                    jobs: None,
+                    thread: None,
+                    table,
+                    path,
+                    fedify: Some(store),
+                }),
+            });
+        }
+        let statements = Statements::new(&table);
+        let (jobs, receiver) = mpsc::channel::<Job>();
+        let (ready, opened) = oneshot::channel::<Result<()>>();
+        let thread_path = path.clone();
         let sweep_interval = self.sweep_interval;
         let thread = thread::Builder::new()
-            .name(format!("kvtower-sqlite-{}", self.table))
+            .name(format!("kvtower-sqlite-{table}"))
             .spawn(move || {
                 let conn = match connect(thread_path.as_deref(), synchronous, &statements) {
                     Ok(conn) => {
@@ -240,8 +306,9 @@ impl SqliteKvStoreBuilder {
         let inner = Inner {
             jobs: Some(jobs),
             thread: Some(thread),
-            table: self.table,
+            table,
             path,
+            fedify: None,
         };
         match opened.await {
             Ok(Ok(())) => Ok(SqliteKvStore {
@@ -466,7 +533,8 @@ fn write(
 impl Default for SqliteKvStoreBuilder {
     fn default() -> Self {
         Self {
-            table: sql::DEFAULT_TABLE.to_owned(),
+            table: None,
+            layout: Layout::Kvtower,
             sweep_interval: Some(sql::DEFAULT_SWEEP_INTERVAL),
             synchronous_full: false,
         }
@@ -529,6 +597,24 @@ impl SqliteKvStore {
         &self.inner.table
     }
 
+    /// The data format this store reads and writes.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> kvtower::Result<()> {
+    /// let store = kvtower::SqliteKvStore::memory().await?;
+    /// assert_eq!(store.layout(), kvtower::stores::Layout::Kvtower);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn layout(&self) -> Layout {
+        if self.inner.fedify.is_some() {
+            Layout::Fedify
+        } else {
+            Layout::Kvtower
+        }
+    }
+
     /// Deletes every expired row now and returns how many it deleted. The
     /// background sweep does the same periodically.
     ///
@@ -545,6 +631,9 @@ impl SqliteKvStore {
     ///
     /// A [`Backend`](ErrorKind::Backend) error from SQLite.
     pub async fn sweep_expired(&self) -> Result<u64> {
+        if let Some(fedify) = &self.inner.fedify {
+            return fedify.sweep_expired().await;
+        }
         self.run("sweep", |conn, statements| {
             let mut total = 0u64;
             loop {
@@ -615,6 +704,9 @@ impl SqliteKvStore {
 #[async_trait]
 impl KvStore for SqliteKvStore {
     async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
+        if let Some(fedify) = &self.inner.fedify {
+            return fedify.get(key).await;
+        }
         let owned = key.clone();
         self.run("get", move |conn, statements| {
             get_live(
@@ -631,6 +723,9 @@ impl KvStore for SqliteKvStore {
     }
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
+        if let Some(fedify) = &self.inner.fedify {
+            return fedify.set(key, value, options).await;
+        }
         let enc = encode_key(key);
         let text = value_text(&value);
         self.run("set", move |conn, statements| {
@@ -649,6 +744,9 @@ impl KvStore for SqliteKvStore {
     }
 
     async fn delete(&self, key: &KvKey) -> Result<()> {
+        if let Some(fedify) = &self.inner.fedify {
+            return fedify.delete(key).await;
+        }
         let enc = encode_key(key);
         self.run("delete", move |conn, statements| {
             write(
@@ -672,6 +770,9 @@ impl KvStore for SqliteKvStore {
         new: Option<Value>,
         options: SetOptions,
     ) -> Result<bool> {
+        if let Some(fedify) = &self.inner.fedify {
+            return fedify.cas(key, expected, new, options).await;
+        }
         let owned = key.clone();
         let expected = expected.cloned();
         let new = new.map(|v| value_text(&v));
@@ -698,6 +799,9 @@ impl KvStore for SqliteKvStore {
     }
 
     fn list(&self, prefix: Option<KvKey>) -> BoxStream<'_, Result<KvEntry>> {
+        if let Some(fedify) = &self.inner.fedify {
+            return fedify.list(prefix);
+        }
         // Keyset pagination: each page is one short query, the next starts
         // just after the last key seen, so no entry is listed twice and no
         // transaction is held open while the caller consumes the stream.
@@ -717,6 +821,9 @@ impl KvStore for SqliteKvStore {
     }
 
     async fn get_many(&self, keys: &[KvKey]) -> Result<Vec<Option<Value>>> {
+        if let Some(fedify) = &self.inner.fedify {
+            return fedify.get_many(keys).await;
+        }
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -738,6 +845,9 @@ impl KvStore for SqliteKvStore {
     }
 
     async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {
+        if let Some(fedify) = &self.inner.fedify {
+            return fedify.set_many(entries, options).await;
+        }
         if entries.is_empty() {
             return Ok(());
         }
@@ -761,6 +871,9 @@ impl KvStore for SqliteKvStore {
     }
 
     async fn delete_many(&self, keys: &[KvKey]) -> Result<()> {
+        if let Some(fedify) = &self.inner.fedify {
+            return fedify.delete_many(keys).await;
+        }
         if keys.is_empty() {
             return Ok(());
         }
