@@ -473,3 +473,276 @@ mod sqlite {
         );
     }
 }
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    use super::*;
+    use common::{postgres_url, TestTable};
+    use kvtower::stores::postgres::deadpool_postgres::tokio_postgres::{self, NoTls};
+    use kvtower::PostgresKvStore;
+
+    async fn fedify_store(table: &TestTable) -> PostgresKvStore {
+        PostgresKvStore::builder()
+            .fedify_layout()
+            .table(table.name())
+            .connect(&postgres_url())
+            .await
+            .unwrap()
+    }
+
+    mod conformance {
+        use super::*;
+
+        kvtower::conformance_suite!(
+            || async {
+                let table = TestTable::new();
+                let store = fedify_store(&table).await;
+                common::WithGuard {
+                    store,
+                    _guard: table,
+                }
+            },
+            16
+        );
+    }
+
+    async fn raw_client() -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&postgres_url(), NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+    }
+
+    #[tokio::test]
+    async fn schema_is_fedifys() {
+        let table = TestTable::new();
+        let store = fedify_store(&table).await;
+        assert_eq!(store.layout(), Layout::Fedify);
+        let default = PostgresKvStore::builder()
+            .layout(Layout::Fedify)
+            .no_sweep()
+            .table(table.name())
+            .connect(&postgres_url())
+            .await
+            .unwrap();
+        assert_eq!(default.table(), table.name());
+        let columns = raw_client()
+            .await
+            .query(
+                "SELECT column_name::text, data_type::text FROM information_schema.columns \
+                 WHERE table_name = $1 ORDER BY ordinal_position",
+                &[&table.name()],
+            )
+            .await
+            .unwrap();
+        let columns: Vec<(String, String)> = columns.iter().map(|r| (r.get(0), r.get(1))).collect();
+        assert_eq!(
+            columns,
+            [
+                ("key", "ARRAY"),
+                ("value", "jsonb"),
+                ("created", "timestamp with time zone"),
+                ("ttl", "interval")
+            ]
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        );
+        // U+0000 is refused before the server, with the key's kind of error.
+        let err = store
+            .set(&kvkey!["a\0"], json!(1), SetOptions::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidKey);
+        let err = store
+            .set(&kvkey!["a"], json!({"x": "\0"}), SetOptions::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidValue);
+        assert!(store
+            .list_all(Some(kvkey!["a\0"]))
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn interop_both_ways() {
+        let Some(node) = node() else { return };
+        let table = TestTable::new();
+        let target = format!("{} {}", postgres_url(), table.name());
+
+        let out = run_node(&node, "postgres", "write", &target, None);
+        let written_by = std::time::Instant::now();
+        let store = fedify_store(&table).await;
+        let w = node_writes_rust_reads(&store, &out).await;
+        // What Fedify itself refuses: U+0000 in a key or a value, and null.
+        let refused: Vec<String> = w.refused.iter().map(|(k, _, _)| k.to_string()).collect();
+        for (key, value, _) in &w.refused {
+            assert!(
+                kvtower::testing::cases::key_has_nul(key)
+                    || kvtower::testing::cases::value_has_nul(value)
+                    || value.is_null(),
+                "Fedify refused {key}"
+            );
+        }
+        assert!(refused.len() >= 7, "{refused:?}");
+        // Double-encoded rows read as Fedify reads them, or decoded.
+        let decoding = PostgresKvStore::builder()
+            .fedify_layout()
+            .table(table.name())
+            .decode_double_encoded(true)
+            .no_sweep()
+            .connect(&postgres_url())
+            .await
+            .unwrap();
+        assert_eq!(w.legacy.len(), 4);
+        for (key, value) in &w.legacy {
+            let raw = store.get(key).await.unwrap().unwrap();
+            assert_eq!(raw, Value::String(serde_json::to_string(value).unwrap()));
+            assert_eq!(
+                decoding.get(key).await.unwrap().as_ref(),
+                Some(value),
+                "{key}"
+            );
+        }
+        let listed = decoding.list_all(Some(kvkey!["legacy"])).await.unwrap();
+        assert!(listed.iter().any(|e| e.value == json!({"a": [1, "x"]})));
+        assert!(decoding
+            .cas(
+                &kvkey!["legacy", "2"],
+                Some(&json!(42)),
+                Some(json!(43)),
+                SetOptions::default()
+            )
+            .await
+            .unwrap());
+        // The 1 s TTL Fedify wrote, on the server's clock.
+        tokio::time::sleep(Duration::from_millis(1100).saturating_sub(written_by.elapsed())).await;
+        assert_eq!(store.get(&kvkey!["ttl", "short"]).await.unwrap(), None);
+        assert_eq!(store.list_all(Some(kvkey!["ttl"])).await.unwrap().len(), 1);
+
+        let (mut entries, request) = rust_writes(&store, false).await;
+        // Null: stored as the jsonb null, which Fedify's get returns as null.
+        store
+            .set(&kvkey!["rust", "null"], Value::Null, SetOptions::default())
+            .await
+            .unwrap();
+        entries.push((kvkey!["rust", "null"], Value::Null));
+        let mut request = request;
+        request
+            .as_array_mut()
+            .unwrap()
+            .push(json!(["rust", "null"]));
+        let answer = run_node(&node, "postgres", "read", &target, Some(&request));
+        node_read(&entries, &answer);
+        assert_eq!(
+            decoding.get(&kvkey!["legacy", "2"]).await.unwrap(),
+            Some(json!(43))
+        );
+    }
+}
+
+#[cfg(feature = "redis")]
+#[path = "support/mod.rs"]
+mod support;
+
+#[cfg(feature = "redis")]
+mod redis {
+    use super::support::{redis_url, unique_namespace, NamespaceGuard};
+    use super::*;
+    use kvtower::RedisKvStore;
+
+    /// A unique Fedify key prefix on the shared Redis; the guard deletes
+    /// its keys (`<namespace>:*` covers `<namespace>::*`).
+    fn prefix() -> (String, NamespaceGuard) {
+        let namespace = unique_namespace();
+        (format!("{namespace}::"), NamespaceGuard(namespace))
+    }
+
+    async fn fedify_store(prefix: &str) -> RedisKvStore {
+        RedisKvStore::builder()
+            .fedify_layout()
+            .key_prefix(prefix)
+            .connect(&redis_url())
+            .await
+            .unwrap()
+    }
+
+    mod conformance {
+        use super::*;
+
+        kvtower::conformance_suite!(
+            || async {
+                let (prefix, guard) = prefix();
+                let store = fedify_store(&prefix).await;
+                common::WithGuard {
+                    store,
+                    _guard: guard,
+                }
+            },
+            16
+        );
+    }
+
+    #[tokio::test]
+    async fn keys_are_fedifys() {
+        let store = RedisKvStore::builder()
+            .fedify_layout()
+            .connect(&redis_url())
+            .await
+            .unwrap();
+        assert_eq!(store.layout(), Layout::Fedify);
+        assert_eq!(
+            store.redis_key(&kvkey!["_fedify", "a:b"]),
+            "fedify::_fedify::a_:b"
+        );
+        assert_eq!(store.redis_key(&kvkey!["a:", "b"]), "fedify::a_:::b");
+        // A key another program wrote that Fedify's encoding cannot produce
+        // is an InvalidKey item in a listing, and the others still list.
+        let (prefix, _guard) = prefix();
+        let store = fedify_store(&prefix).await;
+        store
+            .set(&kvkey!["ok"], json!(1), SetOptions::default())
+            .await
+            .unwrap();
+        let client = ::redis::Client::open(redis_url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        ::redis::cmd("SET")
+            .arg(format!("{prefix}a:b"))
+            .arg("1")
+            .exec_async(&mut conn)
+            .await
+            .unwrap();
+        use futures::StreamExt;
+        let items: Vec<_> = store.list(None).collect().await;
+        assert_eq!(items.len(), 2);
+        assert!(items
+            .iter()
+            .any(|r| r.as_ref().is_err_and(|e| e.kind() == ErrorKind::InvalidKey)));
+        assert!(items.iter().any(|r| r.is_ok()));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn interop_both_ways() {
+        let Some(node) = node() else { return };
+        let (prefix, _guard) = prefix();
+        let target = format!("{} {prefix}", redis_url());
+
+        let out = run_node(&node, "redis", "write", &target, None);
+        let written_by = std::time::Instant::now();
+        let store = fedify_store(&prefix).await;
+        let w = node_writes_rust_reads(&store, &out).await;
+        assert!(
+            w.refused.is_empty(),
+            "Redis keeps everything: {:?}",
+            w.refused
+        );
+        tokio::time::sleep(Duration::from_millis(1100).saturating_sub(written_by.elapsed())).await;
+        assert_eq!(store.get(&kvkey!["ttl", "short"]).await.unwrap(), None);
+        assert_eq!(store.list_all(Some(kvkey!["ttl"])).await.unwrap().len(), 1);
+
+        let (entries, request) = rust_writes(&store, true).await;
+        let answer = run_node(&node, "redis", "read", &target, Some(&request));
+        node_read(&entries, &answer);
+    }
+}
