@@ -73,7 +73,9 @@ pub mod prefix;
 pub mod tracing;
 pub mod ttl;
 
-pub use cache::{Cache, CacheHandle, CacheLayer, CacheLayerBuilder, WriteHook};
+pub use cache::{
+    Cache, CacheHandle, CacheId, CacheLayer, CacheLayerBuilder, Coherence, WeakCacheHandle,
+};
 pub use metrics::{Metrics, MetricsLayer};
 pub use prefix::{Prefix, PrefixLayer};
 pub use tracing::{Tracing, TracingLayer};

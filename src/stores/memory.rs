@@ -341,6 +341,16 @@ impl MemoryKvStore {
     fn live(stored: Option<Stored>) -> Option<Value> {
         stored.filter(|s| s.is_live(Instant::now)).map(|s| s.value)
     }
+
+    /// A live entry with what is left of its TTL.
+    fn live_with_ttl(stored: Option<Stored>) -> Option<(Value, Option<Duration>)> {
+        let now = Instant::now();
+        let stored = stored.filter(|s| s.is_live(|| now))?;
+        let left = stored
+            .expires_at
+            .map(|at| at.saturating_duration_since(now));
+        Some((stored.value, left))
+    }
 }
 
 #[async_trait]
@@ -446,8 +456,22 @@ impl KvStore for MemoryKvStore {
         Ok(())
     }
 
-    // The trait's default get_with_ttl: the remaining lifetime is not read yet.
+    async fn get_with_ttl(&self, key: &KvKey) -> Result<Option<(Value, Option<Duration>)>> {
+        Ok(Self::live_with_ttl(self.cache.get(key).await))
+    }
+
+    async fn get_many_with_ttl(
+        &self,
+        keys: &[KvKey],
+    ) -> Result<Vec<Option<(Value, Option<Duration>)>>> {
+        let mut values = Vec::with_capacity(keys.len());
+        for key in keys {
+            values.push(Self::live_with_ttl(self.cache.get(key).await));
+        }
+        Ok(values)
+    }
+
     fn capabilities(&self) -> Capabilities {
-        Capabilities::full().with_reports_ttl(false)
+        Capabilities::full()
     }
 }

@@ -664,3 +664,78 @@ pub async fn concurrent_cas_increments<S: KvStore + ?Sized + 'static>(store: Arc
     }
     assert_eq!(store.get(&key).await.expect("get"), Some(json!(100)));
 }
+
+/// `get_with_ttl` and `get_many_with_ttl` agree with `get`, and, when the
+/// store [reports TTLs](crate::Capabilities::reports_ttl), report a remaining
+/// lifetime that is positive and no longer than the one written, and none for
+/// an entry without a TTL.
+pub async fn get_with_ttl_reports_the_remaining_lifetime<S: KvStore + ?Sized>(store: Arc<S>) {
+    let timed = kvkey!["with-ttl", "timed"];
+    let forever = kvkey!["with-ttl", "forever"];
+    let absent = kvkey!["with-ttl", "absent"];
+    set(&*store, &timed, json!("t"), SetOptions::ttl(LONG_TTL)).await;
+    set(&*store, &forever, json!("f"), none()).await;
+    let reports = store.capabilities().reports_ttl;
+    let check = |found: Option<(Value, Option<Duration>)>, want: Value, timed: bool| {
+        let (value, ttl) = found.unwrap_or_else(|| panic!("{want} is there"));
+        assert_eq!(value, want);
+        if reports {
+            if timed {
+                let ttl = ttl.unwrap_or_else(|| panic!("{want} has a TTL"));
+                assert!(ttl <= LONG_TTL, "{ttl:?} is longer than the TTL written");
+                assert!(
+                    ttl > LONG_TTL - Duration::from_secs(60),
+                    "{ttl:?} is far less than what is left"
+                );
+            } else {
+                // None, unless a layer gave it a default TTL (DefaultTtlLayer),
+                // which is then at least the written one's.
+                assert!(
+                    ttl.is_none_or(|ttl| ttl > LONG_TTL - Duration::from_secs(60)),
+                    "{want} was written without a TTL, reports {ttl:?}"
+                );
+            }
+        }
+    };
+    let one = |key: &KvKey| {
+        let key = key.clone();
+        let store = &store;
+        async move {
+            store
+                .get_with_ttl(&key)
+                .await
+                .unwrap_or_else(|e| panic!("get_with_ttl({key}) failed: {e}"))
+        }
+    };
+    check(one(&timed).await, json!("t"), true);
+    check(one(&forever).await, json!("f"), false);
+    assert_eq!(one(&absent).await, None);
+    // A second read (a cache in front answers it from its front tier).
+    check(one(&timed).await, json!("t"), true);
+
+    let many = store
+        .get_many_with_ttl(&[timed.clone(), absent.clone(), forever.clone()])
+        .await
+        .unwrap_or_else(|e| panic!("get_many_with_ttl failed: {e}"));
+    let mut many = many.into_iter();
+    check(many.next().flatten(), json!("t"), true);
+    assert_eq!(many.next(), Some(None), "absent");
+    check(many.next().flatten(), json!("f"), false);
+    assert_eq!(store.get_many_with_ttl(&[]).await.ok(), Some(Vec::new()));
+
+    // A short TTL is gone after it passed, for both reads.
+    let short = kvkey!["with-ttl", "short"];
+    set(&*store, &short, json!("s"), SetOptions::ttl(SHORT_TTL)).await;
+    if let Some((_, Some(ttl))) = one(&short).await {
+        assert!(ttl <= SHORT_TTL, "{ttl:?}");
+    }
+    tokio::time::sleep(PAST_SHORT_TTL).await;
+    if store.capabilities().exact_expiry {
+        assert_eq!(one(&short).await, None, "expired");
+        let many = store
+            .get_many_with_ttl(std::slice::from_ref(&short))
+            .await
+            .unwrap_or_else(|e| panic!("get_many_with_ttl failed: {e}"));
+        assert_eq!(many, vec![None], "expired");
+    }
+}

@@ -195,6 +195,7 @@ macro_rules! __with_conformance_cases {
             batch_operations,
             large_listing,
             concurrent_cas_increments,
+            get_with_ttl_reports_the_remaining_lifetime,
         }
     };
 }

@@ -648,6 +648,10 @@ impl KvStore for WorkersKvStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::full().with_atomic_cas(false)
+        // get_with_ttl is the trait's default: a Workers KV read does not
+        // return the key's expiration (only listing does).
+        Capabilities::full()
+            .with_atomic_cas(false)
+            .with_reports_ttl(false)
     }
 }

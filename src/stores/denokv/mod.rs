@@ -900,9 +900,13 @@ impl KvStore for DenoKvStore {
     }
 
     fn capabilities(&self) -> Capabilities {
+        // get_with_ttl is the trait's default: KV Connect reads do not carry
+        // the expiry, so neither backend reports it.
         match self.inner.backend {
-            Backend::Local { .. } => Capabilities::full(),
-            Backend::Remote { .. } => Capabilities::full().with_exact_expiry(false),
+            Backend::Local { .. } => Capabilities::full().with_reports_ttl(false),
+            Backend::Remote { .. } => Capabilities::full()
+                .with_exact_expiry(false)
+                .with_reports_ttl(false),
         }
     }
 }

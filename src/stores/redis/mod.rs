@@ -133,6 +133,7 @@ mod encoding;
 mod error;
 mod fedify;
 mod list;
+mod ttl_read;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -703,9 +704,20 @@ impl KvStore for RedisKvStore {
             .map_err(|e| e.with_operation("delete_many"))
     }
 
-    // The trait's default get_with_ttl: the remaining lifetime is not read yet.
+    /// The value and its `PTTL`, read atomically by one script.
+    async fn get_with_ttl(&self, key: &KvKey) -> Result<Option<(Value, Option<Duration>)>> {
+        self.get_with_ttl_inner(key).await
+    }
+
+    async fn get_many_with_ttl(
+        &self,
+        keys: &[KvKey],
+    ) -> Result<Vec<Option<(Value, Option<Duration>)>>> {
+        self.get_many_with_ttl_inner(keys).await
+    }
+
     fn capabilities(&self) -> Capabilities {
-        Capabilities::full().with_reports_ttl(false)
+        Capabilities::full()
     }
 }
 
