@@ -73,6 +73,7 @@ use crate::stores::layout::Layout;
 use crate::stores::sql::{
     self, after, decode_key, encode_key, parse_value, prefix_range, ttl_ms, value_text,
 };
+use crate::value::{checked, checked_cas, checked_entries};
 
 mod fedify;
 
@@ -771,6 +772,7 @@ impl KvStore for PostgresKvStore {
     }
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
+        let value = checked(value).map_err(|e| e.with_operation("set").with_key(key))?;
         if let Some(fedify) = &self.inner.fedify {
             return fedify
                 .set(key, value, options)
@@ -818,6 +820,7 @@ impl KvStore for PostgresKvStore {
         new: Option<Value>,
         options: SetOptions,
     ) -> Result<bool> {
+        let new = checked_cas(expected, new).map_err(|e| e.with_operation("cas").with_key(key))?;
         if let Some(fedify) = &self.inner.fedify {
             return fedify
                 .cas(key, expected, new, options)
@@ -887,6 +890,7 @@ impl KvStore for PostgresKvStore {
         if entries.is_empty() {
             return Ok(());
         }
+        let entries = checked_entries(entries).map_err(|e| e.with_operation("set_many"))?;
         if options.is_expired() {
             let keys: Vec<KvKey> = entries.into_iter().map(|(k, _)| k).collect();
             return self.delete_many(&keys).await;

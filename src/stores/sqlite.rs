@@ -79,6 +79,7 @@ use crate::stores::layout::Layout;
 use crate::stores::sql::{
     self, after, decode_key, encode_key, expires_at, now_ms, parse_value, prefix_range, value_text,
 };
+use crate::value::{checked, checked_cas, checked_entries};
 
 mod fedify;
 
@@ -896,6 +897,7 @@ impl KvStore for SqliteKvStore {
     }
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
+        let value = checked(value).map_err(|e| e.with_operation("set").with_key(key))?;
         if let Some(fedify) = &self.inner.fedify {
             return fedify.set(key, value, options).await;
         }
@@ -943,6 +945,7 @@ impl KvStore for SqliteKvStore {
         new: Option<Value>,
         options: SetOptions,
     ) -> Result<bool> {
+        let new = checked_cas(expected, new).map_err(|e| e.with_operation("cas").with_key(key))?;
         if let Some(fedify) = &self.inner.fedify {
             return fedify.cas(key, expected, new, options).await;
         }
@@ -1024,6 +1027,7 @@ impl KvStore for SqliteKvStore {
         if entries.is_empty() {
             return Ok(());
         }
+        let entries = checked_entries(entries).map_err(|e| e.with_operation("set_many"))?;
         let rows: Vec<(Vec<u8>, String)> = entries
             .iter()
             .map(|(key, value)| (encode_key(key), value_text(value)))

@@ -665,6 +665,170 @@ pub async fn concurrent_cas_increments<S: KvStore + ?Sized + 'static>(store: Arc
     assert_eq!(store.get(&key).await.expect("get"), Some(json!(100)));
 }
 
+/// `n` reproducible random floats spread over every exponent, none of them
+/// integral (a store may read an integral float as an integer, as Deno KV
+/// does for numbers JavaScript cannot tell apart).
+pub fn random_floats(n: usize, seed: u64) -> Vec<f64> {
+    let mut state = seed | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut floats = Vec::with_capacity(n);
+    while floats.len() < n {
+        let bits = next();
+        // Half over every exponent, half uniform in [0, 1) (the common case).
+        let f = if floats.len() % 2 == 0 {
+            f64::from_bits(bits)
+        } else {
+            (bits >> 11) as f64 / (1u64 << 53) as f64
+        };
+        if f.is_finite() && f.fract() != 0.0 {
+            floats.push(f);
+        }
+    }
+    floats
+}
+
+/// Floats come back bit for bit through every read path (`get`, `get_many`,
+/// `list`), and a `cas` expecting the value just written swaps.
+pub async fn floats_round_trip_exactly<S: KvStore + ?Sized>(store: Arc<S>) {
+    let floats = random_floats(1_000, 0x5EED_F10A7);
+    let array = Value::from(floats.clone());
+    let array_key = kvkey!["floats", "array"];
+    set(&*store, &array_key, array.clone(), none()).await;
+    let scalars: Vec<(KvKey, Value)> = floats[..40]
+        .iter()
+        .enumerate()
+        .map(|(i, &f)| (kvkey!["floats", "one", i.to_string()], json!(f)))
+        .collect();
+    for (key, value) in &scalars[..20] {
+        set(&*store, key, value.clone(), none()).await;
+    }
+    store
+        .set_many(scalars[20..].to_vec(), none())
+        .await
+        .expect("set_many");
+
+    let exact = |what: &str, got: Option<&Value>, want: &Value| {
+        assert_eq!(got, Some(want), "{what}: a float changed");
+    };
+    exact("get", get(&*store, &array_key).await.as_ref(), &array);
+    let keys: Vec<KvKey> = scalars.iter().map(|(k, _)| k.clone()).collect();
+    let many = store.get_many(&keys).await.expect("get_many");
+    for ((key, want), got) in scalars.iter().zip(&many) {
+        exact(&format!("get_many {key}"), got.as_ref(), want);
+    }
+    let listed = listed(&*store, Some(kvkey!["floats"])).await;
+    exact("list", listed.get(&array_key), &array);
+    for (key, want) in &scalars {
+        exact(&format!("list {key}"), listed.get(key), want);
+    }
+    if !store.capabilities().atomic_cas {
+        return;
+    }
+    assert!(
+        cas(&*store, &array_key, Some(&array), Some(json!(1)), none()).await,
+        "cas expecting the floats just written must swap"
+    );
+    for (key, value) in &scalars {
+        let f = value.as_f64().expect("a float");
+        assert!(
+            cas(&*store, key, Some(value), None, none()).await,
+            "cas expecting {f:?} (bits {:#x}) just written must swap",
+            f.to_bits()
+        );
+    }
+}
+
+/// `depth` nested arrays and objects (alternating) around a string.
+pub fn nested_value(depth: usize) -> Value {
+    // Not `json!([value])`: the macro copies `value` through `to_value`,
+    // which recurses once per level.
+    let mut value = json!("bottom");
+    for i in 0..depth {
+        value = if i % 2 == 0 {
+            Value::Array(vec![value])
+        } else {
+            Value::Object([("k".to_owned(), value)].into_iter().collect())
+        };
+    }
+    value
+}
+
+/// A value nested exactly [`MAX_DEPTH`](crate::value::MAX_DEPTH) deep reads
+/// back through every path; one level more is refused on write with
+/// `InvalidValue` naming the limit (by `set`, `set_many` and `cas`), and so is
+/// a value 10,000 deep, without overflowing the stack.
+pub async fn nesting_depth_limit<S: KvStore + ?Sized>(store: Arc<S>) {
+    use crate::value::{drop_deep, MAX_DEPTH};
+    let deepest = nested_value(MAX_DEPTH);
+    let key = kvkey!["deep", "limit"];
+    set(&*store, &key, deepest.clone(), none()).await;
+    assert_eq!(get(&*store, &key).await.as_ref(), Some(&deepest), "get");
+    let many = store
+        .get_many(std::slice::from_ref(&key))
+        .await
+        .expect("get_many");
+    assert_eq!(many, vec![Some(deepest.clone())], "get_many");
+    let listed = listed(&*store, Some(kvkey!["deep"])).await;
+    assert_eq!(listed.get(&key), Some(&deepest), "list");
+    if store.capabilities().atomic_cas {
+        assert!(cas(&*store, &key, Some(&deepest), Some(deepest.clone()), none()).await);
+    }
+
+    let refused = |what: &str, result: crate::Result<()>| {
+        let err = result.expect_err(what);
+        assert_eq!(err.kind(), ErrorKind::InvalidValue, "{what}: {err}");
+        assert!(
+            err.to_string().contains(&MAX_DEPTH.to_string()),
+            "{what}: the error names the limit: {err}"
+        );
+    };
+    let over = kvkey!["deep", "over"];
+    for depth in [MAX_DEPTH + 1, 10_000] {
+        refused("set", store.set(&over, nested_value(depth), none()).await);
+        refused(
+            "set_many",
+            store
+                .set_many(
+                    vec![
+                        (kvkey!["deep", "ok"], json!(1)),
+                        (over.clone(), nested_value(depth)),
+                    ],
+                    none(),
+                )
+                .await,
+        );
+        if store.capabilities().atomic_cas {
+            refused(
+                "cas new",
+                store
+                    .cas(&over, None, Some(nested_value(depth)), none())
+                    .await
+                    .map(|_| ()),
+            );
+            let expected = nested_value(depth);
+            let result = store.cas(&key, Some(&expected), None, none()).await;
+            drop_deep(expected);
+            refused("cas expected", result.map(|_| ()));
+        }
+    }
+    assert_eq!(get(&*store, &over).await, None, "nothing written");
+    assert_eq!(
+        get(&*store, &kvkey!["deep", "ok"]).await,
+        None,
+        "a refused batch writes nothing"
+    );
+    assert_eq!(
+        get(&*store, &key).await.as_ref(),
+        Some(&deepest),
+        "untouched"
+    );
+}
+
 /// `get_with_ttl` and `get_many_with_ttl` agree with `get`, and, when the
 /// store [reports TTLs](crate::Capabilities::reports_ttl), report a remaining
 /// lifetime that is positive and no longer than the one written, and none for

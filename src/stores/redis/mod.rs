@@ -563,6 +563,8 @@ impl KvStore for RedisKvStore {
     }
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
+        let value =
+            crate::value::checked(value).map_err(|e| e.with_operation("set").with_key(key))?;
         let rkey = self.inner.codec.encode(key);
         let cmd = if options.is_expired() {
             del_cmd(std::slice::from_ref(&rkey))
@@ -591,6 +593,8 @@ impl KvStore for RedisKvStore {
         new: Option<Value>,
         options: SetOptions,
     ) -> Result<bool> {
+        let new = crate::value::checked_cas(expected, new)
+            .map_err(|e| e.with_operation("cas").with_key(key))?;
         match tokio::time::timeout(
             self.inner.timeout,
             self.cas_inner(key, expected, new, options),
@@ -626,6 +630,8 @@ impl KvStore for RedisKvStore {
 
     async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {
         // Encode everything first so that a bad value writes nothing.
+        let entries =
+            crate::value::checked_entries(entries).map_err(|e| e.with_operation("set_many"))?;
         let mut encoded = Vec::with_capacity(entries.len());
         for (key, value) in &entries {
             let rkey = self.inner.codec.encode(key);
