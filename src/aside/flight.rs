@@ -62,8 +62,9 @@ impl fmt::Debug for SharedError {
 
 impl fmt::Display for SharedError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The caller's copy already says kind and message; the source adds
-        // only what lies beneath, so printing the chain does not repeat.
+        // The caller's copy already says kind and message; this link of the
+        // chain stands for the shared error's source, so printing the chain
+        // shows each error once.
         match std::error::Error::source(&*self.0) {
             Some(source) => fmt::Display::fmt(source, f),
             None => f.write_str("shared by the callers of one load"),
@@ -73,7 +74,7 @@ impl fmt::Display for SharedError {
 
 impl std::error::Error for SharedError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        std::error::Error::source(&*self.0)
+        std::error::Error::source(&*self.0).and_then(std::error::Error::source)
     }
 }
 

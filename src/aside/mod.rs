@@ -232,7 +232,9 @@ enum TypedLoadError<E> {
 
 /// What the fleet-wide lease gave a load.
 enum LeaseOutcome {
-    Held(Lease),
+    /// The lease, and the latest instant it may still be ours (its TTL
+    /// counted from before the `cas` that took it).
+    Held(Lease, tokio::time::Instant),
     /// Another process loaded the key while this one waited.
     Landed(Option<Value>),
     /// Another process holds it and this load is a refresh: skip it.
@@ -636,10 +638,14 @@ impl<S: KvStore + 'static> CacheAside<S> {
         E: std::error::Error + Send + Sync + 'static,
     {
         let s = &self.shared;
+        let mut deadline = tokio::time::Instant::now() + s.load_bound;
         let lease = match s.lease {
             None => None,
             Some(ttl) => match self.take_lease(&key, ttl, refresh).await {
-                LeaseOutcome::Held(lease) => Some(lease),
+                LeaseOutcome::Held(lease, until) => {
+                    deadline = until;
+                    Some(lease)
+                }
                 LeaseOutcome::Landed(value) => return Landed::Loaded(value),
                 LeaseOutcome::Busy => {
                     s.metrics.refresh_busy.increment(1);
@@ -653,9 +659,11 @@ impl<S: KvStore + 'static> CacheAside<S> {
         let started = tokio::time::Instant::now();
         let result = async {
             tracing::debug!(key = %key, "aside: loading");
-            // Bounded by the lease TTL: past it another process may hold the
-            // lease and load, and two loaders must never run at once.
-            tokio::time::timeout(s.load_bound, loader()).await
+            // Stopped when the lease may lapse: past it another process may
+            // take the lease and load, and two loaders must never run at
+            // once. (The store starts the TTL after our clock read before
+            // the `cas`, so the lease outlives this deadline.)
+            tokio::time::timeout_at(deadline, loader()).await
         }
         .instrument(span)
         .await;
@@ -749,11 +757,12 @@ impl<S: KvStore + 'static> CacheAside<S> {
         let s = &self.shared;
         let mut waited = false;
         loop {
+            let until = tokio::time::Instant::now() + ttl;
             match Lease::try_acquire(&s.store, key, ttl).await {
                 Ok(Acquire::Held(lease)) => {
                     if !waited {
                         s.metrics.lease_acquired.increment(1);
-                        return LeaseOutcome::Held(lease);
+                        return LeaseOutcome::Held(lease, until);
                     }
                     // The holder released or lapsed: a value it wrote just
                     // before releasing is the answer, not a second load.
@@ -764,7 +773,7 @@ impl<S: KvStore + 'static> CacheAside<S> {
                         return LeaseOutcome::Landed(value);
                     }
                     s.metrics.lease_takeover.increment(1);
-                    return LeaseOutcome::Held(lease);
+                    return LeaseOutcome::Held(lease, until);
                 }
                 Ok(Acquire::Busy) if refresh => return LeaseOutcome::Busy,
                 Ok(Acquire::Busy) => {
