@@ -121,6 +121,10 @@ impl<S: KvStore> KvStore for Flaky<S> {
         self.trouble("delete_many").await?;
         self.inner.delete_many(keys).await
     }
+
+    fn capabilities(&self) -> kvtower::Capabilities {
+        self.inner.capabilities().with_reports_ttl(false)
+    }
 }
 
 /// Writes and reads 20 keys through the stack; returns how many backend

@@ -81,10 +81,15 @@ pub enum KvRequest {
         /// The write options.
         options: SetOptions,
     },
+    /// [`KvStore::get_with_ttl`]; answered with [`KvResponse::ValueWithTtl`].
+    GetWithTtl(KvKey),
     /// [`KvStore::list`]; answered with [`KvResponse::Entries`], collected.
     List(Option<KvKey>),
     /// [`KvStore::get_many`]; answered with [`KvResponse::Values`].
     GetMany(Vec<KvKey>),
+    /// [`KvStore::get_many_with_ttl`]; answered with
+    /// [`KvResponse::ValuesWithTtl`].
+    GetManyWithTtl(Vec<KvKey>),
     /// [`KvStore::set_many`]; answered with [`KvResponse::Done`].
     SetMany {
         /// The entries.
@@ -106,6 +111,8 @@ impl KvRequest {
             KvRequest::Cas { .. } => "cas",
             KvRequest::List(_) => "list",
             KvRequest::GetMany(_) => "get_many",
+            KvRequest::GetWithTtl(_) => "get_with_ttl",
+            KvRequest::GetManyWithTtl(_) => "get_many_with_ttl",
             KvRequest::SetMany { .. } => "set_many",
             KvRequest::DeleteMany(_) => "delete_many",
         }
@@ -147,6 +154,10 @@ impl KvRequest {
             } => KvResponse::Swapped(store.cas(&key, expected.as_ref(), new, options).await?),
             KvRequest::List(prefix) => KvResponse::Entries(store.list(prefix).try_collect().await?),
             KvRequest::GetMany(keys) => KvResponse::Values(store.get_many(&keys).await?),
+            KvRequest::GetWithTtl(key) => KvResponse::ValueWithTtl(store.get_with_ttl(&key).await?),
+            KvRequest::GetManyWithTtl(keys) => {
+                KvResponse::ValuesWithTtl(store.get_many_with_ttl(&keys).await?)
+            }
             KvRequest::SetMany { entries, options } => {
                 store.set_many(entries, options).await?;
                 KvResponse::Done
@@ -177,6 +188,10 @@ pub enum KvResponse {
     Entries(Vec<KvEntry>),
     /// The values of a `get_many`, in order.
     Values(Vec<Option<Value>>),
+    /// The value of a `get_with_ttl` with its remaining lifetime.
+    ValueWithTtl(Option<(Value, Option<Duration>)>),
+    /// The values of a `get_many_with_ttl`, in order.
+    ValuesWithTtl(Vec<Option<(Value, Option<Duration>)>>),
 }
 
 /// Any store as a [`tower::Service<KvRequest>`](tower::Service). Cheap to
@@ -399,6 +414,18 @@ where
         }
     }
 
+    async fn get_with_ttl(&self, key: &KvKey) -> Result<Option<(Value, Option<Duration>)>> {
+        match self.call(KvRequest::GetWithTtl(key.clone())).await? {
+            KvResponse::ValueWithTtl(value) => Ok(value),
+            other => Err(unexpected("get_with_ttl", &other)),
+        }
+    }
+
+    // A service answers owned values, so a shared read is a get wrapped once.
+    async fn get_shared(&self, key: &KvKey) -> Result<Option<Arc<Value>>> {
+        Ok(self.get(key).await?.map(Arc::new))
+    }
+
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
         let request = KvRequest::Set {
             key: key.clone(),
@@ -452,6 +479,16 @@ where
         match self.call(KvRequest::GetMany(keys.to_vec())).await? {
             KvResponse::Values(values) if values.len() == keys.len() => Ok(values),
             other => Err(unexpected("get_many", &other)),
+        }
+    }
+
+    async fn get_many_with_ttl(
+        &self,
+        keys: &[KvKey],
+    ) -> Result<Vec<Option<(Value, Option<Duration>)>>> {
+        match self.call(KvRequest::GetManyWithTtl(keys.to_vec())).await? {
+            KvResponse::ValuesWithTtl(values) if values.len() == keys.len() => Ok(values),
+            other => Err(unexpected("get_many_with_ttl", &other)),
         }
     }
 

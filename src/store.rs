@@ -87,7 +87,7 @@ pub struct KvEntry {
 /// ```
 /// use kvtower::Capabilities;
 /// let caps = Capabilities::full();
-/// assert!(caps.atomic_cas && caps.exact_expiry);
+/// assert!(caps.atomic_cas && caps.exact_expiry && caps.reports_ttl);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -98,6 +98,12 @@ pub struct Capabilities {
     /// Expired entries are never returned by `get`, `list` or `cas`. When
     /// false, an expired entry may still be seen for a short while.
     pub exact_expiry: bool,
+    /// [`KvStore::get_with_ttl`] and [`KvStore::get_many_with_ttl`] report
+    /// the entry's remaining lifetime. When false they answer `None` for the
+    /// lifetime because the store cannot tell (the trait's default
+    /// implementations), and a cache in front of the store falls back to its
+    /// own maximum TTL for what it fills.
+    pub reports_ttl: bool,
 }
 
 impl Capabilities {
@@ -106,6 +112,7 @@ impl Capabilities {
         Self {
             atomic_cas: true,
             exact_expiry: true,
+            reports_ttl: true,
         }
     }
 
@@ -118,6 +125,19 @@ impl Capabilities {
     #[must_use]
     pub const fn with_atomic_cas(mut self, atomic_cas: bool) -> Self {
         self.atomic_cas = atomic_cas;
+        self
+    }
+
+    /// These capabilities with `reports_ttl` set as given: a store that keeps
+    /// the trait's default `get_with_ttl` declares `false`.
+    ///
+    /// ```
+    /// # use kvtower::Capabilities;
+    /// assert!(!Capabilities::full().with_reports_ttl(false).reports_ttl);
+    /// ```
+    #[must_use]
+    pub const fn with_reports_ttl(mut self, reports_ttl: bool) -> Self {
+        self.reports_ttl = reports_ttl;
         self
     }
 
@@ -211,6 +231,52 @@ pub trait KvStore: Send + Sync {
     /// to `prefix` included), or every entry when `prefix` is `None`.
     fn list(&self, prefix: Option<KvKey>) -> BoxStream<'_, Result<KvEntry>>;
 
+    /// The value stored under `key` with its remaining lifetime (`None` inside:
+    /// it lives until deleted), or `None` when the key is absent or expired.
+    ///
+    /// A cache in front of the store fills with this, so that its copy never
+    /// outlives the stored entry. The default answers from [`get`](Self::get)
+    /// with an unknown lifetime; a store that keeps it declares
+    /// [`reports_ttl: false`](Capabilities::reports_ttl).
+    ///
+    /// ```
+    /// use kvtower::{kvkey, KvStore, MemoryKvStore, SetOptions};
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> kvtower::Result<()> {
+    /// let store = MemoryKvStore::new();
+    /// store.set(&kvkey!["a"], 1.into(), SetOptions::ttl(Duration::from_secs(60))).await?;
+    /// let (value, ttl) = store.get_with_ttl(&kvkey!["a"]).await?.expect("just set");
+    /// assert_eq!(value, 1);
+    /// assert!(ttl.is_some_and(|ttl| ttl <= Duration::from_secs(60)));
+    /// # Ok(())
+    /// # }
+    /// ```
+    async fn get_with_ttl(&self, key: &KvKey) -> Result<Option<(Value, Option<Duration>)>> {
+        Ok(self.get(key).await?.map(|value| (value, None)))
+    }
+
+    /// The value stored under `key`, shared: a store that keeps decoded
+    /// values behind an [`Arc`] (the memory store, the cache layer's front)
+    /// answers without copying the value tree. The default wraps
+    /// [`get`](Self::get).
+    ///
+    /// ```
+    /// use kvtower::{kvkey, KvStore, MemoryKvStore, SetOptions};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> kvtower::Result<()> {
+    /// let store = MemoryKvStore::new();
+    /// store.set(&kvkey!["a"], 1.into(), SetOptions::default()).await?;
+    /// assert_eq!(store.get_shared(&kvkey!["a"]).await?.as_deref(), Some(&1.into()));
+    /// # Ok(())
+    /// # }
+    /// ```
+    async fn get_shared(&self, key: &KvKey) -> Result<Option<Arc<Value>>> {
+        Ok(self.get(key).await?.map(Arc::new))
+    }
+
     /// The values of `keys`, in order (`None` for each absent key).
     async fn get_many(&self, keys: &[KvKey]) -> Result<Vec<Option<Value>>> {
         let mut values = Vec::with_capacity(keys.len());
@@ -218,6 +284,20 @@ pub trait KvStore: Send + Sync {
             values.push(self.get(key).await?);
         }
         Ok(values)
+    }
+
+    /// The values of `keys` with their remaining lifetimes, in order, as
+    /// [`get_with_ttl`](Self::get_with_ttl) answers each. The default answers
+    /// from [`get_many`](Self::get_many) with unknown lifetimes.
+    async fn get_many_with_ttl(
+        &self,
+        keys: &[KvKey],
+    ) -> Result<Vec<Option<(Value, Option<Duration>)>>> {
+        let values = self.get_many(keys).await?;
+        Ok(values
+            .into_iter()
+            .map(|value| value.map(|value| (value, None)))
+            .collect())
     }
 
     /// Stores every entry with the same `options`.
@@ -236,10 +316,9 @@ pub trait KvStore: Send + Sync {
         Ok(())
     }
 
-    /// What this store promises beyond the baseline contract.
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::full()
-    }
+    /// What this store promises beyond the baseline contract. Required, so a
+    /// wrapper cannot forget to forward it and over-promise.
+    fn capabilities(&self) -> Capabilities;
 }
 
 /// Forwards every method, so that wrappers of a store are stores too.
@@ -268,8 +347,20 @@ macro_rules! forward_kv_store {
             fn list(&self, prefix: Option<KvKey>) -> BoxStream<'_, Result<KvEntry>> {
                 (**self).list(prefix)
             }
+            async fn get_with_ttl(&self, key: &KvKey) -> Result<Option<(Value, Option<Duration>)>> {
+                (**self).get_with_ttl(key).await
+            }
+            async fn get_shared(&self, key: &KvKey) -> Result<Option<Arc<Value>>> {
+                (**self).get_shared(key).await
+            }
             async fn get_many(&self, keys: &[KvKey]) -> Result<Vec<Option<Value>>> {
                 (**self).get_many(keys).await
+            }
+            async fn get_many_with_ttl(
+                &self,
+                keys: &[KvKey],
+            ) -> Result<Vec<Option<(Value, Option<Duration>)>>> {
+                (**self).get_many_with_ttl(keys).await
             }
             async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {
                 (**self).set_many(entries, options).await

@@ -457,6 +457,10 @@ mod flaky {
         fn list(&self, prefix: Option<KvKey>) -> BoxStream<'_, Result<KvEntry>> {
             self.store.list(prefix)
         }
+
+        fn capabilities(&self) -> kvtower::Capabilities {
+            self.store.capabilities().with_reports_ttl(false)
+        }
     }
 }
 

@@ -143,6 +143,10 @@ impl KvStore for Buggy {
         }
         Ok(values)
     }
+
+    fn capabilities(&self) -> kvtower::Capabilities {
+        self.inner.capabilities().with_reports_ttl(false)
+    }
 }
 
 fn fails<C, F>(bug: Bug, case: C)

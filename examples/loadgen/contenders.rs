@@ -271,6 +271,10 @@ impl KvStore for CountingFront {
     async fn delete_many(&self, keys: &[KvKey]) -> kvtower::Result<()> {
         self.inner.delete_many(keys).await
     }
+
+    fn capabilities(&self) -> kvtower::Capabilities {
+        self.inner.capabilities().with_reports_ttl(false)
+    }
 }
 
 /// The full stack: metrics, prefix, default TTL, and a `MemoryKvStore` front

@@ -929,6 +929,23 @@ impl<S: KvStore, F: KvStore> KvStore for Cache<S, F> {
         }
     }
 
+    // The front does not keep the inner entry's remaining lifetime yet, so a
+    // read that asks for it goes to the inner store, which knows.
+    async fn get_with_ttl(&self, key: &KvKey) -> Result<Option<(Value, Option<Duration>)>> {
+        self.inner.get_with_ttl(key).await
+    }
+
+    async fn get_shared(&self, key: &KvKey) -> Result<Option<Arc<Value>>> {
+        Ok(self.get(key).await?.map(Arc::new))
+    }
+
+    async fn get_many_with_ttl(
+        &self,
+        keys: &[KvKey],
+    ) -> Result<Vec<Option<(Value, Option<Duration>)>>> {
+        self.inner.get_many_with_ttl(keys).await
+    }
+
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
         // Inner first: the front may only claim what the inner store holds.
         // The key's stripe lock is held across the inner write, so writers of

@@ -27,6 +27,9 @@
 //! The key equal to the prefix itself is not reachable through the layer (a
 //! key has at least one part after the prefix), so `list` skips it.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
 
@@ -153,8 +156,23 @@ impl<S: KvStore> KvStore for Prefix<S> {
             .boxed()
     }
 
+    async fn get_with_ttl(&self, key: &KvKey) -> Result<Option<(Value, Option<Duration>)>> {
+        self.inner.get_with_ttl(&self.full(key)).await
+    }
+
+    async fn get_shared(&self, key: &KvKey) -> Result<Option<Arc<Value>>> {
+        self.inner.get_shared(&self.full(key)).await
+    }
+
     async fn get_many(&self, keys: &[KvKey]) -> Result<Vec<Option<Value>>> {
         self.inner.get_many(&self.full_all(keys)).await
+    }
+
+    async fn get_many_with_ttl(
+        &self,
+        keys: &[KvKey],
+    ) -> Result<Vec<Option<(Value, Option<Duration>)>>> {
+        self.inner.get_many_with_ttl(&self.full_all(keys)).await
     }
 
     async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {

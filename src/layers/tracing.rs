@@ -25,7 +25,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::stream::{BoxStream, Stream, StreamExt};
@@ -128,6 +128,14 @@ fn finish<T>(
     }
 }
 
+fn hit_or_miss<T>(value: &Option<T>) -> &'static str {
+    if value.is_some() {
+        OUTCOME_HIT
+    } else {
+        OUTCOME_MISS
+    }
+}
+
 fn ok<T>(_: &T) -> &'static str {
     OUTCOME_OK
 }
@@ -148,14 +156,19 @@ impl<S: KvStore> KvStore for Tracing<S> {
     async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
         let span = self.span(Op::Get);
         tracing::debug!(parent: &span, key = %key, "kvtower operation");
-        traced(span, self.inner.get(key), |v| {
-            if v.is_some() {
-                OUTCOME_HIT
-            } else {
-                OUTCOME_MISS
-            }
-        })
-        .await
+        traced(span, self.inner.get(key), hit_or_miss).await
+    }
+
+    async fn get_with_ttl(&self, key: &KvKey) -> Result<Option<(Value, Option<Duration>)>> {
+        let span = self.span(Op::Get);
+        tracing::debug!(parent: &span, key = %key, "kvtower operation");
+        traced(span, self.inner.get_with_ttl(key), hit_or_miss).await
+    }
+
+    async fn get_shared(&self, key: &KvKey) -> Result<Option<Arc<Value>>> {
+        let span = self.span(Op::Get);
+        tracing::debug!(parent: &span, key = %key, "kvtower operation");
+        traced(span, self.inner.get_shared(key), hit_or_miss).await
     }
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
@@ -200,6 +213,15 @@ impl<S: KvStore> KvStore for Tracing<S> {
         let span = self.span(Op::GetMany);
         tracing::debug!(parent: &span, keys = ?keys, "kvtower operation");
         traced(span, self.inner.get_many(keys), ok).await
+    }
+
+    async fn get_many_with_ttl(
+        &self,
+        keys: &[KvKey],
+    ) -> Result<Vec<Option<(Value, Option<Duration>)>>> {
+        let span = self.span(Op::GetMany);
+        tracing::debug!(parent: &span, keys = ?keys, "kvtower operation");
+        traced(span, self.inner.get_many_with_ttl(keys), ok).await
     }
 
     async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {

@@ -218,8 +218,23 @@ impl<S: KvStore> KvStore for DefaultTtl<S> {
         self.inner.list(prefix)
     }
 
+    async fn get_with_ttl(&self, key: &KvKey) -> Result<Option<(Value, Option<Duration>)>> {
+        self.inner.get_with_ttl(key).await
+    }
+
+    async fn get_shared(&self, key: &KvKey) -> Result<Option<Arc<Value>>> {
+        self.inner.get_shared(key).await
+    }
+
     async fn get_many(&self, keys: &[KvKey]) -> Result<Vec<Option<Value>>> {
         self.inner.get_many(keys).await
+    }
+
+    async fn get_many_with_ttl(
+        &self,
+        keys: &[KvKey],
+    ) -> Result<Vec<Option<(Value, Option<Duration>)>>> {
+        self.inner.get_many_with_ttl(keys).await
     }
 
     async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {

@@ -28,7 +28,7 @@ use moka::Expiry;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
-use crate::store::{KvEntry, KvStore, SetOptions, Value};
+use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
 
 /// The default bound of [`MemoryKvStore::new`], in entries.
 pub const DEFAULT_MAX_ENTRIES: u64 = 100_000;
@@ -444,5 +444,10 @@ impl KvStore for MemoryKvStore {
             self.delete(key).await?;
         }
         Ok(())
+    }
+
+    // The trait's default get_with_ttl: the remaining lifetime is not read yet.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::full().with_reports_ttl(false)
     }
 }

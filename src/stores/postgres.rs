@@ -25,6 +25,8 @@
 //!   expires_at bigint`. Keys are stored in an order- and prefix-preserving
 //!   encoding, and `bytea` compares bytewise whatever the database's
 //!   collation, so `list(prefix)` is one range scan of the primary key.
+//!   The partial index on `expires_at` is named `"{table}.expires_at"`, a
+//!   name no table can have, so any two valid table names share a database.
 //! * Values are `json`, not `jsonb`: `jsonb` rejects the escape `\u0000`,
 //!   which is a valid JSON string character the contract allows, and it
 //!   rewrites numbers (`1.0` and `1` become equal). `json` is still checked
@@ -66,7 +68,7 @@ pub use deadpool_postgres;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
-use crate::store::{KvEntry, KvStore, SetOptions, Value};
+use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
 use crate::stores::sql::{
     self, after, decode_key, encode_key, parse_value, prefix_range, ttl_ms, value_text,
 };
@@ -216,14 +218,18 @@ impl PostgresKvStoreBuilder {
     pub async fn from_pool(self, pool: Pool) -> Result<PostgresKvStore> {
         sql::validate_table(&self.table).map_err(|e| e.with_operation("connect"))?;
         let sql = Statements::new(&self.table);
-        let client = pool.get().await.map_err(|e| pool_error(e, "connect"))?;
-        if let Err(e) = client.batch_execute(&sql.create).await {
-            // Two processes creating the table at once: one loses the race
-            // on the catalog's unique index, and the table exists.
+        let mut client = pool.get().await.map_err(|e| pool_error(e, "connect"))?;
+        let mut attempt = 0;
+        while let Err(e) = setup(&mut client, &self.table, &sql).await {
+            // Setups through this version take turns (an advisory lock), but
+            // an older version creating the table at the same moment can
+            // still win the race on the catalog's unique index: then the
+            // table exists, and a second attempt finds it.
             let raced = e.code().is_some_and(|c| {
                 *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::DUPLICATE_TABLE
             });
-            if !raced {
+            attempt += 1;
+            if !raced || attempt > 1 {
                 return Err(pg_error(e, "connect"));
             }
         }
@@ -240,6 +246,43 @@ impl PostgresKvStoreBuilder {
         }
         Ok(store)
     }
+}
+
+/// Creates the table and its indexes when missing, and moves a table an
+/// older version created to the current layout, in one transaction.
+async fn setup(
+    client: &mut Object,
+    table: &str,
+    sql: &Statements,
+) -> std::result::Result<(), tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    // Stores starting at once on one table take turns: `CREATE ... IF NOT
+    // EXISTS` is not safe against itself, and a migration must run once.
+    // The lock ends with the transaction.
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext($1))",
+        &[&format!("kvtower:{table}")],
+    )
+    .await?;
+    tx.batch_execute(&sql.create).await?;
+    // The expiry index used to be `{table}_expires_at`, a name another
+    // kvtower table may need: drop it when it is this table's (its
+    // replacement exists now). The name comes from the catalog, quoted by
+    // the server.
+    let legacy = tx
+        .query_opt(
+            "SELECT quote_ident(n.nspname) || '.' || quote_ident(i.relname) \
+             FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
+             JOIN pg_namespace n ON n.oid = i.relnamespace \
+             WHERE x.indrelid = to_regclass($1) AND i.relname = $2",
+            &[&format!("\"{table}\""), &sql::legacy_expiry_index(table)],
+        )
+        .await?;
+    if let Some(row) = legacy {
+        let name: String = row.try_get(0)?;
+        tx.batch_execute(&format!("DROP INDEX {name}")).await?;
+    }
+    tx.commit().await
 }
 
 /// Sweeps every `every` while the store lives: the task holds a `Weak`, so it
@@ -304,13 +347,14 @@ impl Statements {
         // `table` is validated: an identifier without quotes, safe to quote.
         let t = format!("\"{table}\"");
         let live = format!("(expires_at IS NULL OR expires_at > {NOW})");
+        let index = sql::expiry_index(table);
         let upsert_tail = "ON CONFLICT (key) DO UPDATE \
                            SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at";
         Self {
             create: format!(
                 "CREATE TABLE IF NOT EXISTS {t} (\
                  key bytea PRIMARY KEY, value json NOT NULL, expires_at bigint);\
-                 CREATE INDEX IF NOT EXISTS \"{table}_expires_at\" ON {t} (expires_at) \
+                 CREATE INDEX IF NOT EXISTS \"{index}\" ON {t} (expires_at) \
                  WHERE expires_at IS NOT NULL;"
             ),
             get: format!("SELECT value::text FROM {t} WHERE key = $1 AND {live}"),
@@ -755,5 +799,10 @@ impl KvStore for PostgresKvStore {
             .await
             .map_err(|e| pg_error(e, "delete_many"))?;
         Ok(())
+    }
+
+    // The trait's default get_with_ttl: the remaining lifetime is not read yet.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::full().with_reports_ttl(false)
     }
 }

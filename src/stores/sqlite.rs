@@ -41,7 +41,9 @@
 //!   (`WITHOUT ROWID`). Keys are stored in an order- and prefix-preserving
 //!   encoding, so that `list(prefix)` is one range scan of the primary key;
 //!   values are JSON text; `expires_at` is in milliseconds since the Unix
-//!   epoch (`NULL`: never), checked by every read, listing and `cas`.
+//!   epoch (`NULL`: never), checked by every read, listing and `cas`. The
+//!   partial index on `expires_at` is named `"{table}.expires_at"`, a name no
+//!   table can have, so any two valid table names share a file.
 //! * Expired rows are invisible at once and deleted by a periodic sweep on the
 //!   store's thread (every minute by default, at most 1,000 rows per
 //!   statement), or on demand with [`SqliteKvStore::sweep_expired`].
@@ -60,12 +62,12 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
 use rusqlite::types::ValueRef;
-use rusqlite::{params, Connection, ErrorCode, TransactionBehavior};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
-use crate::store::{KvEntry, KvStore, SetOptions, Value};
+use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
 use crate::stores::sql::{
     self, after, decode_key, encode_key, expires_at, now_ms, parse_value, prefix_range, value_text,
 };
@@ -256,6 +258,10 @@ impl SqliteKvStoreBuilder {
 /// The SQL of one table, built once from the validated name.
 struct Statements {
     create: String,
+    /// The expiry index name of older versions, dropped when found on this
+    /// table (see [`sql::legacy_expiry_index`]).
+    legacy_index: String,
+    table: String,
     get: String,
     upsert: String,
     delete: String,
@@ -268,14 +274,17 @@ impl Statements {
         // `table` is validated: an identifier without quotes, safe to quote.
         let t = format!("\"{table}\"");
         const LIVE: &str = "(expires_at IS NULL OR expires_at > ?2)";
+        let index = sql::expiry_index(table);
         Self {
             create: format!(
                 "CREATE TABLE IF NOT EXISTS {t} (\
                  k BLOB PRIMARY KEY NOT NULL, v TEXT NOT NULL, expires_at INTEGER\
                  ) WITHOUT ROWID;\
-                 CREATE INDEX IF NOT EXISTS \"{table}_expires_at\" ON {t} (expires_at) \
+                 CREATE INDEX IF NOT EXISTS \"{index}\" ON {t} (expires_at) \
                  WHERE expires_at IS NOT NULL;"
             ),
+            legacy_index: sql::legacy_expiry_index(table),
+            table: table.to_owned(),
             get: format!("SELECT v FROM {t} WHERE k = ?1 AND {LIVE}"),
             upsert: format!(
                 "INSERT INTO {t} (k, v, expires_at) VALUES (?1, ?2, ?3) \
@@ -309,10 +318,31 @@ fn connect(path: Option<&Path>, synchronous: &str, statements: &Statements) -> R
         // Returns the mode ("memory" for an in-memory database).
         let _: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
         conn.execute_batch(&format!("PRAGMA synchronous = {synchronous};"))?;
-        conn.execute_batch(&statements.create)
+        conn.execute_batch(&statements.create)?;
+        drop_legacy_index(&conn, statements)
     };
     setup().map_err(|e| sqlite_error(e, "open"))?;
     Ok(conn)
+}
+
+/// Drops the expiry index an older version created under the name
+/// `{table}_expires_at` (a name another table may want), if it is this
+/// table's: its replacement is already in place.
+fn drop_legacy_index(conn: &Connection, statements: &Statements) -> rusqlite::Result<()> {
+    // SQLite names are case-insensitive (ASCII), hence NOCASE.
+    let found: Option<String> = conn
+        .query_row(
+            "SELECT name FROM sqlite_master WHERE type = 'index' \
+             AND name = ?1 COLLATE NOCASE AND tbl_name = ?2 COLLATE NOCASE",
+            params![statements.legacy_index, statements.table],
+            |row| row.get(0),
+        )
+        .optional()?;
+    if let Some(name) = found {
+        // `name` is the validated table name plus `_expires_at`: no quote.
+        conn.execute_batch(&format!("DROP INDEX IF EXISTS \"{name}\""))?;
+    }
+    Ok(())
 }
 
 /// The connection thread: runs jobs in order, and sweeps expired rows every
@@ -783,5 +813,10 @@ impl KvStore for SqliteKvStore {
             tx.commit().map_err(|e| sqlite_error(e, "delete_many"))
         })
         .await
+    }
+
+    // The trait's default get_with_ttl: the remaining lifetime is not read yet.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::full().with_reports_ttl(false)
     }
 }

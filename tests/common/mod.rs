@@ -147,6 +147,10 @@ impl KvStore for Probe {
         self.write("delete_many")?;
         self.store.delete_many(keys).await
     }
+
+    fn capabilities(&self) -> kvtower::Capabilities {
+        kvtower::Capabilities::full().with_reports_ttl(false)
+    }
 }
 
 /// A store together with a guard that cleans up after it (a temporary
@@ -187,6 +191,10 @@ impl<S: KvStore, G: Send + Sync> KvStore for WithGuard<S, G> {
     }
     async fn delete_many(&self, keys: &[KvKey]) -> Result<()> {
         self.store.delete_many(keys).await
+    }
+
+    fn capabilities(&self) -> kvtower::Capabilities {
+        self.store.capabilities().with_reports_ttl(false)
     }
 }
 

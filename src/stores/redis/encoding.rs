@@ -1,5 +1,5 @@
-//! How a [`KvKey`] becomes a Redis key, and how a `list` prefix becomes a
-//! `SCAN MATCH` pattern.
+//! How a [`KvKey`] becomes a Redis key, how a `list` prefix becomes a
+//! `SCAN MATCH` pattern, and how a value becomes the JSON text stored.
 //!
 //! A Redis key is the namespace and the key's parts, each escaped, joined by
 //! `:`: `["user", "42"]` in namespace `kvtower` is `kvtower:user:42`. Escaping
@@ -17,7 +17,9 @@
 //! * Glob-safe: in the pattern, `*`, `?`, `[`, `]` and `\` coming from the
 //!   namespace or a part are escaped with `\`, so they match only themselves.
 
+use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
+use crate::store::Value;
 
 const SEPARATOR: u8 = b':';
 
@@ -123,6 +125,22 @@ fn glob_escape(literal: &[u8], out: &mut Vec<u8>) {
         }
         out.push(b);
     }
+}
+
+/// The JSON text a value is stored as.
+pub(super) fn encode_value(value: &Value) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(Error::from)
+}
+
+/// The value of stored JSON text; anything else is an `InvalidValue` error.
+pub(super) fn decode_value(raw: &[u8]) -> Result<Value> {
+    serde_json::from_slice(raw).map_err(|e| {
+        Error::new(
+            ErrorKind::InvalidValue,
+            format!("the stored value is not JSON text: {e}"),
+        )
+        .with_source(e)
+    })
 }
 
 #[cfg(test)]

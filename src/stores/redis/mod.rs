@@ -69,7 +69,7 @@
 //! `SET kvtower:user:7 '{"name":"Grace"}'` in `redis-cli` is read back by
 //! `get` as that JSON value. A value that is not valid JSON (written by
 //! another program) makes `get`, `get_many` and `cas` of that key fail with an
-//! [`InvalidValue`](ErrorKind::InvalidValue) error naming the key, never a
+//! [`InvalidValue`](crate::ErrorKind::InvalidValue) error naming the key, never a
 //! panic.
 //!
 //! `list` does not stop at such a value: it yields an `Err(InvalidValue)` item
@@ -115,8 +115,8 @@
 //! Every operation is bounded by the per-operation
 //! [`timeout`](RedisKvStoreBuilder::timeout) (default 2 s; for `list`, each
 //! page: one `SCAN` and one `MGET`). A lost or refused connection gives a
-//! retryable [`Unavailable`](ErrorKind::Unavailable) error and no answer in
-//! time a retryable [`Timeout`](ErrorKind::Timeout) error; meanwhile the
+//! retryable [`Unavailable`](crate::ErrorKind::Unavailable) error and no answer in
+//! time a retryable [`Timeout`](crate::ErrorKind::Timeout) error; meanwhile the
 //! connection reconnects in the background, and the same store works again
 //! once the server is back.
 //!
@@ -127,9 +127,13 @@
 //! slot; `list` scans every master, one after the other. A listing taken while
 //! slots migrate may miss or repeat keys that move.
 
+mod cas;
+mod connection;
 mod encoding;
+mod error;
+mod list;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -137,16 +141,19 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr};
-use redis::{Cmd, RedisError, RedisFuture, RedisResult, Script, ServerErrorKind};
+use redis::cluster_routing::Slot;
+use redis::{Cmd, RedisResult, Script};
 
-use self::encoding::KeyCodec;
-use crate::error::{Error, ErrorKind, Result};
+use self::cas::CAS_SCRIPT;
+use self::connection::{check_tls, cluster_nodes, redact, with_timeout, Conn};
+use self::encoding::{decode_value, encode_value, KeyCodec};
+use self::error::{config_error, timeout_error};
+use crate::error::{Error, Result};
 use crate::key::KvKey;
-use crate::store::{KvEntry, KvStore, SetOptions, Value};
+use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
 
 /// The namespace of [`RedisKvStore::connect`] and of the builder by default.
 pub const DEFAULT_NAMESPACE: &str = "kvtower";
@@ -160,37 +167,8 @@ pub const DEFAULT_SCAN_COUNT: usize = 500;
 /// The longest TTL sent to Redis, in milliseconds (about 31,700 years): far
 /// below where `now + ttl` would overflow Redis's 64-bit clock arithmetic.
 const MAX_TTL_MS: u64 = 1_000_000_000_000_000;
-/// How many times `cas` re-runs its script when the stored text equals the
-/// expected value structurally but not byte for byte.
-const MAX_CAS_ROUNDS: usize = 64;
 /// The most keys sent in one `DEL` or one pipeline of a batch.
 const BATCH_CHUNK: usize = 1_000;
-
-/// The compare-and-swap script.
-///
-/// KEYS[1]: the key. ARGV[1]: `1` when a value is expected, `0` when the key
-/// must be absent. ARGV[2]: the expected JSON text. ARGV[3]: the new JSON text,
-/// or empty to delete (JSON text is never empty). ARGV[4]: the TTL in
-/// milliseconds, or empty for none.
-///
-/// Returns `{1, false}` when it swapped, `{0, current}` when it did not
-/// (`current` is nil when the key is absent).
-const CAS_SCRIPT: &str = r"
-local current = redis.call('GET', KEYS[1])
-if ARGV[1] == '1' then
-  if current ~= ARGV[2] then return {0, current} end
-elseif current then
-  return {0, current}
-end
-if ARGV[3] == '' then
-  redis.call('DEL', KEYS[1])
-elseif ARGV[4] == '' then
-  redis.call('SET', KEYS[1], ARGV[3])
-else
-  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
-end
-return {1, false}
-";
 
 /// A [`KvStore`] on Redis or Redis Cluster.
 ///
@@ -233,50 +211,6 @@ impl fmt::Debug for RedisKvStore {
             .field("namespace", &self.inner.namespace)
             .field("timeout", &self.inner.timeout)
             .finish()
-    }
-}
-
-/// The connection: one implementation, two kinds.
-#[derive(Clone)]
-enum Conn {
-    Single(ConnectionManager),
-    Cluster(ClusterConnection),
-}
-
-impl Conn {
-    fn kind(&self) -> &'static str {
-        match self {
-            Conn::Single(_) => "standalone",
-            Conn::Cluster(_) => "cluster",
-        }
-    }
-}
-
-impl ConnectionLike for Conn {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, redis::Value> {
-        match self {
-            Conn::Single(c) => c.req_packed_command(cmd),
-            Conn::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a redis::Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<redis::Value>> {
-        match self {
-            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Conn::Single(c) => c.get_db(),
-            Conn::Cluster(c) => c.get_db(),
-        }
     }
 }
 
@@ -334,7 +268,7 @@ impl RedisKvStoreBuilder {
 
     /// How long one operation may take, waiting for a reconnection included
     /// (default 2 s). Past it the operation fails with a retryable
-    /// [`Timeout`](ErrorKind::Timeout) error.
+    /// [`Timeout`](crate::ErrorKind::Timeout) error.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -366,9 +300,9 @@ impl RedisKvStoreBuilder {
     ///
     /// # Errors
     ///
-    /// A [`Config`](ErrorKind::Config) error for a malformed URL (or a TLS URL
-    /// without feature `redis-tls`); an [`Unavailable`](ErrorKind::Unavailable)
-    /// or [`Timeout`](ErrorKind::Timeout) error when the server cannot be
+    /// A [`Config`](crate::ErrorKind::Config) error for a malformed URL (or a TLS URL
+    /// without feature `redis-tls`); an [`Unavailable`](crate::ErrorKind::Unavailable)
+    /// or [`Timeout`](crate::ErrorKind::Timeout) error when the server cannot be
     /// reached.
     pub async fn connect(self, url: &str) -> Result<RedisKvStore> {
         if let Some(nodes) = cluster_nodes(url)? {
@@ -399,7 +333,7 @@ impl RedisKvStoreBuilder {
     ///
     /// # Errors
     ///
-    /// As [`connect`](Self::connect); also a [`Config`](ErrorKind::Config)
+    /// As [`connect`](Self::connect); also a [`Config`](crate::ErrorKind::Config)
     /// error for an empty list.
     pub async fn cluster<I, S>(self, urls: I) -> Result<RedisKvStore>
     where
@@ -542,61 +476,6 @@ impl RedisKvStore {
         with_timeout(self.inner.timeout, fut).await
     }
 
-    async fn cas_inner(
-        &self,
-        key: &KvKey,
-        expected: Option<&Value>,
-        new: Option<Value>,
-        options: SetOptions,
-    ) -> Result<bool> {
-        let rkey = self.inner.codec.encode(key);
-        let new_text = match new {
-            Some(value) if !options.is_expired() => encode_value(&value)?,
-            _ => Vec::new(), // the script deletes
-        };
-        let ttl = options
-            .ttl
-            .filter(|_| !new_text.is_empty())
-            .map(|ttl| ttl_millis(ttl).to_string())
-            .unwrap_or_default();
-        // First guess at the stored text: our own serialization of `expected`,
-        // which is what this store wrote if it wrote the value.
-        let mut expected_text = expected.map(encode_value).transpose()?;
-        let mut conn = self.conn();
-        for _ in 0..MAX_CAS_ROUNDS {
-            let (swapped, current): (i64, Option<Vec<u8>>) = self
-                .inner
-                .cas_script
-                .key(&rkey)
-                .arg(if expected_text.is_some() { "1" } else { "0" })
-                .arg(expected_text.as_deref().unwrap_or_default())
-                .arg(&new_text)
-                .arg(&ttl)
-                .invoke_async(&mut conn)
-                .await
-                .map_err(map_redis_error)?;
-            if swapped == 1 {
-                return Ok(true);
-            }
-            let (Some(expected), Some(current)) = (expected, current) else {
-                // Absent expected but present, or expected but absent: the
-                // script's atomic read decided it.
-                return Ok(false);
-            };
-            if decode_value(&current)? != *expected {
-                return Ok(false);
-            }
-            // Structurally equal, spelled differently: swap only if the value
-            // is still exactly this text.
-            expected_text = Some(current);
-        }
-        Err(Error::new(
-            ErrorKind::Backend,
-            format!("cas lost {MAX_CAS_ROUNDS} races to writers of equal values"),
-        )
-        .with_retryable(true))
-    }
-
     /// The values of `raw_keys` in one `MGET` (split by slot in a cluster).
     async fn mget(conn: &mut Conn, raw_keys: &[Vec<u8>]) -> RedisResult<Vec<Option<Vec<u8>>>> {
         if raw_keys.is_empty() {
@@ -604,147 +483,6 @@ impl RedisKvStore {
         }
         redis::cmd("MGET").arg(raw_keys).query_async(conn).await
     }
-
-    /// Where a listing scans: the one server, or one route per cluster master.
-    async fn scan_targets(&self) -> Result<Vec<Option<Route>>> {
-        let Conn::Cluster(mut conn) = self.conn() else {
-            return Ok(vec![None]);
-        };
-        let slots: redis::Value = self
-            .run(conn.route_command(
-                redis::cmd("CLUSTER").arg("SLOTS").clone(),
-                RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
-            ))
-            .await?;
-        master_routes(slots).map(|routes| routes.into_iter().map(Some).collect())
-    }
-
-    /// One `SCAN` step on `target`: the next cursor and the keys found.
-    async fn scan(
-        &self,
-        target: Option<&Route>,
-        cursor: u64,
-        pattern: &[u8],
-    ) -> Result<(u64, Vec<Vec<u8>>)> {
-        let mut cmd = redis::cmd("SCAN");
-        cmd.arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(self.inner.scan_count);
-        match (self.conn(), target) {
-            (Conn::Cluster(mut conn), Some(route)) => {
-                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(*route));
-                let reply = self.run(conn.route_command(cmd, routing)).await?;
-                redis::from_redis_value(reply).map_err(|e| map_redis_error(e.into()))
-            }
-            (mut conn, _) => self.run(cmd.query_async(&mut conn)).await,
-        }
-    }
-
-    /// The next page of a listing, or `None` when it is over.
-    async fn list_page(&self, mut state: ListState) -> Option<(Vec<Result<KvEntry>>, ListState)> {
-        if state.done {
-            return None;
-        }
-        let result = self.list_step(&mut state).await;
-        match result {
-            Ok(page) => Some((page, state)),
-            Err(err) => {
-                state.done = true;
-                Some((vec![Err(err.with_operation("list"))], state))
-            }
-        }
-    }
-
-    async fn list_step(&self, state: &mut ListState) -> Result<Vec<Result<KvEntry>>> {
-        if state.targets.is_none() {
-            state.targets = Some(self.scan_targets().await?);
-            return Ok(Vec::new());
-        }
-        if let Some(exact) = state.exact.take() {
-            let mut conn = self.conn();
-            let values = self
-                .run(Self::mget(&mut conn, std::slice::from_ref(&exact)))
-                .await?;
-            state.seen.insert(exact.clone());
-            return Ok(self.entries(vec![exact], values, state.prefix.as_ref()));
-        }
-        let target = match state.targets.as_ref().and_then(|t| t.get(state.target)) {
-            Some(target) => *target,
-            None => {
-                state.done = true;
-                return Ok(Vec::new());
-            }
-        };
-        let (cursor, keys) = self
-            .scan(target.as_ref(), state.cursor, &state.pattern)
-            .await?;
-        if cursor == 0 {
-            state.target += 1;
-        }
-        state.cursor = cursor;
-        // SCAN may return a key more than once; yield each once.
-        let keys: Vec<Vec<u8>> = keys
-            .into_iter()
-            .filter(|k| state.seen.insert(k.clone()))
-            .collect();
-        let mut conn = self.conn();
-        let values = self.run(Self::mget(&mut conn, &keys)).await?;
-        Ok(self.entries(keys, values, state.prefix.as_ref()))
-    }
-
-    /// Decodes a page of raw keys and values; absent values (deleted or
-    /// expired since the scan) are skipped, undecodable ones become errors.
-    fn entries(
-        &self,
-        keys: Vec<Vec<u8>>,
-        values: Vec<Option<Vec<u8>>>,
-        prefix: Option<&KvKey>,
-    ) -> Vec<Result<KvEntry>> {
-        keys.into_iter()
-            .zip(values)
-            .filter_map(|(raw_key, raw_value)| {
-                let raw_value = raw_value?;
-                let key = match self.inner.codec.decode(&raw_key) {
-                    Ok(key) => key,
-                    Err(why) => {
-                        return Some(Err(Error::new(
-                            ErrorKind::InvalidKey,
-                            format!(
-                                "Redis key {:?} is not a kvtower key: {why}",
-                                String::from_utf8_lossy(&raw_key)
-                            ),
-                        )
-                        .with_operation("list")));
-                    }
-                };
-                // The pattern already guarantees it; a cheap second check.
-                if prefix.is_some_and(|p| !key.starts_with(p)) {
-                    return None;
-                }
-                Some(match decode_value(&raw_value) {
-                    Ok(value) => Ok(KvEntry { key, value }),
-                    Err(e) => Err(e.with_operation("list").with_key(&key)),
-                })
-            })
-            .collect()
-    }
-}
-
-/// Where a listing is.
-struct ListState {
-    prefix: Option<KvKey>,
-    pattern: Vec<u8>,
-    /// The Redis key equal to the prefix, still to be fetched.
-    exact: Option<Vec<u8>>,
-    /// Resolved on the first page.
-    targets: Option<Vec<Option<Route>>>,
-    target: usize,
-    cursor: u64,
-    /// The Redis keys yielded so far (SCAN may repeat a key).
-    seen: HashSet<Vec<u8>>,
-    done: bool,
 }
 
 #[async_trait]
@@ -803,20 +541,7 @@ impl KvStore for RedisKvStore {
     }
 
     fn list(&self, prefix: Option<KvKey>) -> BoxStream<'_, Result<KvEntry>> {
-        let codec = &self.inner.codec;
-        let state = ListState {
-            pattern: codec.descendants_pattern(prefix.as_ref()),
-            exact: prefix.as_ref().map(|p| codec.encode(p)),
-            prefix,
-            targets: None,
-            target: 0,
-            cursor: 0,
-            seen: HashSet::new(),
-            done: false,
-        };
-        stream::unfold(state, move |state| self.list_page(state))
-            .flat_map(stream::iter)
-            .boxed()
+        self.list_stream(prefix)
     }
 
     async fn get_many(&self, keys: &[KvKey]) -> Result<Vec<Option<Value>>> {
@@ -915,6 +640,11 @@ impl KvStore for RedisKvStore {
             .await
             .map_err(|e| e.with_operation("delete_many"))
     }
+
+    // The trait's default get_with_ttl: the remaining lifetime is not read yet.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::full().with_reports_ttl(false)
+    }
 }
 
 fn set_cmd(rkey: &[u8], text: &[u8], options: SetOptions) -> Cmd {
@@ -941,153 +671,6 @@ fn ttl_millis(ttl: Duration) -> u64 {
         .clamp(1, MAX_TTL_MS)
 }
 
-fn encode_value(value: &Value) -> Result<Vec<u8>> {
-    serde_json::to_vec(value).map_err(Error::from)
-}
-
-fn decode_value(raw: &[u8]) -> Result<Value> {
-    serde_json::from_slice(raw).map_err(|e| {
-        Error::new(
-            ErrorKind::InvalidValue,
-            format!("the stored value is not JSON text: {e}"),
-        )
-        .with_source(e)
-    })
-}
-
-async fn with_timeout<T>(
-    timeout: Duration,
-    fut: impl Future<Output = RedisResult<T>>,
-) -> Result<T> {
-    match tokio::time::timeout(timeout, fut).await {
-        Ok(result) => result.map_err(map_redis_error),
-        Err(_) => Err(timeout_error(timeout)),
-    }
-}
-
-fn timeout_error(timeout: Duration) -> Error {
-    Error::new(
-        ErrorKind::Timeout,
-        format!("no answer from Redis within {timeout:?}"),
-    )
-}
-
-/// The one place redis-rs errors become kvtower errors.
-fn map_redis_error(err: RedisError) -> Error {
-    use redis::ErrorKind as K;
-    let kind = if err.is_timeout() {
-        ErrorKind::Timeout
-    } else if err.is_io_error() || err.is_connection_dropped() || err.is_connection_refusal() {
-        ErrorKind::Unavailable
-    } else {
-        match err.kind() {
-            K::Io | K::ClusterConnectionNotFound => ErrorKind::Unavailable,
-            K::Server(
-                ServerErrorKind::BusyLoading
-                | ServerErrorKind::TryAgain
-                | ServerErrorKind::ClusterDown
-                | ServerErrorKind::MasterDown
-                | ServerErrorKind::ReadOnly
-                | ServerErrorKind::Moved
-                | ServerErrorKind::Ask,
-            ) => ErrorKind::Unavailable,
-            K::AuthenticationFailed | K::InvalidClientConfig => ErrorKind::Config,
-            _ if err.code() == Some("WRONGTYPE") => ErrorKind::InvalidValue,
-            _ => ErrorKind::Backend,
-        }
-    };
-    Error::new(kind, format!("Redis: {err}")).with_source(err)
-}
-
-fn config_error(url: &str, err: RedisError) -> Error {
-    Error::config(format!("Redis URL {url}: {err}")).with_source(err)
-}
-
-/// Fails clearly for a TLS URL when TLS is not compiled in.
-fn check_tls(url: &str) -> Result<()> {
-    if cfg!(not(feature = "redis-tls")) && url.starts_with("rediss") {
-        return Err(Error::config(format!(
-            "Redis URL {}: rediss:// (TLS) needs the kvtower feature `redis-tls`",
-            redact(url)
-        )));
-    }
-    Ok(())
-}
-
-/// The node URLs of a `redis+cluster://` or `rediss+cluster://` URL, or
-/// `None` for other URLs.
-fn cluster_nodes(url: &str) -> Result<Option<Vec<String>>> {
-    let (scheme, rest) = if let Some(rest) = url.strip_prefix("redis+cluster://") {
-        ("redis", rest)
-    } else if let Some(rest) = url.strip_prefix("rediss+cluster://") {
-        ("rediss", rest)
-    } else {
-        return Ok(None);
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    let (userinfo, hosts) = match authority.rfind('@') {
-        Some(i) => (&authority[..=i], &authority[i + 1..]),
-        None => ("", authority),
-    };
-    let nodes: Vec<String> = hosts
-        .split(',')
-        .filter(|h| !h.is_empty())
-        .map(|host| format!("{scheme}://{userinfo}{host}{path}"))
-        .collect();
-    if nodes.is_empty() {
-        return Err(Error::config(format!(
-            "Redis URL {}: expected {scheme}+cluster://host:port[,host:port...]",
-            redact(url)
-        )));
-    }
-    Ok(Some(nodes))
-}
-
-/// `url` with the password, if any, replaced by `***`.
-fn redact(url: &str) -> String {
-    let Some(start) = url.find("://").map(|i| i + 3) else {
-        return url.to_owned();
-    };
-    let authority_end = url[start..].find('/').map_or(url.len(), |i| start + i);
-    let Some(at) = url[start..authority_end].rfind('@').map(|i| start + i) else {
-        return url.to_owned();
-    };
-    match url[start..at].find(':').map(|i| start + i) {
-        Some(colon) => format!("{}:***{}", &url[..colon], &url[at..]),
-        None => url.to_owned(),
-    }
-}
-
-/// One route (the first slot of its first range) per master, from a
-/// `CLUSTER SLOTS` reply.
-fn master_routes(reply: redis::Value) -> Result<Vec<Route>> {
-    let malformed = || Error::new(ErrorKind::Backend, "malformed CLUSTER SLOTS reply");
-    let redis::Value::Array(ranges) = reply else {
-        return Err(malformed());
-    };
-    let mut seen = HashSet::new();
-    let mut routes = Vec::new();
-    for range in ranges {
-        let redis::Value::Array(items) = range else {
-            return Err(malformed());
-        };
-        let (Some(redis::Value::Int(start)), Some(redis::Value::Array(master))) =
-            (items.first(), items.get(2))
-        else {
-            return Err(malformed());
-        };
-        let slot = u16::try_from(*start).map_err(|_| malformed())?;
-        let address = format!("{:?}", master.iter().take(2).collect::<Vec<_>>());
-        if seen.insert(address) {
-            routes.push(Route::new(slot, SlotAddr::Master));
-        }
-    }
-    Ok(routes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1098,31 +681,5 @@ mod tests {
         assert_eq!(ttl_millis(Duration::from_micros(1_500)), 2);
         assert_eq!(ttl_millis(Duration::from_millis(250)), 250);
         assert_eq!(ttl_millis(Duration::MAX), MAX_TTL_MS);
-    }
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(
-            redact("redis://user:secret@host:6379/0"),
-            "redis://user:***@host:6379/0"
-        );
-        assert_eq!(redact("redis://host:6379"), "redis://host:6379");
-        assert_eq!(redact("redis://:pw@h"), "redis://:***@h");
-    }
-
-    #[test]
-    fn cluster_urls_expand_to_nodes() {
-        assert_eq!(
-            cluster_nodes("redis+cluster://u:p@a:1,b:2/0").unwrap(),
-            Some(vec![
-                "redis://u:p@a:1/0".to_owned(),
-                "redis://u:p@b:2/0".to_owned()
-            ])
-        );
-        assert_eq!(cluster_nodes("redis://a:1").unwrap(), None);
-        assert_eq!(
-            cluster_nodes("redis+cluster://").unwrap_err().kind(),
-            ErrorKind::Config
-        );
     }
 }
