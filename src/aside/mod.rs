@@ -41,7 +41,7 @@
 //!    background refresh starts).
 //! 2. Otherwise it joins the key's load in this process, or starts one
 //!    ([single-flight](flight)). The load takes the key's fleet-wide
-//!    [lease](lease) (one `cas`): if another process holds it, the load
+//!    [`lease`] (one `cas`): if another process holds it, the load
 //!    polls the store until that process's value lands, or until the lease
 //!    lapses and it can take it over.
 //! 3. The loader runs (in a task of its own, so a caller that stops waiting

@@ -481,8 +481,25 @@ impl<S: KvStore> KvStore for CircuitBreaker<S> {
         .boxed()
     }
 
+    async fn get_with_ttl(&self, key: &KvKey) -> Result<Option<(Value, Option<Duration>)>> {
+        self.call("get_with_ttl", self.inner.get_with_ttl(key))
+            .await
+    }
+
+    async fn get_shared(&self, key: &KvKey) -> Result<Option<Arc<Value>>> {
+        self.call("get_shared", self.inner.get_shared(key)).await
+    }
+
     async fn get_many(&self, keys: &[KvKey]) -> Result<Vec<Option<Value>>> {
         self.call("get_many", self.inner.get_many(keys)).await
+    }
+
+    async fn get_many_with_ttl(
+        &self,
+        keys: &[KvKey],
+    ) -> Result<Vec<Option<(Value, Option<Duration>)>>> {
+        self.call("get_many_with_ttl", self.inner.get_many_with_ttl(keys))
+            .await
     }
 
     async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {
