@@ -21,7 +21,7 @@
 //! When the subscription drops (Redis restarted, network cut, no answer to
 //! the heartbeat), invalidations may have been missed. From that moment until
 //! the node has subscribed again, the bus reports itself
-//! [disconnected](RedisInvalidationBus::is_connected): registered targets are
+//! [disconnected](RedisInvalidationBus::is_connected): attached cache tiers are
 //! cleared at once and again when the subscription is back, and the cache layer
 //! serves every read from the inner store meanwhile. The loss is counted in
 //! `kvtower_invalidation_bus_disconnects_total`, visible in the
@@ -47,7 +47,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -58,6 +58,8 @@ use tokio::task::JoinHandle;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
+use crate::layers::{CacheHandle, CacheId, CacheLayerBuilder, Coherence, WeakCacheHandle};
+use crate::store::KvStore;
 
 /// The default pub/sub channel.
 pub const DEFAULT_CHANNEL: &str = "kvtower:invalidate";
@@ -65,28 +67,16 @@ pub const DEFAULT_CHANNEL: &str = "kvtower:invalidate";
 const CHANNEL_LABEL: &str = "channel";
 const DIRECTION_LABEL: &str = "direction";
 
-/// What the bus asks of a front tier: drop keys, or drop everything.
-///
-/// A [`CacheLayer`](crate::layers::CacheLayer) built with
-/// [`invalidation_bus`](crate::layers::CacheLayerBuilder::invalidation_bus)
-/// registers its front tier; implement this to hook anything else (a local
-/// map, a probe in a test) to the bus with
-/// [`register`](RedisInvalidationBus::register). The subscriber awaits each
-/// call before delivering the next message, so invalidations apply in order.
-#[async_trait::async_trait]
-pub trait InvalidationTarget: Send + Sync + 'static {
-    /// Drops `keys`: another node wrote them.
-    async fn invalidate(&self, keys: &[KvKey]);
-    /// Drops everything: invalidations may have been missed.
-    async fn clear(&self);
-}
-
 /// One message on the channel.
 #[derive(Debug, Serialize, Deserialize)]
 struct Message {
     /// The sending node, so that nodes can skip their own messages.
     #[serde(rename = "n")]
     node: u64,
+    /// The cache tier that wrote, so that only that tier skips the message
+    /// (another tier of the same node, sharing the bus, must hear it).
+    #[serde(rename = "o", default, skip_serializing_if = "Option::is_none")]
+    origin: Option<u64>,
     /// The written keys; absent for "clear everything".
     #[serde(rename = "k", default, skip_serializing_if = "Option::is_none")]
     keys: Option<Vec<KvKey>>,
@@ -261,7 +251,7 @@ pub struct RedisInvalidationBus {
 struct Inner {
     shared: Arc<Shared>,
     publisher: Publisher,
-    queue: mpsc::UnboundedSender<KvKey>,
+    queue: mpsc::UnboundedSender<(Option<CacheId>, KvKey)>,
     task: JoinHandle<()>,
     publisher_task: JoinHandle<()>,
 }
@@ -286,15 +276,27 @@ const MAX_KEYS_PER_MESSAGE: usize = 256;
 
 /// Drains the queue of [`RedisInvalidationBus::publish_later`] in order,
 /// batching the keys that are already waiting into one message.
-async fn publish_loop(publisher: Publisher, mut queue: mpsc::UnboundedReceiver<KvKey>) {
+async fn publish_loop(
+    publisher: Publisher,
+    mut queue: mpsc::UnboundedReceiver<(Option<CacheId>, KvKey)>,
+) {
     let mut batch = Vec::new();
     while queue.recv_many(&mut batch, MAX_KEYS_PER_MESSAGE).await > 0 {
-        publisher
-            .send(Message {
-                node: publisher.shared.node,
-                keys: Some(std::mem::take(&mut batch)),
-            })
-            .await;
+        // One message per run of keys from the same cache tier, in order.
+        let mut drained = batch.drain(..).peekable();
+        while let Some((origin, key)) = drained.next() {
+            let mut keys = vec![key];
+            while let Some((_, key)) = drained.next_if(|(o, _)| *o == origin) {
+                keys.push(key);
+            }
+            publisher
+                .send(Message {
+                    node: publisher.shared.node,
+                    origin: origin.map(|o| o.0),
+                    keys: Some(keys),
+                })
+                .await;
+        }
     }
 }
 
@@ -304,7 +306,7 @@ struct Shared {
     channel: String,
     /// Weak, so that a cache holding the bus and registered on it is not kept
     /// alive by it (and the bus's tasks stop when the cache is dropped).
-    targets: Mutex<Vec<Weak<dyn InvalidationTarget>>>,
+    targets: Mutex<Vec<WeakCacheHandle>>,
     connected: AtomicBool,
     connected_tx: watch::Sender<bool>,
     ignore_own: bool,
@@ -312,29 +314,36 @@ struct Shared {
 
 impl Shared {
     /// The live targets (dropped ones are forgotten).
-    fn targets(&self) -> Vec<Arc<dyn InvalidationTarget>> {
+    fn targets(&self) -> Vec<CacheHandle> {
         // A poisoned lock only means a target panicked; the list is intact.
         let mut targets = self.targets.lock().unwrap_or_else(|p| p.into_inner());
-        targets.retain(|t| t.strong_count() > 0);
-        targets.iter().filter_map(Weak::upgrade).collect()
+        targets.retain(|t| !t.is_dropped());
+        targets
+            .iter()
+            .filter_map(WeakCacheHandle::upgrade)
+            .collect()
+    }
+
+    async fn clear_targets(&self) {
+        for target in self.targets() {
+            if let Err(err) = target.clear().await {
+                tracing::warn!(channel = %self.channel, error_kind = %err.kind(), "cannot clear a front tier");
+            }
+        }
     }
 
     async fn set_connected(&self, connected: bool) {
         if connected {
             // Clear before serving again: anything filled while the
             // subscription was down may have missed its invalidation.
-            for target in self.targets() {
-                target.clear().await;
-            }
+            self.clear_targets().await;
             self.connected.store(true, Ordering::SeqCst);
             tracing::info!(channel = %self.channel, "invalidation bus subscribed");
         } else {
             // Stop serving first, then clear, so no read is served from a
             // front tier that may already be stale.
             self.connected.store(false, Ordering::SeqCst);
-            for target in self.targets() {
-                target.clear().await;
-            }
+            self.clear_targets().await;
             metrics::counter!("kvtower_invalidation_bus_disconnects_total", CHANNEL_LABEL => self.channel.clone())
                 .increment(1);
             tracing::warn!(
@@ -353,12 +362,25 @@ impl Shared {
                 tracing::debug!(channel = %self.channel, %err, "ignoring an undecodable invalidation message");
                 "invalid"
             }
-            Ok(message) if self.ignore_own && message.node == self.node => "ignored",
+            // A message of this bus without an origin tier (`publish`) is
+            // this node's own.
+            Ok(message)
+                if self.ignore_own && message.origin.is_none() && message.node == self.node =>
+            {
+                "ignored"
+            }
             Ok(message) => {
                 for target in self.targets() {
-                    match &message.keys {
-                        Some(keys) => target.invalidate(keys).await,
+                    // Only the tier that wrote already updated its front.
+                    if self.ignore_own && message.origin == Some(target.origin().0) {
+                        continue;
+                    }
+                    let result = match &message.keys {
+                        Some(keys) => target.invalidate_many(keys).await,
                         None => target.clear().await,
+                    };
+                    if let Err(err) = result {
+                        tracing::warn!(channel = %self.channel, error_kind = %err.kind(), "cannot invalidate a front tier");
                     }
                 }
                 "received"
@@ -480,27 +502,13 @@ impl RedisInvalidationBus {
         &self.inner.shared.channel
     }
 
-    /// Registers a front tier to invalidate on other nodes' writes. The bus
-    /// keeps only a weak reference: the target stays registered while the
-    /// caller keeps it alive.
-    pub fn register<T: InvalidationTarget>(&self, target: &Arc<T>) {
-        let weak: Weak<dyn InvalidationTarget> =
-            Arc::downgrade(target) as Weak<dyn InvalidationTarget>;
-        self.inner
-            .shared
-            .targets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(weak);
-    }
-
     /// Queues `key` for publishing and returns at once: the bus's publisher
     /// task sends queued keys in order, many per message when writes come
     /// faster than `PUBLISH` round trips. This is what a cache layer calls
     /// after each write, so writes never wait for the bus.
     pub fn publish_later(&self, key: &KvKey) {
         // The receiver lives as long as `inner`, which `self` keeps alive.
-        let _ = self.inner.queue.send(key.clone());
+        let _ = self.inner.queue.send((None, key.clone()));
     }
 
     /// Tells every other node that `keys` were written. Best effort: a failed
@@ -515,6 +523,7 @@ impl RedisInvalidationBus {
             .publisher
             .send(Message {
                 node: self.inner.shared.node,
+                origin: None,
                 keys: Some(keys.to_vec()),
             })
             .await;
@@ -526,6 +535,7 @@ impl RedisInvalidationBus {
             .publisher
             .send(Message {
                 node: self.inner.shared.node,
+                origin: None,
                 keys: None,
             })
             .await;
@@ -563,5 +573,58 @@ impl Publisher {
                 tracing::warn!(channel = %shared.channel, %err, "cannot publish an invalidation");
             }
         }
+    }
+}
+
+/// The bus keeps every cache tier it is attached to coherent: it publishes
+/// the tier's writes, drops other tiers' writes from it, and is live while
+/// subscribed.
+impl Coherence for RedisInvalidationBus {
+    fn attach(&self, cache: WeakCacheHandle) {
+        self.inner
+            .shared
+            .targets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(cache);
+    }
+
+    fn written(&self, origin: CacheId, key: &KvKey) {
+        // The receiver lives as long as `inner`, which `self` keeps alive.
+        let _ = self.inner.queue.send((Some(origin), key.clone()));
+    }
+
+    fn is_live(&self) -> bool {
+        self.is_connected()
+    }
+}
+
+impl<F: KvStore + 'static> CacheLayerBuilder<F> {
+    /// Keeps this front tier coherent with other processes' through `bus`
+    /// (feature `redis`; the same as [`coherence(bus)`](Self::coherence)):
+    /// every write through this layer publishes its key on `bus`, and every
+    /// key another cache tier publishes is dropped from this front tier.
+    /// While the bus has lost its subscription the front tier is cleared and
+    /// bypassed (every read goes to the inner store), because invalidations
+    /// may be missed; see [`invalidation`](crate::invalidation).
+    ///
+    /// ```no_run
+    /// use kvtower::invalidation::RedisInvalidationBus;
+    /// use kvtower::{layers::CacheLayer, MemoryKvStore, RedisKvStore};
+    /// use tower::ServiceBuilder;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> kvtower::Result<()> {
+    /// let url = "redis://127.0.0.1:6379";
+    /// let bus = RedisInvalidationBus::connect(url, "myapp:invalidate").await?;
+    /// let store = ServiceBuilder::new()
+    ///     .layer(CacheLayer::builder(MemoryKvStore::new()).invalidation_bus(bus).build())
+    ///     .service(RedisKvStore::connect(url).await?);
+    /// # let _ = store;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn invalidation_bus(self, bus: RedisInvalidationBus) -> Self {
+        self.coherence(bus)
     }
 }

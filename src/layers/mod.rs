@@ -78,7 +78,9 @@ pub mod prefix;
 pub mod tracing;
 pub mod ttl;
 
-pub use cache::{Cache, CacheHandle, CacheLayer, CacheLayerBuilder, WriteHook};
+pub use cache::{
+    Cache, CacheHandle, CacheId, CacheLayer, CacheLayerBuilder, Coherence, WeakCacheHandle,
+};
 pub use circuit_breaker::{
     BreakerState, CircuitBreaker, CircuitBreakerLayer, CircuitBreakerLayerBuilder,
 };
