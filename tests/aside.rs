@@ -723,3 +723,21 @@ async fn negative_caching_remembers_absent_for_its_ttl() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidValue);
 }
+
+#[allow(dead_code)] // its main() is the example's
+#[path = "../examples/cache_aside.rs"]
+mod cache_aside;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_aside_example_serves_through_an_outage() {
+    let served = cache_aside::run().await.unwrap();
+    let prices: Vec<&Value> = served.iter().map(|(_, value, _)| value).collect();
+    assert_eq!(
+        prices,
+        vec![&json!({"price": 10}); 5],
+        "the loaded value, cached, then served stale through the outage"
+    );
+    for (what, _, took) in &served[2..] {
+        assert!(*took < Duration::from_secs(1), "{what}: {took:?}");
+    }
+}

@@ -639,6 +639,9 @@ impl<S: KvStore + 'static> CacheAside<S> {
     {
         let s = &self.shared;
         let mut deadline = tokio::time::Instant::now() + s.load_bound;
+        // Whether the store failed during this load (it could not take the
+        // lease): a fail-safe throttle write is then skipped, see `failed`.
+        let mut store_down = false;
         let lease = match s.lease {
             None => None,
             Some(ttl) => match self.take_lease(&key, ttl, refresh).await {
@@ -651,7 +654,10 @@ impl<S: KvStore + 'static> CacheAside<S> {
                     s.metrics.refresh_busy.increment(1);
                     return Landed::Loaded(stale.and_then(|e| e.value));
                 }
-                LeaseOutcome::Unavailable => None,
+                LeaseOutcome::Unavailable => {
+                    store_down = true;
+                    None
+                }
             },
         };
 
@@ -691,7 +697,8 @@ impl<S: KvStore + 'static> CacheAside<S> {
             }
             Ok(Err(e)) => {
                 s.metrics.loader_error.increment(1);
-                self.failed(&key, loader_error(e, &key), stale, &options, refresh)
+                let throttle = !refresh && !store_down;
+                self.failed(&key, loader_error(e, &key), stale, &options, throttle)
                     .await
             }
             Err(_) => {
@@ -705,7 +712,8 @@ impl<S: KvStore + 'static> CacheAside<S> {
                 )
                 .with_operation("get_or_set")
                 .with_key(&key);
-                self.failed(&key, error, stale, &options, refresh).await
+                let throttle = !refresh && !store_down;
+                self.failed(&key, error, stale, &options, throttle).await
             }
         };
         // After the write: a process polling for the value sees it before it
@@ -725,21 +733,26 @@ impl<S: KvStore + 'static> CacheAside<S> {
         landed
     }
 
-    /// A failed load: with a stale value (fail-safe), re-write it fresh for
-    /// the throttle duration so the loader is not retried on every call.
+    /// A failed load: with a stale value (fail-safe) and `throttle`, re-write
+    /// it fresh for the throttle duration so the loader is not retried on
+    /// every call.
+    ///
+    /// Not for a refresh: it leaves the still-fresh entry alone (it must not
+    /// shorten it). Not while the store is failing: a write that fails makes
+    /// a cache layer in the stack drop its front copy (a failed write never
+    /// leaves the front claiming a value), and that copy is the stale value
+    /// the next call serves.
     async fn failed(
         &self,
         key: &KvKey,
         error: Error,
         stale: Option<Entry>,
         options: &EntryOptions,
-        refresh: bool,
+        throttle: bool,
     ) -> Landed {
         let s = &self.shared;
         tracing::debug!(cache = %s.name, error = %error, "aside: loader failed");
-        if let (Some(mut stale), Some(fs), false) = (stale, options.fail_safe, refresh) {
-            // A refresh leaves the still-fresh entry alone (it must not
-            // shorten it); a failed reload throttles.
+        if let (Some(mut stale), Some(fs), true) = (stale, options.fail_safe, throttle) {
             let now = s.clock.now_ms();
             stale.expires_ms = add_ms(now, fs.throttle).min(stale.stale_until_ms);
             if let Some(ttl) = stale.store_ttl(now) {
