@@ -38,9 +38,11 @@ fn aside(c: &mut Criterion) {
     rt.block_on(async {
         let v = value.clone();
         facade
-            .get_or_set(&key, options, move || async move {
-                Ok::<_, std::io::Error>(v)
-            })
+            .get_or_set(
+                &key,
+                options,
+                move || async move { Ok::<_, std::io::Error>(v) },
+            )
             .await
             .unwrap();
         moka.insert(key.clone(), value.clone()).await;
@@ -65,9 +67,8 @@ fn aside(c: &mut Criterion) {
             .iter(|| async { black_box(stack.get(&key).await.unwrap()) })
     });
     group.bench_function("moka_get_with", |b| {
-        b.to_async(&rt).iter(|| async {
-            black_box(moka.get_with(key.clone(), async { Value::Null }).await)
-        })
+        b.to_async(&rt)
+            .iter(|| async { black_box(moka.get_with(key.clone(), async { Value::Null }).await) })
     });
     group.finish();
 }
