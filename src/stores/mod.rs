@@ -4,6 +4,7 @@
 pub mod cfworkers;
 #[cfg(feature = "denokv")]
 pub mod denokv;
+pub mod layout;
 pub mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -13,3 +14,5 @@ pub mod redis;
 pub(crate) mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+
+pub use layout::Layout;

@@ -26,8 +26,11 @@ const SEPARATOR: u8 = b':';
 /// Encodes and decodes the keys of one namespace.
 #[derive(Debug, Clone)]
 pub(crate) struct KeyCodec {
-    /// The escaped namespace followed by `:`, the start of every Redis key.
+    /// The escaped namespace followed by `:`, the start of every Redis key
+    /// (in the Fedify layout: the key prefix as it is).
     prefix: Vec<u8>,
+    /// Fedify's encoding of the parts (`super::fedify`) instead of kvtower's.
+    fedify: bool,
 }
 
 impl KeyCodec {
@@ -35,7 +38,19 @@ impl KeyCodec {
         let mut prefix = Vec::with_capacity(namespace.len() + 1);
         escape_part(namespace, &mut prefix);
         prefix.push(SEPARATOR);
-        Self { prefix }
+        Self {
+            prefix,
+            fedify: false,
+        }
+    }
+
+    /// The codec of Fedify's layout under `key_prefix` (Fedify's
+    /// `keyPrefix`, prepended as it is).
+    pub(crate) fn fedify(key_prefix: &str) -> Self {
+        Self {
+            prefix: key_prefix.as_bytes().to_vec(),
+            fedify: true,
+        }
     }
 
     /// The Redis key of `key`.
@@ -44,6 +59,10 @@ impl KeyCodec {
         let len = self.prefix.len() + parts.iter().map(|p| p.len() + 1).sum::<usize>();
         let mut out = Vec::with_capacity(len);
         out.extend_from_slice(&self.prefix);
+        if self.fedify {
+            super::fedify::encode_parts(parts, &mut out);
+            return out;
+        }
         for (i, part) in parts.iter().enumerate() {
             if i > 0 {
                 out.push(SEPARATOR);
@@ -58,6 +77,9 @@ impl KeyCodec {
         let rest = raw
             .strip_prefix(self.prefix.as_slice())
             .ok_or_else(|| "not in this store's namespace".to_owned())?;
+        if self.fedify {
+            return KvKey::new(super::fedify::decode_parts(rest)?).map_err(|e| e.to_string());
+        }
         let parts = rest
             .split(|b| *b == SEPARATOR)
             .map(unescape_part)
@@ -72,6 +94,10 @@ impl KeyCodec {
         let mut literal = match prefix {
             Some(prefix) => {
                 let mut encoded = self.encode(prefix);
+                if self.fedify {
+                    // Can over-match; the listing filters (see `fedify`).
+                    encoded.push(SEPARATOR);
+                }
                 encoded.push(SEPARATOR);
                 encoded
             }
