@@ -21,7 +21,7 @@
 //! When the subscription drops (Redis restarted, network cut, no answer to
 //! the heartbeat), invalidations may have been missed. From that moment until
 //! the node has subscribed again, the bus reports itself
-//! [disconnected](RedisInvalidationBus::is_connected): registered targets are
+//! [disconnected](RedisInvalidationBus::is_connected): attached cache tiers are
 //! cleared at once and again when the subscription is back, and the cache layer
 //! serves every read from the inner store meanwhile. The loss is counted in
 //! `kvtower_invalidation_bus_disconnects_total`, visible in the
@@ -47,7 +47,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -58,6 +58,8 @@ use tokio::task::JoinHandle;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
+use crate::layers::{CacheHandle, CacheId, CacheLayerBuilder, Coherence, WeakCacheHandle};
+use crate::store::KvStore;
 
 /// The default pub/sub channel.
 pub const DEFAULT_CHANNEL: &str = "kvtower:invalidate";
@@ -65,28 +67,16 @@ pub const DEFAULT_CHANNEL: &str = "kvtower:invalidate";
 const CHANNEL_LABEL: &str = "channel";
 const DIRECTION_LABEL: &str = "direction";
 
-/// What the bus asks of a front tier: drop keys, or drop everything.
-///
-/// A [`CacheLayer`](crate::layers::CacheLayer) built with
-/// [`invalidation_bus`](crate::layers::CacheLayerBuilder::invalidation_bus)
-/// registers its front tier; implement this to hook anything else (a local
-/// map, a probe in a test) to the bus with
-/// [`register`](RedisInvalidationBus::register). The subscriber awaits each
-/// call before delivering the next message, so invalidations apply in order.
-#[async_trait::async_trait]
-pub trait InvalidationTarget: Send + Sync + 'static {
-    /// Drops `keys`: another node wrote them.
-    async fn invalidate(&self, keys: &[KvKey]);
-    /// Drops everything: invalidations may have been missed.
-    async fn clear(&self);
-}
-
 /// One message on the channel.
 #[derive(Debug, Serialize, Deserialize)]
 struct Message {
     /// The sending node, so that nodes can skip their own messages.
     #[serde(rename = "n")]
     node: u64,
+    /// The cache tier that wrote, so that only that tier skips the message
+    /// (another tier of the same node, sharing the bus, must hear it).
+    #[serde(rename = "o", default, skip_serializing_if = "Option::is_none")]
+    origin: Option<u64>,
     /// The written keys; absent for "clear everything".
     #[serde(rename = "k", default, skip_serializing_if = "Option::is_none")]
     keys: Option<Vec<KvKey>>,
@@ -115,7 +105,9 @@ pub struct RedisInvalidationBusBuilder {
     channel: String,
     heartbeat: Duration,
     publish_timeout: Duration,
+    publish_retry: Duration,
     connect_timeout: Duration,
+    queue_capacity: usize,
     ignore_own: bool,
 }
 
@@ -126,6 +118,8 @@ impl fmt::Debug for RedisInvalidationBusBuilder {
             .field("channel", &self.channel)
             .field("heartbeat", &self.heartbeat)
             .field("publish_timeout", &self.publish_timeout)
+            .field("publish_retry", &self.publish_retry)
+            .field("queue_capacity", &self.queue_capacity)
             .field("connect_timeout", &self.connect_timeout)
             .field("ignore_own", &self.ignore_own)
             .finish()
@@ -165,6 +159,24 @@ impl RedisInvalidationBusBuilder {
         self
     }
 
+    /// How long a message is retried (with a short backoff) before it is
+    /// given up (default 5 s). A message given up is not missed silently:
+    /// the bus then tells every node to clear its front tiers, as soon as
+    /// it can publish again.
+    pub fn publish_retry(mut self, bound: Duration) -> Self {
+        self.publish_retry = bound;
+        self
+    }
+
+    /// How many written keys may wait to be published (default 100,000).
+    /// When Redis stalls and the queue is full, further keys are dropped and
+    /// replaced by one "clear everything" message, so memory stays bounded
+    /// and no node misses the change.
+    pub fn queue_capacity(mut self, capacity: usize) -> Self {
+        self.queue_capacity = capacity;
+        self
+    }
+
     /// How long [`connect`](Self::connect) waits for the first subscription
     /// (default 5 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
@@ -187,6 +199,24 @@ impl RedisInvalidationBusBuilder {
     /// [`Config`](ErrorKind::Config) for a bad URL; [`Unavailable`](ErrorKind::Unavailable)
     /// when Redis cannot be reached within the connect timeout.
     pub async fn connect(self) -> Result<RedisInvalidationBus> {
+        // A zero interval would spin (tokio panics on a zero `interval`) and a
+        // zero timeout would fail every call: both are mistakes, said early.
+        for (name, value) in [
+            ("heartbeat", self.heartbeat),
+            ("publish_timeout", self.publish_timeout),
+            ("connect_timeout", self.connect_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(Error::config(format!(
+                    "invalidation bus: {name} must be greater than zero"
+                )));
+            }
+        }
+        if self.queue_capacity == 0 {
+            return Err(Error::config(
+                "invalidation bus: queue_capacity must be greater than zero",
+            ));
+        }
         let client = redis::Client::open(self.url.as_str()).map_err(|e| {
             Error::config(format!("invalidation bus url `{}`: {e}", redact(&self.url)))
         })?;
@@ -203,14 +233,16 @@ impl RedisInvalidationBusBuilder {
             connected: AtomicBool::new(false),
             connected_tx,
             ignore_own: self.ignore_own,
+            lost: AtomicBool::new(false),
         });
         let task = tokio::spawn(subscribe_loop(client, Arc::clone(&shared), self.heartbeat));
         let publisher = Publisher {
             shared: Arc::clone(&shared),
             connection: publisher,
             timeout: self.publish_timeout,
+            retry: self.publish_retry,
         };
-        let (queue, rx) = mpsc::unbounded_channel();
+        let (queue, rx) = mpsc::channel(self.queue_capacity);
         let publisher_task = tokio::spawn(publish_loop(publisher.clone(), rx));
         let inner = Arc::new(Inner {
             shared,
@@ -261,7 +293,7 @@ pub struct RedisInvalidationBus {
 struct Inner {
     shared: Arc<Shared>,
     publisher: Publisher,
-    queue: mpsc::UnboundedSender<KvKey>,
+    queue: mpsc::Sender<(Option<CacheId>, KvKey)>,
     task: JoinHandle<()>,
     publisher_task: JoinHandle<()>,
 }
@@ -279,6 +311,7 @@ struct Publisher {
     shared: Arc<Shared>,
     connection: ConnectionManager,
     timeout: Duration,
+    retry: Duration,
 }
 
 /// The most keys one queued message carries.
@@ -286,15 +319,38 @@ const MAX_KEYS_PER_MESSAGE: usize = 256;
 
 /// Drains the queue of [`RedisInvalidationBus::publish_later`] in order,
 /// batching the keys that are already waiting into one message.
-async fn publish_loop(publisher: Publisher, mut queue: mpsc::UnboundedReceiver<KvKey>) {
+async fn publish_loop(publisher: Publisher, mut queue: mpsc::Receiver<(Option<CacheId>, KvKey)>) {
     let mut batch = Vec::new();
-    while queue.recv_many(&mut batch, MAX_KEYS_PER_MESSAGE).await > 0 {
-        publisher
-            .send(Message {
-                node: publisher.shared.node,
-                keys: Some(std::mem::take(&mut batch)),
-            })
-            .await;
+    loop {
+        if publisher.shared.lost.load(Ordering::SeqCst) {
+            // Something was not delivered (given up, or dropped from a full
+            // queue): every node must clear before trusting its front again.
+            // Retry until it goes through, also when no write comes.
+            if publisher.send_clear().await {
+                publisher.shared.lost.store(false, Ordering::SeqCst);
+            } else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        }
+        if queue.recv_many(&mut batch, MAX_KEYS_PER_MESSAGE).await == 0 {
+            return;
+        }
+        // One message per run of keys from the same cache tier, in order.
+        let mut drained = batch.drain(..).peekable();
+        while let Some((origin, key)) = drained.next() {
+            let mut keys = vec![key];
+            while let Some((_, key)) = drained.next_if(|(o, _)| *o == origin) {
+                keys.push(key);
+            }
+            publisher
+                .send(Message {
+                    node: publisher.shared.node,
+                    origin: origin.map(|o| o.0),
+                    keys: Some(keys),
+                })
+                .await;
+        }
     }
 }
 
@@ -304,37 +360,46 @@ struct Shared {
     channel: String,
     /// Weak, so that a cache holding the bus and registered on it is not kept
     /// alive by it (and the bus's tasks stop when the cache is dropped).
-    targets: Mutex<Vec<Weak<dyn InvalidationTarget>>>,
+    targets: Mutex<Vec<WeakCacheHandle>>,
     connected: AtomicBool,
     connected_tx: watch::Sender<bool>,
     ignore_own: bool,
+    /// A message was given up or dropped: a "clear" is owed to every node.
+    lost: AtomicBool,
 }
 
 impl Shared {
     /// The live targets (dropped ones are forgotten).
-    fn targets(&self) -> Vec<Arc<dyn InvalidationTarget>> {
+    fn targets(&self) -> Vec<CacheHandle> {
         // A poisoned lock only means a target panicked; the list is intact.
         let mut targets = self.targets.lock().unwrap_or_else(|p| p.into_inner());
-        targets.retain(|t| t.strong_count() > 0);
-        targets.iter().filter_map(Weak::upgrade).collect()
+        targets.retain(|t| !t.is_dropped());
+        targets
+            .iter()
+            .filter_map(WeakCacheHandle::upgrade)
+            .collect()
+    }
+
+    async fn clear_targets(&self) {
+        for target in self.targets() {
+            if let Err(err) = target.clear().await {
+                tracing::warn!(channel = %self.channel, error_kind = %err.kind(), "cannot clear a front tier");
+            }
+        }
     }
 
     async fn set_connected(&self, connected: bool) {
         if connected {
             // Clear before serving again: anything filled while the
             // subscription was down may have missed its invalidation.
-            for target in self.targets() {
-                target.clear().await;
-            }
+            self.clear_targets().await;
             self.connected.store(true, Ordering::SeqCst);
             tracing::info!(channel = %self.channel, "invalidation bus subscribed");
         } else {
             // Stop serving first, then clear, so no read is served from a
             // front tier that may already be stale.
             self.connected.store(false, Ordering::SeqCst);
-            for target in self.targets() {
-                target.clear().await;
-            }
+            self.clear_targets().await;
             metrics::counter!("kvtower_invalidation_bus_disconnects_total", CHANNEL_LABEL => self.channel.clone())
                 .increment(1);
             tracing::warn!(
@@ -353,12 +418,25 @@ impl Shared {
                 tracing::debug!(channel = %self.channel, %err, "ignoring an undecodable invalidation message");
                 "invalid"
             }
-            Ok(message) if self.ignore_own && message.node == self.node => "ignored",
+            // A message of this bus without an origin tier (`publish`) is
+            // this node's own.
+            Ok(message)
+                if self.ignore_own && message.origin.is_none() && message.node == self.node =>
+            {
+                "ignored"
+            }
             Ok(message) => {
                 for target in self.targets() {
-                    match &message.keys {
-                        Some(keys) => target.invalidate(keys).await,
+                    // Only the tier that wrote already updated its front.
+                    if self.ignore_own && message.origin == Some(target.origin().0) {
+                        continue;
+                    }
+                    let result = match &message.keys {
+                        Some(keys) => target.invalidate_many(keys).await,
                         None => target.clear().await,
+                    };
+                    if let Err(err) = result {
+                        tracing::warn!(channel = %self.channel, error_kind = %err.kind(), "cannot invalidate a front tier");
                     }
                 }
                 "received"
@@ -453,7 +531,9 @@ impl RedisInvalidationBus {
             channel: DEFAULT_CHANNEL.to_owned(),
             heartbeat: Duration::from_secs(1),
             publish_timeout: Duration::from_secs(1),
+            publish_retry: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
+            queue_capacity: 100_000,
             ignore_own: true,
         }
     }
@@ -480,27 +560,20 @@ impl RedisInvalidationBus {
         &self.inner.shared.channel
     }
 
-    /// Registers a front tier to invalidate on other nodes' writes. The bus
-    /// keeps only a weak reference: the target stays registered while the
-    /// caller keeps it alive.
-    pub fn register<T: InvalidationTarget>(&self, target: &Arc<T>) {
-        let weak: Weak<dyn InvalidationTarget> =
-            Arc::downgrade(target) as Weak<dyn InvalidationTarget>;
-        self.inner
-            .shared
-            .targets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(weak);
-    }
-
     /// Queues `key` for publishing and returns at once: the bus's publisher
     /// task sends queued keys in order, many per message when writes come
     /// faster than `PUBLISH` round trips. This is what a cache layer calls
     /// after each write, so writes never wait for the bus.
     pub fn publish_later(&self, key: &KvKey) {
-        // The receiver lives as long as `inner`, which `self` keeps alive.
-        let _ = self.inner.queue.send(key.clone());
+        self.enqueue(None, key);
+    }
+
+    fn enqueue(&self, origin: Option<CacheId>, key: &KvKey) {
+        // The receiver lives as long as `inner`, which `self` keeps alive, so
+        // the only failure is a full queue: owe everyone a clear instead.
+        if self.inner.queue.try_send((origin, key.clone())).is_err() {
+            self.inner.shared.lost.store(true, Ordering::SeqCst);
+        }
     }
 
     /// Tells every other node that `keys` were written. Best effort: a failed
@@ -515,6 +588,7 @@ impl RedisInvalidationBus {
             .publisher
             .send(Message {
                 node: self.inner.shared.node,
+                origin: None,
                 keys: Some(keys.to_vec()),
             })
             .await;
@@ -526,6 +600,7 @@ impl RedisInvalidationBus {
             .publisher
             .send(Message {
                 node: self.inner.shared.node,
+                origin: None,
                 keys: None,
             })
             .await;
@@ -533,35 +608,115 @@ impl RedisInvalidationBus {
 }
 
 impl Publisher {
-    async fn send(&self, message: Message) {
+    /// Publishes `message`, retrying with a short backoff until it is
+    /// delivered or the retry bound passed; then it is given up and a clear
+    /// is owed to every node (see `publish_loop`). Whether it was delivered.
+    async fn send(&self, message: Message) -> bool {
         let shared = &self.shared;
         let payload = match serde_json::to_vec(&message) {
             Ok(payload) => payload,
             Err(err) => {
                 tracing::error!(%err, "cannot encode an invalidation message");
-                return;
+                shared.lost.store(true, Ordering::SeqCst);
+                return false;
             }
         };
-        let mut conn = self.connection.clone();
-        let mut cmd = redis::cmd("PUBLISH");
-        cmd.arg(&shared.channel).arg(payload);
-        let publish = cmd.query_async::<i64>(&mut conn);
-        match tokio::time::timeout(self.timeout, publish).await {
-            Ok(Ok(_)) => metrics::counter!(
-                "kvtower_invalidation_messages_total",
-                CHANNEL_LABEL => shared.channel.clone(),
-                DIRECTION_LABEL => "sent"
-            )
-            .increment(1),
-            outcome => {
-                let err = match outcome {
-                    Ok(Err(e)) => e.to_string(),
-                    _ => "timed out".to_owned(),
-                };
-                metrics::counter!("kvtower_invalidation_publish_errors_total", CHANNEL_LABEL => shared.channel.clone())
+        let give_up = tokio::time::Instant::now() + self.retry;
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            let mut conn = self.connection.clone();
+            let mut cmd = redis::cmd("PUBLISH");
+            cmd.arg(&shared.channel).arg(&payload);
+            let publish = cmd.query_async::<i64>(&mut conn);
+            let err = match tokio::time::timeout(self.timeout, publish).await {
+                Ok(Ok(_)) => {
+                    metrics::counter!(
+                        "kvtower_invalidation_messages_total",
+                        CHANNEL_LABEL => shared.channel.clone(),
+                        DIRECTION_LABEL => "sent"
+                    )
                     .increment(1);
-                tracing::warn!(channel = %shared.channel, %err, "cannot publish an invalidation");
+                    return true;
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "timed out".to_owned(),
+            };
+            metrics::counter!("kvtower_invalidation_publish_errors_total", CHANNEL_LABEL => shared.channel.clone())
+                .increment(1);
+            if tokio::time::Instant::now() + backoff >= give_up {
+                tracing::warn!(
+                    channel = %shared.channel,
+                    %err,
+                    "invalidation given up after retrying; every node will be told to clear"
+                );
+                shared.lost.store(true, Ordering::SeqCst);
+                return false;
             }
+            tracing::debug!(channel = %shared.channel, %err, "cannot publish an invalidation yet");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(500));
         }
+    }
+
+    /// Tells every other node to clear (what a lost message is replaced by).
+    async fn send_clear(&self) -> bool {
+        self.send(Message {
+            node: self.shared.node,
+            origin: None,
+            keys: None,
+        })
+        .await
+    }
+}
+
+/// The bus keeps every cache tier it is attached to coherent: it publishes
+/// the tier's writes, drops other tiers' writes from it, and is live while
+/// subscribed.
+impl Coherence for RedisInvalidationBus {
+    fn attach(&self, cache: WeakCacheHandle) {
+        self.inner
+            .shared
+            .targets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(cache);
+    }
+
+    fn written(&self, origin: CacheId, key: &KvKey) {
+        self.enqueue(Some(origin), key);
+    }
+
+    fn is_live(&self) -> bool {
+        self.is_connected()
+    }
+}
+
+impl<F: KvStore + 'static> CacheLayerBuilder<F> {
+    /// Keeps this front tier coherent with other processes' through `bus`
+    /// (feature `redis`; the same as [`coherence(bus)`](Self::coherence)):
+    /// every write through this layer publishes its key on `bus`, and every
+    /// key another cache tier publishes is dropped from this front tier.
+    /// While the bus has lost its subscription the front tier is cleared and
+    /// bypassed (every read goes to the inner store), because invalidations
+    /// may be missed; see [`invalidation`](crate::invalidation).
+    ///
+    /// ```no_run
+    /// use kvtower::invalidation::RedisInvalidationBus;
+    /// use kvtower::{layers::CacheLayer, MemoryKvStore, RedisKvStore};
+    /// use tower::ServiceBuilder;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> kvtower::Result<()> {
+    /// let url = "redis://127.0.0.1:6379";
+    /// let bus = RedisInvalidationBus::connect(url, "myapp:invalidate").await?;
+    /// let store = ServiceBuilder::new()
+    ///     .layer(CacheLayer::builder(MemoryKvStore::new()).invalidation_bus(bus).build())
+    ///     .service(RedisKvStore::connect(url).await?);
+    /// # let _ = store;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn invalidation_bus(self, bus: RedisInvalidationBus) -> Self {
+        self.coherence(bus)
     }
 }

@@ -1,11 +1,13 @@
 //! The invalidation bus against the real Redis on 127.0.0.1:6379 (unique
 //! channels per test, so tests do not see each other).
 
-use std::sync::{Arc, Mutex};
+mod support;
+
 use std::time::{Duration, Instant};
 
-use kvtower::invalidation::{InvalidationTarget, RedisInvalidationBus};
-use kvtower::{kvkey, KvKey};
+use kvtower::invalidation::RedisInvalidationBus;
+use kvtower::layers::CacheLayer;
+use kvtower::{kvkey, KvKey, KvStore, MemoryKvStore, SetOptions};
 
 fn redis_url() -> String {
     std::env::var("KVTOWER_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -19,28 +21,49 @@ fn channel(name: &str) -> String {
     )
 }
 
-#[derive(Default)]
-struct Recorder {
-    invalidated: Mutex<Vec<KvKey>>,
-    clears: Mutex<u32>,
+/// A cache tier attached to a bus, whose front the test seeds directly and
+/// watches: a key the bus invalidated is gone from it.
+struct Probe {
+    layer: CacheLayer<MemoryKvStore>,
 }
 
-#[async_trait::async_trait]
-impl InvalidationTarget for Recorder {
-    async fn invalidate(&self, keys: &[KvKey]) {
-        self.invalidated.lock().unwrap().extend_from_slice(keys);
+impl Probe {
+    fn on(bus: &RedisInvalidationBus) -> Self {
+        Self {
+            layer: CacheLayer::builder(MemoryKvStore::new())
+                .coherence(bus.clone())
+                .build(),
+        }
     }
-    async fn clear(&self) {
-        *self.clears.lock().unwrap() += 1;
+
+    async fn seed(&self, keys: &[KvKey]) {
+        for key in keys {
+            self.layer
+                .front()
+                .set(key, 1.into(), SetOptions::default())
+                .await
+                .unwrap();
+        }
+    }
+
+    async fn has(&self, key: &KvKey) -> bool {
+        self.layer.front().get(key).await.unwrap().is_some()
+    }
+
+    fn count(&self) -> u64 {
+        self.layer.front().entry_count()
     }
 }
 
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+/// Waits until `check` holds (it is re-evaluated every few milliseconds).
+macro_rules! eventually {
+    ($what:expr, $check:expr) => {{
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !$check {
+            assert!(Instant::now() < deadline, "timed out waiting for {}", $what);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }};
 }
 
 #[tokio::test]
@@ -54,34 +77,30 @@ async fn keys_reach_other_nodes_but_not_the_sender() {
         .unwrap();
     assert!(a.is_connected() && b.is_connected());
     assert_ne!(a.node_id(), b.node_id());
-    let (ra, rb) = (Arc::new(Recorder::default()), Arc::new(Recorder::default()));
-    a.register(&ra);
-    b.register(&rb);
+    let (pa, pb) = (Probe::on(&a), Probe::on(&b));
 
     let odd = KvKey::new(["user", "42", "", "a:b*?[\\"]).unwrap();
-    a.publish(&[kvkey!["user", "1"], odd.clone()]).await;
-    eventually("b to see a's keys", || {
-        rb.invalidated.lock().unwrap().len() == 2
-    })
-    .await;
-    assert_eq!(
-        *rb.invalidated.lock().unwrap(),
-        vec![kvkey!["user", "1"], odd]
+    let user = kvkey!["user", "1"];
+    let from_b = kvkey!["from-b"];
+    pa.seed(&[user.clone(), from_b.clone()]).await;
+    pb.seed(&[user.clone(), odd.clone(), from_b.clone()]).await;
+    a.publish(&[user.clone(), odd.clone()]).await;
+    eventually!(
+        "b to see a's keys",
+        !pb.has(&user).await && !pb.has(&odd).await
     );
 
-    b.publish(&[kvkey!["from-b"]]).await;
-    eventually("a to see b's key", || {
-        ra.invalidated.lock().unwrap().len() == 1
-    })
-    .await;
-    // Each node skipped its own message: a saw only b's key, b only a's two.
+    b.publish(std::slice::from_ref(&from_b)).await;
+    eventually!("a to see b's key", !pa.has(&from_b).await);
+    // Each node skipped its own message: a kept the key it sent, b the key
+    // it sent.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(*ra.invalidated.lock().unwrap(), vec![kvkey!["from-b"]]);
-    assert_eq!(rb.invalidated.lock().unwrap().len(), 2);
+    assert!(pa.has(&user).await);
+    assert!(pb.has(&from_b).await);
 
     a.publish_clear().await;
-    eventually("b to clear", || *rb.clears.lock().unwrap() == 1).await;
-    assert_eq!(*ra.clears.lock().unwrap(), 0);
+    eventually!("b to clear", pb.count() == 0);
+    assert!(pa.has(&user).await);
 }
 
 #[tokio::test]
@@ -92,8 +111,8 @@ async fn other_channels_are_not_heard() {
     let b = RedisInvalidationBus::connect(&redis_url(), channel("two"))
         .await
         .unwrap();
-    let rb = Arc::new(Recorder::default());
-    b.register(&rb);
+    let pb = Probe::on(&b);
+    pb.seed(&[kvkey!["k"], kvkey!["sentinel"]]).await;
     a.publish(&[kvkey!["k"]]).await;
     // A message on b's channel sent after a's proves delivery order: if b
     // hears its sentinel but not a's key, a's key went elsewhere.
@@ -101,11 +120,8 @@ async fn other_channels_are_not_heard() {
         .await
         .unwrap();
     c.publish(&[kvkey!["sentinel"]]).await;
-    eventually("the sentinel", || {
-        !rb.invalidated.lock().unwrap().is_empty()
-    })
-    .await;
-    assert_eq!(*rb.invalidated.lock().unwrap(), vec![kvkey!["sentinel"]]);
+    eventually!("the sentinel", !pb.has(&kvkey!["sentinel"]).await);
+    assert!(pb.has(&kvkey!["k"]).await);
 }
 
 #[tokio::test]
@@ -114,8 +130,8 @@ async fn garbage_on_the_channel_is_ignored() {
     let b = RedisInvalidationBus::connect(&redis_url(), channel.clone())
         .await
         .unwrap();
-    let rb = Arc::new(Recorder::default());
-    b.register(&rb);
+    let pb = Probe::on(&b);
+    pb.seed(&[kvkey!["ok"], kvkey!["other"]]).await;
     let client = redis::Client::open(redis_url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let _: i64 = redis::cmd("PUBLISH")
@@ -134,12 +150,30 @@ async fn garbage_on_the_channel_is_ignored() {
         .await
         .unwrap();
     a.publish(&[kvkey!["ok"]]).await;
-    eventually("the valid message", || {
-        !rb.invalidated.lock().unwrap().is_empty()
-    })
-    .await;
-    assert_eq!(*rb.invalidated.lock().unwrap(), vec![kvkey!["ok"]]);
+    eventually!("the valid message", !pb.has(&kvkey!["ok"]).await);
+    assert!(pb.has(&kvkey!["other"]).await);
     assert!(b.is_connected());
+}
+
+/// One bus shared by two cache tiers of one node: a write through one must
+/// reach the other (own messages are skipped per tier, not per bus).
+#[tokio::test]
+async fn two_tiers_on_one_bus_hear_each_other() {
+    let bus = RedisInvalidationBus::connect(&redis_url(), channel("shared"))
+        .await
+        .unwrap();
+    let one = Probe::on(&bus);
+    let two = Probe::on(&bus);
+    let key = kvkey!["k"];
+    two.seed(std::slice::from_ref(&key)).await;
+    let store = tower::Layer::layer(&one.layer, MemoryKvStore::new());
+    store
+        .set(&key, 2.into(), SetOptions::default())
+        .await
+        .unwrap();
+    eventually!("the other tier to drop k", !two.has(&key).await);
+    // The writing tier kept its own value.
+    assert_eq!(one.layer.front().get(&key).await.unwrap(), Some(2.into()));
 }
 
 #[tokio::test]
@@ -154,4 +188,50 @@ async fn unreachable_redis_is_an_unavailable_error() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), kvtower::ErrorKind::Config, "{err}");
+}
+
+#[tokio::test]
+async fn zero_settings_are_config_errors() {
+    for builder in [
+        RedisInvalidationBus::builder(redis_url()).heartbeat(Duration::ZERO),
+        RedisInvalidationBus::builder(redis_url()).publish_timeout(Duration::ZERO),
+        RedisInvalidationBus::builder(redis_url()).connect_timeout(Duration::ZERO),
+        RedisInvalidationBus::builder(redis_url()).queue_capacity(0),
+    ] {
+        let err = builder.connect().await.unwrap_err();
+        assert_eq!(err.kind(), kvtower::ErrorKind::Config, "{err}");
+    }
+}
+
+/// The first publish after the bus's Redis restarted was lost (one attempt,
+/// on a connection the restart had broken): it is retried now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_publish_after_a_restart_is_delivered() {
+    let mut server = support::RedisServer::start();
+    let channel = channel("restart");
+    let builder = |url: String| {
+        RedisInvalidationBus::builder(url)
+            .channel(channel.clone())
+            .heartbeat(Duration::from_millis(100))
+    };
+    let a = builder(server.url()).connect().await.unwrap();
+    let b = builder(server.url()).connect().await.unwrap();
+    let pb = Probe::on(&b);
+    server.restart();
+    // b has resubscribed (and cleared); a's publisher has not written since.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !b.is_connected() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("b resubscribes");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let key = kvkey!["after-restart"];
+    pb.seed(std::slice::from_ref(&key)).await;
+    a.publish(std::slice::from_ref(&key)).await;
+    eventually!(
+        "b to hear the first publish after the restart",
+        !pb.has(&key).await
+    );
 }

@@ -320,3 +320,91 @@ async fn from_an_existing_pool() {
     assert_eq!(store.get(&kvkey!["a"]).await.unwrap(), Some(json!(1)));
     assert!(pool.status().size >= 1, "the store uses the given pool");
 }
+
+/// Both stores in one database, each with a TTL'd entry and a sweep.
+async fn two_tables_work(first: &TestTable, second: &TestTable) {
+    let a = store_on(first).await;
+    let b = store_on(second).await;
+    let ttl = SetOptions::ttl(Duration::from_secs(600));
+    a.set(&kvkey!["k"], json!("a"), ttl).await.unwrap();
+    b.set(&kvkey!["k"], json!("b"), ttl).await.unwrap();
+    assert_eq!(a.get(&kvkey!["k"]).await.unwrap(), Some(json!("a")));
+    assert_eq!(b.get(&kvkey!["k"]).await.unwrap(), Some(json!("b")));
+    assert_eq!(a.sweep_expired().await.unwrap(), 0);
+    assert_eq!(b.sweep_expired().await.unwrap(), 0);
+    assert!(count_rows(first.name()).await >= 1);
+    assert_eq!(count_rows(second.name()).await, 1);
+}
+
+#[tokio::test]
+async fn a_table_may_be_named_like_another_tables_expiry_index() {
+    // The expiry index of `x` used to be called `x_expires_at`, also a
+    // valid table name: whichever store came second failed or silently
+    // ran without its index.
+    let x = TestTable::new();
+    let x_expires = TestTable(format!("{}_expires_at", x.name()));
+    two_tables_work(&x, &x_expires).await;
+    let y = TestTable::new();
+    let y_expires = TestTable(format!("{}_expires_at", y.name()));
+    two_tables_work(&y_expires, &y).await;
+}
+
+#[tokio::test]
+async fn a_table_from_an_older_version_gives_up_its_index_name() {
+    let x = TestTable::new();
+    let t = x.name();
+    // The layout the previous version created, with one row.
+    raw_client()
+        .await
+        .batch_execute(&format!(
+            "CREATE TABLE \"{t}\" (key bytea PRIMARY KEY, value json NOT NULL, expires_at bigint);\
+             CREATE INDEX \"{t}_expires_at\" ON \"{t}\" (expires_at) WHERE expires_at IS NOT NULL;\
+             INSERT INTO \"{t}\" (key, value) VALUES ('\\x6b6570740001'::bytea, '1');"
+        ))
+        .await
+        .unwrap();
+    let x_expires = TestTable(format!("{t}_expires_at"));
+    two_tables_work(&x, &x_expires).await;
+    let store = store_on(&x).await;
+    assert_eq!(store.get(&kvkey!["kept"]).await.unwrap(), Some(json!(1)));
+    let indexes: Vec<String> = raw_client()
+        .await
+        .query(
+            "SELECT indexname::text FROM pg_indexes WHERE tablename = $1",
+            &[&t],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(indexes.contains(&format!("{t}.expires_at")), "{indexes:?}");
+    assert!(!indexes.contains(&format!("{t}_expires_at")), "{indexes:?}");
+}
+
+#[tokio::test]
+async fn a_table_name_of_63_bytes_gets_its_expiry_index() {
+    // `{63 bytes}_expires_at` was truncated by the server to the table's
+    // own name, so `CREATE INDEX IF NOT EXISTS` skipped it silently.
+    let base = TestTable::new();
+    let long = TestTable(format!("{:x<63}", base.name()));
+    let store = store_on(&long).await;
+    store
+        .set(
+            &kvkey!["k"],
+            json!(1),
+            SetOptions::ttl(Duration::from_secs(600)),
+        )
+        .await
+        .unwrap();
+    let n: i64 = raw_client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_indexes WHERE tablename = $1 AND indexdef LIKE '%expires_at IS NOT NULL%'",
+            &[&long.name()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+}

@@ -376,3 +376,141 @@ async fn unopenable_path_is_an_error() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
 }
+
+/// Both stores on one file, each with a TTL'd entry (so each uses its
+/// expiry index) and a sweep.
+async fn two_tables_work(path: &Path, first: &str, second: &str) {
+    let a = SqliteKvStore::builder()
+        .table(first)
+        .open(path)
+        .await
+        .unwrap();
+    let b = SqliteKvStore::builder()
+        .table(second)
+        .open(path)
+        .await
+        .unwrap();
+    let ttl = SetOptions::ttl(Duration::from_secs(600));
+    a.set(&kvkey!["k"], json!("a"), ttl).await.unwrap();
+    b.set(&kvkey!["k"], json!("b"), ttl).await.unwrap();
+    assert_eq!(a.get(&kvkey!["k"]).await.unwrap(), Some(json!("a")));
+    assert_eq!(b.get(&kvkey!["k"]).await.unwrap(), Some(json!("b")));
+    assert_eq!(a.sweep_expired().await.unwrap(), 0);
+    assert_eq!(b.sweep_expired().await.unwrap(), 0);
+    assert!(count_rows(path, first) >= 1);
+    assert!(count_rows(path, second) >= 1);
+}
+
+#[tokio::test]
+async fn a_table_may_be_named_like_another_tables_expiry_index() {
+    // The expiry index of `x` used to be called `x_expires_at`, which is
+    // also a valid table name: the second store could not open, whichever
+    // came first.
+    let dir = TempDir::new();
+    two_tables_work(&dir.file(), "x", "x_expires_at").await;
+    let dir = TempDir::new();
+    two_tables_work(&dir.file(), "y_expires_at", "y").await;
+}
+
+#[tokio::test]
+async fn a_table_from_an_older_version_gives_up_its_index_name() {
+    let dir = TempDir::new();
+    // The layout the previous version created, with one row.
+    let conn = rusqlite::Connection::open(dir.file()).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE \"x\" (k BLOB PRIMARY KEY NOT NULL, v TEXT NOT NULL, expires_at INTEGER) \
+         WITHOUT ROWID;\
+         CREATE INDEX \"x_expires_at\" ON \"x\" (expires_at) WHERE expires_at IS NOT NULL;",
+    )
+    .unwrap();
+    drop(conn);
+    let old = SqliteKvStore::builder()
+        .table("x")
+        .open(dir.file())
+        .await
+        .unwrap();
+    old.set(&kvkey!["kept"], json!(1), SetOptions::default())
+        .await
+        .unwrap();
+    drop(old);
+
+    two_tables_work(&dir.file(), "x", "x_expires_at").await;
+    let store = SqliteKvStore::builder()
+        .table("x")
+        .open(dir.file())
+        .await
+        .unwrap();
+    assert_eq!(store.get(&kvkey!["kept"]).await.unwrap(), Some(json!(1)));
+    let conn = rusqlite::Connection::open(dir.file()).unwrap();
+    let indexes: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'x'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert!(indexes.contains(&"x.expires_at".to_owned()), "{indexes:?}");
+    assert!(!indexes.contains(&"x_expires_at".to_owned()), "{indexes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_answer_while_a_write_waits_for_another_connections_lock() {
+    let dir = TempDir::new();
+    let store = SqliteKvStore::open(dir.file()).await.unwrap();
+    store
+        .set(&kvkey!["r", "1"], json!(1), SetOptions::default())
+        .await
+        .unwrap();
+    // Another process holds the write lock.
+    let other = rusqlite::Connection::open(dir.file()).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+    let writer = store.clone();
+    let write = tokio::spawn(async move {
+        writer
+            .set(&kvkey!["r", "2"], json!(2), SetOptions::default())
+            .await
+    });
+    // Let the write reach SQLite and start waiting for the lock (its busy
+    // timeout is 5 s).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!write.is_finished(), "the write waits for the lock");
+
+    // WAL reads need no lock: they answer while the write waits. The
+    // timeouts are hang guards (reads used to queue behind the write for
+    // the whole busy timeout), not a speed assertion.
+    let guard = Duration::from_secs(3);
+    let got = tokio::time::timeout(guard, store.get(&kvkey!["r", "1"]))
+        .await
+        .expect("get queued behind the waiting write");
+    assert_eq!(got.unwrap(), Some(json!(1)));
+    let listed = tokio::time::timeout(guard, store.list_all(Some(kvkey!["r"])))
+        .await
+        .expect("list queued behind the waiting write");
+    assert_eq!(listed.unwrap().len(), 1);
+    let many = tokio::time::timeout(guard, store.get_many(&[kvkey!["r", "1"], kvkey!["r", "2"]]))
+        .await
+        .expect("get_many queued behind the waiting write");
+    assert_eq!(many.unwrap(), vec![Some(json!(1)), None]);
+
+    // The lock goes away: the write goes through, and reads see it.
+    other.execute_batch("COMMIT").unwrap();
+    write.await.unwrap().unwrap();
+    assert_eq!(store.get(&kvkey!["r", "2"]).await.unwrap(), Some(json!(2)));
+}
+
+#[tokio::test]
+async fn no_read_connections_still_reads_and_writes() {
+    let dir = TempDir::new();
+    let store = SqliteKvStore::builder()
+        .read_connections(0)
+        .open(dir.file())
+        .await
+        .unwrap();
+    store
+        .set(&kvkey!["a"], json!(1), SetOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(store.get(&kvkey!["a"]).await.unwrap(), Some(json!(1)));
+    assert_eq!(store.list_all(None).await.unwrap().len(), 1);
+}

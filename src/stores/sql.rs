@@ -136,6 +136,42 @@ pub(crate) fn validate_table(name: &str) -> Result<()> {
     }
 }
 
+/// The longest identifier Postgres keeps (longer ones are silently
+/// truncated); SQLite has no limit, and both stores use the same names.
+const MAX_IDENT: usize = 63;
+
+/// The name of `table`'s partial index on `expires_at`: `{table}.expires_at`.
+///
+/// Indexes share one namespace with tables, and the `.` cannot occur in a
+/// table name ([`validate_table`]), so this name can never be taken by
+/// another kvtower table (the earlier `{table}_expires_at` was the valid
+/// table name of a neighbour). Past Postgres's 63 bytes it is shortened to
+/// a prefix of the table name, a `.` and a hash of the whole name, still
+/// with a `.` and still distinct per table.
+pub(crate) fn expiry_index(table: &str) -> String {
+    const SUFFIX: &str = ".expires_at";
+    if table.len() + SUFFIX.len() <= MAX_IDENT {
+        return format!("{table}{SUFFIX}");
+    }
+    // FNV-1a: stable across builds and platforms (the name is on disk), and
+    // 16 hex digits never spell `expires_at`, so the two forms cannot meet.
+    let hash = table.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    // Table names are ASCII: slicing at a byte count is slicing at a char.
+    let keep = MAX_IDENT - 1 - 16;
+    format!("{}.{hash:016x}", &table[..keep])
+}
+
+/// The expiry index's name before [`expiry_index`], as Postgres stored it
+/// (truncated to 63 bytes): found and dropped when a store opens a table an
+/// older version created, so that the name is free for a table again.
+pub(crate) fn legacy_expiry_index(table: &str) -> String {
+    let mut name = format!("{table}_expires_at");
+    name.truncate(MAX_IDENT);
+    name
+}
+
 /// Milliseconds since the Unix epoch, on this machine's clock (Postgres uses
 /// the server's clock instead).
 #[cfg(feature = "sqlite")]
@@ -167,7 +203,7 @@ pub(crate) fn expires_at(now: i64, ttl: Option<Duration>) -> Option<i64> {
 /// Parses a stored value; an [`InvalidValue`](ErrorKind::InvalidValue) error
 /// naming the key when it is not JSON.
 pub(crate) fn parse_value(text: &str, key: &KvKey, operation: &'static str) -> Result<Value> {
-    serde_json::from_str(text).map_err(|e| {
+    crate::value::from_str(text).map_err(|e| {
         Error::new(
             ErrorKind::InvalidValue,
             format!("stored value is not valid JSON: {e}"),
@@ -251,6 +287,29 @@ mod tests {
             assert_eq!(err.kind(), ErrorKind::Config);
             assert!(err.message().starts_with("table: "), "{err}");
         }
+    }
+
+    #[test]
+    fn expiry_index_names_are_no_table_names() {
+        let long = "a".repeat(63);
+        let long2 = format!("{}b", "a".repeat(62));
+        for table in [
+            "kv",
+            "kv_expires_at",
+            &long,
+            &long2,
+            &"x".repeat(52),
+            &"x".repeat(53),
+        ] {
+            let name = expiry_index(table);
+            assert!(name.len() <= 63, "{name}");
+            assert!(validate_table(&name).is_err(), "{name} could be a table");
+            assert_ne!(name, expiry_index("other"));
+        }
+        assert_eq!(expiry_index("kv"), "kv.expires_at");
+        assert_ne!(expiry_index(&long), expiry_index(&long2));
+        assert_eq!(legacy_expiry_index("kv"), "kv_expires_at");
+        assert_eq!(legacy_expiry_index(&long), long);
     }
 
     #[test]

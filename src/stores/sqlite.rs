@@ -26,12 +26,19 @@
 //!
 //! # Design
 //!
-//! * One connection, owned by a dedicated thread that runs the store's jobs in
-//!   order: blocking SQLite calls never run on the async executor, and since
-//!   every job of this store goes through that one connection, each job (a
-//!   `cas`, a batch) is atomic with respect to the others. `cas` and the batch
-//!   writes also run in a transaction (`BEGIN IMMEDIATE` for `cas`), so they
-//!   stay atomic against other processes using the same file.
+//! * One write connection, owned by a dedicated thread that runs the store's
+//!   writes in order: blocking SQLite calls never run on the async executor,
+//!   and since every write of this store goes through that one connection,
+//!   each (a `cas`, a batch) is atomic with respect to the others. `cas` and
+//!   the batch writes also run in a transaction (`BEGIN IMMEDIATE` for `cas`),
+//!   so they stay atomic against other processes using the same file.
+//! * Reads (`get`, `get_many`, `list`) of a database file run on their own
+//!   connections, each on its own thread
+//!   ([`SqliteKvStoreBuilder::read_connections`], 2 by default): in WAL mode a
+//!   read needs no lock, so reads keep answering while a write waits for
+//!   another process's write lock (up to the 5 s busy timeout). A read starts
+//!   after the writes that returned before it and sees them. A private
+//!   in-memory database has one connection for everything.
 //! * The database is in WAL mode with `synchronous = NORMAL`: a committed
 //!   write survives a crash of the process; the last transactions may be lost
 //!   on a power failure (use [`SqliteKvStoreBuilder::synchronous_full`] to
@@ -41,41 +48,50 @@
 //!   (`WITHOUT ROWID`). Keys are stored in an order- and prefix-preserving
 //!   encoding, so that `list(prefix)` is one range scan of the primary key;
 //!   values are JSON text; `expires_at` is in milliseconds since the Unix
-//!   epoch (`NULL`: never), checked by every read, listing and `cas`.
+//!   epoch (`NULL`: never), checked by every read, listing and `cas`. The
+//!   partial index on `expires_at` is named `"{table}.expires_at"`, a name no
+//!   table can have, so any two valid table names share a file.
 //! * Expired rows are invisible at once and deleted by a periodic sweep on the
 //!   store's thread (every minute by default, at most 1,000 rows per
 //!   statement), or on demand with [`SqliteKvStore::sweep_expired`].
 //! * A value that is not valid JSON (written by another program) is an
 //!   [`InvalidValue`](crate::ErrorKind::InvalidValue) error for that key.
 //!
-//! A store handle is cheap to clone; clones share the connection. The thread
-//! ends, and the connection closes, when the last clone is dropped.
+//! A store handle is cheap to clone; clones share the connections. The
+//! threads end, and the connections close, when the last clone is dropped.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
 use rusqlite::types::ValueRef;
-use rusqlite::{params, Connection, ErrorCode, TransactionBehavior};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
 use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
+use crate::stores::layout::Layout;
 use crate::stores::sql::{
     self, after, decode_key, encode_key, expires_at, now_ms, parse_value, prefix_range, value_text,
 };
+use crate::value::{checked, checked_cas, checked_entries};
 
-/// A job for the connection thread.
+mod fedify;
+
+/// The number of read connections of a database file by default.
+pub const DEFAULT_READ_CONNECTIONS: usize = 2;
+
+/// A job for a connection thread.
 type Job = Box<dyn FnOnce(&mut Connection, &Statements) + Send>;
 
 /// A persistent key–value store in a SQLite database file.
 ///
-/// Cheap to clone: clones share one connection and its thread.
+/// Cheap to clone: clones share the connections and their threads.
 ///
 /// ```
 /// use kvtower::{kvkey, KvStore, SetOptions, SqliteKvStore};
@@ -94,10 +110,17 @@ pub struct SqliteKvStore {
 }
 
 struct Inner {
+    /// The write connection's queue.
     jobs: Option<mpsc::Sender<Job>>,
-    thread: Option<JoinHandle<()>>,
+    /// The read connections' shared queue; `None` when reads go to the write
+    /// connection (an in-memory database, or no read connections).
+    reads: Option<mpsc::Sender<Job>>,
+    threads: Vec<JoinHandle<()>>,
     table: String,
     path: Option<PathBuf>,
+    /// `Some` in [`Layout::Fedify`]: every call goes there (with its own
+    /// connection thread; `jobs` and `thread` are then `None`).
+    fedify: Option<fedify::FedifySqlite>,
 }
 
 impl Drop for Inner {
@@ -107,7 +130,8 @@ impl Drop for Inner {
         // checkpointed) when the last handle is gone, so that the file can be
         // reopened or copied right away.
         self.jobs.take();
-        if let Some(thread) = self.thread.take() {
+        self.reads.take();
+        for thread in self.threads.drain(..) {
             if thread.thread().id() != thread::current().id() {
                 let _ = thread.join();
             }
@@ -120,6 +144,7 @@ impl std::fmt::Debug for SqliteKvStore {
         f.debug_struct("SqliteKvStore")
             .field("path", &self.inner.path)
             .field("table", &self.inner.table)
+            .field("layout", &self.layout())
             .finish()
     }
 }
@@ -144,19 +169,58 @@ impl std::fmt::Debug for SqliteKvStore {
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct SqliteKvStoreBuilder {
-    table: String,
+    /// `None`: the layout's default table.
+    table: Option<String>,
+    layout: Layout,
     sweep_interval: Option<Duration>,
     synchronous_full: bool,
+    read_connections: usize,
 }
 
 impl SqliteKvStoreBuilder {
-    /// The table to use (default `kvtower`): a letter or `_`, then up to 62
-    /// letters, digits or `_`. Any other name is a
-    /// [`Config`](ErrorKind::Config) error when the store opens; the name is
-    /// never spliced into SQL unchecked.
+    /// The table to use (default `kvtower`, or `fedify_kv` in
+    /// [`Layout::Fedify`]): a letter or `_`, then up to 62 letters, digits
+    /// or `_`. Any other name is a [`Config`](ErrorKind::Config) error when
+    /// the store opens; the name is never spliced into SQL unchecked.
     pub fn table(mut self, name: impl Into<String>) -> Self {
-        self.table = name.into();
+        self.table = Some(name.into());
         self
+    }
+
+    /// The data format (default [`Layout::Kvtower`]). [`Layout::Fedify`]
+    /// reads and writes the table of `@fedify/sqlite`'s `SqliteKvStore`, so a
+    /// Fedify server can open the same file:
+    ///
+    /// * table `fedify_kv` (unless [`table`](Self::table) says otherwise),
+    ///   created when missing with Fedify's own DDL;
+    /// * `key` the JSON text of the parts, exactly as `JSON.stringify`
+    ///   writes it; `value` JSON text; `expires` in ms since the epoch;
+    /// * `list` matches the prefix part-wise and literally (Fedify's own
+    ///   `list` treats `%` and `_` in a prefix as `LIKE` wildcards).
+    ///
+    /// Checked against `@fedify/sqlite` 1.8.7 and 2.0.0-dev.279 by
+    /// `tests/fedify_interop.rs`.
+    ///
+    /// ```
+    /// use kvtower::{kvkey, KvStore, SetOptions, SqliteKvStore};
+    /// use kvtower::stores::Layout;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> kvtower::Result<()> {
+    /// let store = SqliteKvStore::builder().layout(Layout::Fedify).memory().await?;
+    /// store.set(&kvkey!["_fedify", "a:b"], 1.into(), SetOptions::default()).await?;
+    /// assert_eq!(store.table(), "fedify_kv");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn layout(mut self, layout: Layout) -> Self {
+        self.layout = layout;
+        self
+    }
+
+    /// Shorthand for [`layout(Layout::Fedify)`](Self::layout).
+    pub fn fedify_layout(self) -> Self {
+        self.layout(Layout::Fedify)
     }
 
     /// How often the store's thread deletes expired rows (default one
@@ -178,6 +242,30 @@ impl SqliteKvStoreBuilder {
     /// writes also survive a power failure (slower writes).
     pub fn synchronous_full(mut self) -> Self {
         self.synchronous_full = true;
+        self
+    }
+
+    /// How many connections of a database file serve reads (default
+    /// [`DEFAULT_READ_CONNECTIONS`]), each on its own thread; `0` runs reads
+    /// on the write connection, in line with the writes. An in-memory
+    /// database always has only the one connection.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> kvtower::Result<()> {
+    /// # let dir = std::env::temp_dir().join(format!("kvtower-doc-rc-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// let store = kvtower::SqliteKvStore::builder()
+    ///     .read_connections(4)
+    ///     .open(dir.join("cache.db"))
+    ///     .await?;
+    /// # drop(store);
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn read_connections(mut self, n: usize) -> Self {
+        self.read_connections = n;
         self
     }
 
@@ -203,59 +291,131 @@ impl SqliteKvStoreBuilder {
     }
 
     async fn start(self, path: Option<PathBuf>) -> Result<SqliteKvStore> {
-        sql::validate_table(&self.table).map_err(|e| e.with_operation("open"))?;
-        let statements = Statements::new(&self.table);
-        let (jobs, receiver) = mpsc::channel::<Job>();
-        let (ready, opened) = oneshot::channel::<Result<()>>();
-        let thread_path = path.clone();
+        let table = self.table.clone().unwrap_or_else(|| {
+            match self.layout {
+                Layout::Fedify => fedify::DEFAULT_TABLE,
+                _ => sql::DEFAULT_TABLE,
+            }
+            .to_owned()
+        });
+        sql::validate_table(&table).map_err(|e| e.with_operation("open"))?;
         let synchronous = if self.synchronous_full {
             "FULL"
         } else {
             "NORMAL"
         };
-        let sweep_interval = self.sweep_interval;
-        let thread = thread::Builder::new()
-            .name(format!("kvtower-sqlite-{}", self.table))
-            .spawn(move || {
-                let conn = match connect(thread_path.as_deref(), synchronous, &statements) {
-                    Ok(conn) => {
-                        let _ = ready.send(Ok(()));
-                        conn
-                    }
-                    Err(e) => {
-                        let _ = ready.send(Err(e));
-                        return;
-                    }
-                };
-                serve(conn, statements, receiver, sweep_interval);
-            })
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::Backend,
-                    format!("cannot start the SQLite thread: {e}"),
-                )
-                .with_source(e)
-                .with_operation("open")
-            })?;
-        let inner = Inner {
-            jobs: Some(jobs),
-            thread: Some(thread),
-            table: self.table,
-            path,
-        };
-        match opened.await {
-            Ok(Ok(())) => Ok(SqliteKvStore {
-                inner: Arc::new(inner),
-            }),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(closed("open")),
+        if self.layout == Layout::Fedify {
+            let store =
+                fedify::FedifySqlite::start(path.clone(), &table, synchronous, self.sweep_interval)
+                    .await?;
+            return Ok(SqliteKvStore {
+                inner: Arc::new(Inner {
+                    jobs: None,
+                    reads: None,
+                    threads: Vec::new(),
+                    table,
+                    path,
+                    fedify: Some(store),
+                }),
+            });
         }
+        let (jobs, receiver) = mpsc::channel::<Job>();
+        let sweep_interval = self.sweep_interval;
+        let mut inner = Inner {
+            jobs: Some(jobs),
+            reads: None,
+            threads: Vec::new(),
+            table,
+            path,
+            fedify: None,
+        };
+        // From here on, dropping `inner` on an error closes the queues and
+        // joins the threads started so far.
+        let writer_path = inner.path.clone();
+        let table = inner.table.clone();
+        let (thread, opened) = spawn_connection(
+            format!("kvtower-sqlite-{}", inner.table),
+            move || {
+                let statements = Statements::new(&table);
+                let conn = connect(writer_path.as_deref(), synchronous, &statements)?;
+                Ok((conn, statements))
+            },
+            move |conn, statements| serve(conn, statements, receiver, sweep_interval),
+        )?;
+        inner.threads.push(thread);
+        wait_opened(opened).await?;
+
+        // The readers open the file after the writer has created the table
+        // and switched the file to WAL.
+        if let Some(path) = inner.path.clone().filter(|_| self.read_connections > 0) {
+            let (reads, receiver) = mpsc::channel::<Job>();
+            let receiver = Arc::new(Mutex::new(receiver));
+            inner.reads = Some(reads);
+            let mut pending = Vec::with_capacity(self.read_connections);
+            for i in 0..self.read_connections {
+                let (path, table, receiver) = (path.clone(), inner.table.clone(), receiver.clone());
+                let (thread, opened) = spawn_connection(
+                    format!("kvtower-sqlite-{}-read-{i}", inner.table),
+                    move || Ok((connect_reader(&path)?, Statements::new(&table))),
+                    move |conn, statements| serve_reads(conn, statements, &receiver),
+                )?;
+                inner.threads.push(thread);
+                pending.push(opened);
+            }
+            for opened in pending {
+                wait_opened(opened).await?;
+            }
+        }
+        Ok(SqliteKvStore {
+            inner: Arc::new(inner),
+        })
+    }
+}
+
+/// Starts a thread that opens a connection with `open`, reports the outcome
+/// on the returned channel, then hands the connection to `serve`.
+fn spawn_connection(
+    name: String,
+    open: impl FnOnce() -> Result<(Connection, Statements)> + Send + 'static,
+    serve: impl FnOnce(Connection, Statements) + Send + 'static,
+) -> Result<(JoinHandle<()>, oneshot::Receiver<Result<()>>)> {
+    let (ready, opened) = oneshot::channel::<Result<()>>();
+    let thread = thread::Builder::new()
+        .name(name)
+        .spawn(move || match open() {
+            Ok((conn, statements)) => {
+                let _ = ready.send(Ok(()));
+                serve(conn, statements);
+            }
+            Err(e) => {
+                let _ = ready.send(Err(e));
+            }
+        })
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Backend,
+                format!("cannot start the SQLite thread: {e}"),
+            )
+            .with_source(e)
+            .with_operation("open")
+        })?;
+    Ok((thread, opened))
+}
+
+async fn wait_opened(opened: oneshot::Receiver<Result<()>>) -> Result<()> {
+    match opened.await {
+        Ok(result) => result,
+        Err(_) => Err(closed("open")),
     }
 }
 
 /// The SQL of one table, built once from the validated name.
 struct Statements {
     create: String,
+    /// The expiry index name of older versions, dropped when found on this
+    /// table (see [`sql::legacy_expiry_index`]).
+    legacy_index: String,
+    table: String,
     get: String,
     upsert: String,
     delete: String,
@@ -268,14 +428,17 @@ impl Statements {
         // `table` is validated: an identifier without quotes, safe to quote.
         let t = format!("\"{table}\"");
         const LIVE: &str = "(expires_at IS NULL OR expires_at > ?2)";
+        let index = sql::expiry_index(table);
         Self {
             create: format!(
                 "CREATE TABLE IF NOT EXISTS {t} (\
                  k BLOB PRIMARY KEY NOT NULL, v TEXT NOT NULL, expires_at INTEGER\
                  ) WITHOUT ROWID;\
-                 CREATE INDEX IF NOT EXISTS \"{table}_expires_at\" ON {t} (expires_at) \
+                 CREATE INDEX IF NOT EXISTS \"{index}\" ON {t} (expires_at) \
                  WHERE expires_at IS NOT NULL;"
             ),
+            legacy_index: sql::legacy_expiry_index(table),
+            table: table.to_owned(),
             get: format!("SELECT v FROM {t} WHERE k = ?1 AND {LIVE}"),
             upsert: format!(
                 "INSERT INTO {t} (k, v, expires_at) VALUES (?1, ?2, ?3) \
@@ -309,10 +472,63 @@ fn connect(path: Option<&Path>, synchronous: &str, statements: &Statements) -> R
         // Returns the mode ("memory" for an in-memory database).
         let _: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
         conn.execute_batch(&format!("PRAGMA synchronous = {synchronous};"))?;
-        conn.execute_batch(&statements.create)
+        conn.execute_batch(&statements.create)?;
+        drop_legacy_index(&conn, statements)
     };
     setup().map_err(|e| sqlite_error(e, "open"))?;
     Ok(conn)
+}
+
+/// A read connection: the file exists, is in WAL mode and has the table.
+fn connect_reader(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path).map_err(|e| {
+        Error::new(
+            ErrorKind::Unavailable,
+            format!("cannot open the SQLite database: {e}"),
+        )
+        .with_source(e)
+        .with_operation("open")
+    })?;
+    // A WAL read waits only in rare cases (a checkpoint resetting the log);
+    // `query_only` makes sure no write ever takes this path.
+    conn.busy_timeout(Duration::from_secs(5))
+        .and_then(|()| conn.execute_batch("PRAGMA query_only = ON;"))
+        .map_err(|e| sqlite_error(e, "open"))?;
+    Ok(conn)
+}
+
+/// A read connection's thread: runs read jobs from the shared queue until it
+/// closes. Several readers share the queue, so reads run in parallel.
+fn serve_reads(mut conn: Connection, statements: Statements, jobs: &Mutex<mpsc::Receiver<Job>>) {
+    loop {
+        // Only the reader holding the mutex waits on the queue (the others
+        // wait for the mutex); the guard is released before the job runs.
+        let job = match jobs.lock().unwrap_or_else(PoisonError::into_inner).recv() {
+            Ok(job) => job,
+            Err(_) => return,
+        };
+        job(&mut conn, &statements);
+    }
+}
+
+/// Drops the expiry index an older version created under the name
+/// `{table}_expires_at` (a name another table may want), if it is this
+/// table's: its replacement is already in place.
+fn drop_legacy_index(conn: &Connection, statements: &Statements) -> rusqlite::Result<()> {
+    // SQLite names are case-insensitive (ASCII), hence NOCASE.
+    let found: Option<String> = conn
+        .query_row(
+            "SELECT name FROM sqlite_master WHERE type = 'index' \
+             AND name = ?1 COLLATE NOCASE AND tbl_name = ?2 COLLATE NOCASE",
+            params![statements.legacy_index, statements.table],
+            |row| row.get(0),
+        )
+        .optional()?;
+    if let Some(name) = found {
+        // `name` is the validated table name plus `_expires_at`: no quote.
+        conn.execute_batch(&format!("DROP INDEX IF EXISTS \"{name}\""))?;
+    }
+    Ok(())
 }
 
 /// The connection thread: runs jobs in order, and sweeps expired rows every
@@ -401,15 +617,7 @@ fn read_value(
     operation: &'static str,
 ) -> Result<Value> {
     match row.get_ref(i).map_err(|e| sqlite_error(e, operation))? {
-        ValueRef::Text(text) => match std::str::from_utf8(text) {
-            Ok(text) => parse_value(text, key, operation),
-            Err(e) => Err(
-                Error::new(ErrorKind::InvalidValue, "stored value is not UTF-8 text")
-                    .with_source(e)
-                    .with_operation(operation)
-                    .with_key(key),
-            ),
-        },
+        ValueRef::Text(text) => text_value(text, key, operation),
         other => Err(Error::new(
             ErrorKind::InvalidValue,
             format!(
@@ -419,6 +627,20 @@ fn read_value(
         )
         .with_operation(operation)
         .with_key(key)),
+    }
+}
+
+/// The value of a stored `TEXT` cell: its bytes are whatever another program
+/// wrote, so neither UTF-8 nor JSON is assumed.
+pub(crate) fn text_value(text: &[u8], key: &KvKey, operation: &'static str) -> Result<Value> {
+    match std::str::from_utf8(text) {
+        Ok(text) => parse_value(text, key, operation),
+        Err(e) => Err(
+            Error::new(ErrorKind::InvalidValue, "stored value is not UTF-8 text")
+                .with_source(e)
+                .with_operation(operation)
+                .with_key(key),
+        ),
     }
 }
 
@@ -466,9 +688,11 @@ fn write(
 impl Default for SqliteKvStoreBuilder {
     fn default() -> Self {
         Self {
-            table: sql::DEFAULT_TABLE.to_owned(),
+            table: None,
+            layout: Layout::Kvtower,
             sweep_interval: Some(sql::DEFAULT_SWEEP_INTERVAL),
             synchronous_full: false,
+            read_connections: DEFAULT_READ_CONNECTIONS,
         }
     }
 }
@@ -529,6 +753,24 @@ impl SqliteKvStore {
         &self.inner.table
     }
 
+    /// The data format this store reads and writes.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> kvtower::Result<()> {
+    /// let store = kvtower::SqliteKvStore::memory().await?;
+    /// assert_eq!(store.layout(), kvtower::stores::Layout::Kvtower);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn layout(&self) -> Layout {
+        if self.inner.fedify.is_some() {
+            Layout::Fedify
+        } else {
+            Layout::Kvtower
+        }
+    }
+
     /// Deletes every expired row now and returns how many it deleted. The
     /// background sweep does the same periodically.
     ///
@@ -545,6 +787,9 @@ impl SqliteKvStore {
     ///
     /// A [`Backend`](ErrorKind::Backend) error from SQLite.
     pub async fn sweep_expired(&self) -> Result<u64> {
+        if let Some(fedify) = &self.inner.fedify {
+            return fedify.sweep_expired().await;
+        }
         self.run("sweep", |conn, statements| {
             let mut total = 0u64;
             loop {
@@ -558,8 +803,32 @@ impl SqliteKvStore {
         .await
     }
 
-    /// Runs `f` on the connection thread and waits for its result.
+    /// Runs `f` on the write connection's thread and waits for its result.
     async fn run<T, F>(&self, operation: &'static str, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, &Statements) -> Result<T> + Send + 'static,
+    {
+        self.run_on(self.inner.jobs.as_ref(), operation, f).await
+    }
+
+    /// Runs the read-only `f` on a read connection (or on the write
+    /// connection when there is none) and waits for its result.
+    async fn read<T, F>(&self, operation: &'static str, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, &Statements) -> Result<T> + Send + 'static,
+    {
+        let queue = self.inner.reads.as_ref().or(self.inner.jobs.as_ref());
+        self.run_on(queue, operation, f).await
+    }
+
+    async fn run_on<T, F>(
+        &self,
+        queue: Option<&mpsc::Sender<Job>>,
+        operation: &'static str,
+        f: F,
+    ) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection, &Statements) -> Result<T> + Send + 'static,
@@ -569,8 +838,8 @@ impl SqliteKvStore {
             // The caller may have given up (its future dropped): nothing to do.
             let _ = tx.send(f(conn, statements));
         });
-        let jobs = self.inner.jobs.as_ref().ok_or_else(|| closed(operation))?;
-        jobs.send(job).map_err(|_| closed(operation))?;
+        let queue = queue.ok_or_else(|| closed(operation))?;
+        queue.send(job).map_err(|_| closed(operation))?;
         rx.await.map_err(|_| closed(operation))?
     }
 
@@ -581,7 +850,7 @@ impl SqliteKvStore {
         start: Vec<u8>,
         end: Vec<u8>,
     ) -> Result<(Vec<Result<KvEntry>>, Option<Vec<u8>>)> {
-        self.run("list", move |conn, statements| {
+        self.read("list", move |conn, statements| {
             let limit = i64::try_from(sql::LIST_PAGE).unwrap_or(i64::MAX);
             let mut stmt = conn
                 .prepare_cached(&statements.list)
@@ -615,8 +884,11 @@ impl SqliteKvStore {
 #[async_trait]
 impl KvStore for SqliteKvStore {
     async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
+        if let Some(fedify) = &self.inner.fedify {
+            return fedify.get(key).await;
+        }
         let owned = key.clone();
-        self.run("get", move |conn, statements| {
+        self.read("get", move |conn, statements| {
             get_live(
                 conn,
                 statements,
@@ -631,6 +903,10 @@ impl KvStore for SqliteKvStore {
     }
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
+        let value = checked(value).map_err(|e| e.with_operation("set").with_key(key))?;
+        if let Some(fedify) = &self.inner.fedify {
+            return fedify.set(key, value, options).await;
+        }
         let enc = encode_key(key);
         let text = value_text(&value);
         self.run("set", move |conn, statements| {
@@ -649,6 +925,9 @@ impl KvStore for SqliteKvStore {
     }
 
     async fn delete(&self, key: &KvKey) -> Result<()> {
+        if let Some(fedify) = &self.inner.fedify {
+            return fedify.delete(key).await;
+        }
         let enc = encode_key(key);
         self.run("delete", move |conn, statements| {
             write(
@@ -672,6 +951,10 @@ impl KvStore for SqliteKvStore {
         new: Option<Value>,
         options: SetOptions,
     ) -> Result<bool> {
+        let new = checked_cas(expected, new).map_err(|e| e.with_operation("cas").with_key(key))?;
+        if let Some(fedify) = &self.inner.fedify {
+            return fedify.cas(key, expected, new, options).await;
+        }
         let owned = key.clone();
         let expected = expected.cloned();
         let new = new.map(|v| value_text(&v));
@@ -698,6 +981,9 @@ impl KvStore for SqliteKvStore {
     }
 
     fn list(&self, prefix: Option<KvKey>) -> BoxStream<'_, Result<KvEntry>> {
+        if let Some(fedify) = &self.inner.fedify {
+            return fedify.list(prefix);
+        }
         // Keyset pagination: each page is one short query, the next starts
         // just after the last key seen, so no entry is listed twice and no
         // transaction is held open while the caller consumes the stream.
@@ -717,11 +1003,14 @@ impl KvStore for SqliteKvStore {
     }
 
     async fn get_many(&self, keys: &[KvKey]) -> Result<Vec<Option<Value>>> {
+        if let Some(fedify) = &self.inner.fedify {
+            return fedify.get_many(keys).await;
+        }
         if keys.is_empty() {
             return Ok(Vec::new());
         }
         let keys = keys.to_vec();
-        self.run("get_many", move |conn, statements| {
+        self.read("get_many", move |conn, statements| {
             // One read transaction: every value from the same snapshot.
             let tx = conn
                 .transaction()
@@ -738,9 +1027,13 @@ impl KvStore for SqliteKvStore {
     }
 
     async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {
+        if let Some(fedify) = &self.inner.fedify {
+            return fedify.set_many(entries, options).await;
+        }
         if entries.is_empty() {
             return Ok(());
         }
+        let entries = checked_entries(entries).map_err(|e| e.with_operation("set_many"))?;
         let rows: Vec<(Vec<u8>, String)> = entries
             .iter()
             .map(|(key, value)| (encode_key(key), value_text(value)))
@@ -761,6 +1054,9 @@ impl KvStore for SqliteKvStore {
     }
 
     async fn delete_many(&self, keys: &[KvKey]) -> Result<()> {
+        if let Some(fedify) = &self.inner.fedify {
+            return fedify.delete_many(keys).await;
+        }
         if keys.is_empty() {
             return Ok(());
         }

@@ -59,9 +59,15 @@ pub(crate) fn encode_key(key: &KvKey) -> Result<String> {
 }
 
 /// The key of a key name, or `None` for a name this layout did not write.
+///
+/// Only the exact text [`encode_key`] writes counts: `[ "a"]` or `["\u0061"]`
+/// parse as `["a"]` too, but a `get` of `["a"]` reads the name `["a"]`, so
+/// listing such a foreign name as `["a"]` would yield an entry that `get`,
+/// `delete` and `cas` of the key it names never touch (or a key twice).
 pub(crate) fn decode_key(name: &str) -> Option<KvKey> {
     let parts: Vec<String> = serde_json::from_str(name).ok()?;
-    KvKey::new(parts).ok()
+    let key = KvKey::new(parts).ok()?;
+    (encode_key(&key).ok()? == name).then_some(key)
 }
 
 /// What a listing by `prefix` reads: the exact key (if any) and the name
@@ -86,16 +92,17 @@ pub(crate) fn put(key: &KvKey, value: &Value, ttl: Option<Duration>, now_ms: u64
     let value = serde_json::to_string(value)?;
     let (metadata, expiration_ttl) = match ttl {
         None => (Metadata::default(), None),
-        Some(ttl) => {
-            let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-            let seconds = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
-            (
+        Some(ttl) => match expiry(ttl, now_ms) {
+            // Too far out for a JavaScript number to say: never expires, like a
+            // TTL past the SQL stores' range.
+            None => (Metadata::default(), None),
+            Some((expires, seconds)) => (
                 Metadata {
-                    expires: Some(now_ms.saturating_add(ms) as f64),
+                    expires: Some(expires as f64),
                 },
                 Some(seconds.max(MIN_EXPIRATION_TTL)),
-            )
-        }
+            ),
+        },
     };
     Ok(Put {
         key,
@@ -103,6 +110,24 @@ pub(crate) fn put(key: &KvKey, value: &Value, ttl: Option<Duration>, now_ms: u64
         metadata,
         expiration_ttl,
     })
+}
+
+/// The largest integer a JavaScript number (what Fedify reads `expires` as,
+/// and what `expiration_ttl` is) holds exactly: 2^53 - 1.
+pub(crate) const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
+/// When an entry written at `now_ms` with `ttl` expires (ms since the epoch)
+/// and its `expiration_ttl` in whole seconds, rounded up so never early; `None`
+/// when the expiry is past [`MAX_SAFE_INTEGER`] ms (about 285,000 years from
+/// 1970), which no JavaScript reader could represent. Checked arithmetic:
+/// `Duration::MAX` must not overflow (it used to wrap to a 60-second TTL).
+fn expiry(ttl: Duration, now_ms: u64) -> Option<(u64, u64)> {
+    let ms = u64::try_from(ttl.as_nanos().div_ceil(1_000_000)).ok()?;
+    let expires = now_ms
+        .checked_add(ms)
+        .filter(|&at| at <= MAX_SAFE_INTEGER)?;
+    let seconds = u64::try_from(ttl.as_nanos().div_ceil(1_000_000_000)).ok()?;
+    Some((expires, seconds))
 }
 
 /// Whether an entry with this metadata is live at `now_ms`. Like Fedify, an
@@ -119,7 +144,7 @@ pub(crate) fn is_live(metadata: Option<&Metadata>, now_ms: u64) -> bool {
 
 /// The value of a stored JSON text.
 pub(crate) fn decode_value(text: &str) -> Result<Value> {
-    Ok(serde_json::from_str(text)?)
+    Ok(crate::value::from_str(text)?)
 }
 
 /// Milliseconds since the Unix epoch.
@@ -164,6 +189,35 @@ mod tests {
     }
 
     #[test]
+    fn only_canonical_names_decode() {
+        // Found writing the `workers_layout` fuzz target's canonical-name check:
+        // these parsed as `["a"]`.
+        for foreign in [r#"[ "a"]"#, r#"["\u0061"]"#, "[\"a\"]\n", r#"["a" ]"#] {
+            assert_eq!(decode_key(foreign), None, "{foreign}");
+        }
+        assert_eq!(decode_key(r#"["a"]"#), Some(kvkey!["a"]));
+    }
+
+    fn arb_key() -> impl proptest::strategy::Strategy<Value = KvKey> {
+        use proptest::prelude::*;
+        proptest::collection::vec("[a,\"\\\\\\]\\[\x00\n\x7fü]{0,4}", 1..4)
+            .prop_map(|parts| KvKey::new(parts).unwrap())
+    }
+
+    proptest::proptest! {
+        // The invariants the `workers_layout` fuzz target checks, on stable.
+        #[test]
+        fn names_decode_back_and_list_part_wise(a in arb_key(), b in arb_key()) {
+            let (na, nb) = (encode_key(&a).unwrap(), encode_key(&b).unwrap());
+            proptest::prop_assert_eq!(decode_key(&na), Some(a.clone()));
+            proptest::prop_assert_eq!(na == nb, a == b);
+            let (_, below) = list_plan(Some(&b)).unwrap();
+            let under = a.starts_with(&b) && a.len() > b.len();
+            proptest::prop_assert_eq!(na.starts_with(&below), under);
+        }
+    }
+
+    #[test]
     fn list_plans_are_part_wise() {
         assert_eq!(list_plan(None).unwrap(), (None, "[".to_owned()));
         let (exact, below) = list_plan(Some(&kvkey!["a"])).unwrap();
@@ -203,6 +257,23 @@ mod tests {
         assert_eq!(forever.expiration_ttl, None);
         assert!(is_live(Some(&forever.metadata), u64::MAX));
         assert!(!is_live(None, 0), "no metadata: not written by this layout");
+    }
+
+    #[test]
+    fn ttls_too_long_to_represent_never_expire() {
+        for ttl in [
+            Duration::MAX,
+            Duration::from_secs(u64::MAX),
+            Duration::from_millis(MAX_SAFE_INTEGER),
+        ] {
+            let p = put(&kvkey!["k"], &json!(1), Some(ttl), 1_000).unwrap();
+            assert_eq!(p.metadata, Metadata::default(), "{ttl:?}");
+            assert_eq!(p.expiration_ttl, None, "{ttl:?}");
+        }
+        let year = Duration::from_secs(365 * 24 * 3600);
+        let p = put(&kvkey!["k"], &json!(1), Some(year), 1_000).unwrap();
+        assert_eq!(p.metadata.expires, Some(1_000.0 + year.as_millis() as f64));
+        assert_eq!(p.expiration_ttl, Some(year.as_secs()));
     }
 
     #[test]

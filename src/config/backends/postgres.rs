@@ -1,0 +1,58 @@
+//! `postgres://`: a `PostgresKvStore` (feature `postgres`).
+
+use serde::{Deserialize, Serialize};
+
+use super::Backend;
+use crate::config::SecretUrl;
+use crate::error::Result;
+use crate::store::DynKvStore;
+
+/// Options of a PostgreSQL backend.
+///
+/// URL forms: `postgres://…` and `postgresql://…`, as tokio-postgres reads
+/// them; in the table form, `url` may also be libpq's key-value form
+/// (`host=… user=… password=…`).
+///
+/// ```
+/// use kvtower::config::BackendConfig;
+///
+/// let BackendConfig::Postgres(c) = BackendConfig::from_url("postgres://app:pw@db/test")? else { panic!() };
+/// assert_eq!(c.url.to_string(), "postgres://app:***@db/test");
+/// # Ok::<(), kvtower::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct PostgresConfig {
+    /// `postgres://` URL.
+    pub url: SecretUrl,
+    /// The table name (default `kvtower`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+}
+
+impl Backend for PostgresConfig {
+    fn from_url(url: &str) -> Result<Self> {
+        Ok(Self {
+            url: SecretUrl::new(url),
+            table: None,
+        })
+    }
+
+    async fn build(&self) -> Result<DynKvStore> {
+        #[cfg(feature = "postgres")]
+        {
+            let mut builder = crate::PostgresKvStore::builder();
+            if let Some(table) = &self.table {
+                builder = builder.table(table.clone());
+            }
+            let store = builder
+                .connect(self.url.expose())
+                .await
+                .map_err(|e| crate::config::secrets::scrub(e, [&self.url]))?;
+            Ok(std::sync::Arc::new(store))
+        }
+        #[cfg(not(feature = "postgres"))]
+        Err(super::missing_feature("postgres", "postgres"))
+    }
+}

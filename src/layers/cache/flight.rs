@@ -1,0 +1,132 @@
+//! Single-flight: concurrent misses of one key make one inner read.
+//!
+//! A flight is registered with the key's generation at its start (see
+//! `tier`). A caller joins a flight only while the key's generation is still
+//! that one: after a write or an invalidation of the key returned, a new
+//! `get` never joins a read that started before it (and so may have read the
+//! value the write replaced); it leads a fresh read instead.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::Instant;
+
+use tokio::sync::watch;
+
+use crate::error::{Error, Result};
+use crate::key::KvKey;
+use crate::store::Value;
+
+/// What a read-through answers: the value and when the inner entry dies
+/// (`None` inside: never, or the inner store cannot tell). A deadline rather
+/// than a duration, so a follower that waited reports what is left *now*.
+pub(super) type Answer = Result<Option<(Value, Option<Instant>)>>;
+
+/// What a leader shares with the callers waiting on it.
+pub(super) type Outcome = Option<Answer>;
+
+struct Entry {
+    id: u64,
+    generation: u64,
+    rx: watch::Receiver<Outcome>,
+}
+
+/// The reads of the inner store in flight, by key.
+#[derive(Default)]
+pub(super) struct Flights {
+    inflight: Mutex<HashMap<KvKey, Entry>>,
+    next_id: AtomicU64,
+}
+
+/// What a caller of [`Flights::join`] is.
+pub(super) enum Role<'a> {
+    /// Reads the inner store and answers the followers.
+    Leader(Flight<'a>),
+    /// Waits for the leader's answer.
+    Follower(watch::Receiver<Outcome>),
+}
+
+impl Flights {
+    /// Joins the flight of `key` started at `generation` (the key's current
+    /// one), or starts one.
+    pub(super) fn join<'a>(&'a self, key: &'a KvKey, generation: u64) -> Role<'a> {
+        let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = inflight.get(key) {
+            // A flight of an older generation may have read what a write
+            // since replaced: never join it (it finishes for its own callers,
+            // and its fill is dropped by the generation check).
+            if entry.generation == generation {
+                return Role::Follower(entry.rx.clone());
+            }
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = watch::channel(None);
+        inflight.insert(key.clone(), Entry { id, generation, rx });
+        Role::Leader(Flight {
+            flights: self,
+            key,
+            id,
+            tx,
+        })
+    }
+}
+
+/// A leader's registration: removes itself from the map when dropped, so a
+/// cancelled leader's followers retry instead of waiting forever (its sender
+/// is dropped, which wakes them).
+pub(super) struct Flight<'a> {
+    flights: &'a Flights,
+    key: &'a KvKey,
+    id: u64,
+    tx: watch::Sender<Outcome>,
+}
+
+impl Flight<'_> {
+    /// Leaves the map (only if this flight is still the key's entry).
+    fn unregister(&self) {
+        let mut inflight = self
+            .flights
+            .inflight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if inflight.get(self.key).is_some_and(|e| e.id == self.id) {
+            inflight.remove(self.key);
+        }
+    }
+
+    /// Leaves the map, then answers the followers. Unregistering first means
+    /// later callers find the filled front or lead a fresh read, never a
+    /// finished flight.
+    pub(super) fn finish(self, outcome: &Answer) {
+        self.unregister();
+        if self.tx.receiver_count() > 0 {
+            self.tx.send_replace(Some(copy_outcome(outcome)));
+        }
+    }
+}
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        self.unregister();
+    }
+}
+
+/// A copy of a leader's error for its followers (`Error` is not `Clone`: the
+/// source cannot be copied, the rest is).
+pub(super) fn copy_error(error: &Error) -> Error {
+    let mut copy = Error::new(error.kind(), error.message()).with_retryable(error.is_retryable());
+    if let Some(operation) = error.operation() {
+        copy = copy.with_operation(operation);
+    }
+    if let Some(key) = error.key() {
+        copy = copy.with_key(key);
+    }
+    copy
+}
+
+pub(super) fn copy_outcome(outcome: &Answer) -> Answer {
+    match outcome {
+        Ok(value) => Ok(value.clone()),
+        Err(e) => Err(copy_error(e)),
+    }
+}
