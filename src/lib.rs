@@ -63,6 +63,7 @@ pub mod error;
 pub mod invalidation;
 pub mod key;
 pub mod layers;
+mod redact;
 pub mod service;
 pub mod store;
 pub mod stores;
