@@ -33,6 +33,7 @@
 //! | [`layers`] | tower-style layers: [`CacheLayer`](layers::CacheLayer), [`PrefixLayer`](layers::PrefixLayer), [`DefaultTtlLayer`](layers::DefaultTtlLayer), [`MetricsLayer`](layers::MetricsLayer), [`TracingLayer`](layers::TracingLayer) |
 //! | [`service`] | the bridge to tower middleware: [`KvRequest`](service::KvRequest), [`KvService`](service::KvService), [`ServiceStore`](service::ServiceStore) |
 //! | `testing` | the conformance suite every store passes (feature `testing`) |
+//! | [`value`] | the limits on values every store enforces: [`MAX_DEPTH`](value::MAX_DEPTH) levels of nesting |
 //!
 //! # Cargo features
 //!
@@ -69,6 +70,7 @@ pub mod store;
 pub mod stores;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod value;
 
 pub use error::{Error, ErrorKind, Result};
 pub use key::KvKey;

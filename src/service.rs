@@ -608,6 +608,26 @@ impl Default for RetryPolicy {
 
 type Sleep = tokio::time::Sleep;
 
+/// A copy of `request` to replay, when attempts are left. A request carrying
+/// a value nested past [`MAX_DEPTH`](crate::value::MAX_DEPTH) is not copied
+/// (cloning recurses once per level): the store refuses it anyway, and that
+/// error is not retryable.
+fn clone_for_retry(attempts: u32, request: &KvRequest) -> Option<KvRequest> {
+    use crate::value::check_depth;
+    if attempts <= 1 {
+        return None;
+    }
+    let shallow = match request {
+        KvRequest::Set { value, .. } => check_depth(value).is_ok(),
+        KvRequest::Cas { expected, new, .. } => {
+            expected.iter().chain(new).all(|v| check_depth(v).is_ok())
+        }
+        KvRequest::SetMany { entries, .. } => entries.iter().all(|(_, v)| check_depth(v).is_ok()),
+        _ => true,
+    };
+    shallow.then(|| request.clone())
+}
+
 impl tower::retry::Policy<KvRequest, KvResponse, Error> for RetryPolicy {
     type Future = Sleep;
 
@@ -623,7 +643,7 @@ impl tower::retry::Policy<KvRequest, KvResponse, Error> for RetryPolicy {
     }
 
     fn clone_request(&mut self, request: &KvRequest) -> Option<KvRequest> {
-        (self.attempts > 1).then(|| request.clone())
+        clone_for_retry(self.attempts, request)
     }
 }
 
@@ -645,6 +665,6 @@ impl tower::retry::Policy<KvRequest, KvResponse, tower::BoxError> for RetryPolic
     }
 
     fn clone_request(&mut self, request: &KvRequest) -> Option<KvRequest> {
-        (self.attempts > 1).then(|| request.clone())
+        clone_for_retry(self.attempts, request)
     }
 }

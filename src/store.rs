@@ -181,6 +181,12 @@ impl Default for Capabilities {
 ///   is promised.
 /// * The batch methods behave like their single-key loops, faster where the
 ///   backend has a native path.
+/// * Values nest at most [`MAX_DEPTH`](crate::value::MAX_DEPTH) arrays and
+///   objects: `set`, `set_many` and `cas` refuse a deeper one (new or
+///   expected value) with [`InvalidValue`](crate::ErrorKind::InvalidValue),
+///   checked with [`check_depth`](crate::value::check_depth) before anything
+///   recursive touches it. Every value a store accepted reads back exactly
+///   (floats bit for bit).
 ///
 /// # Implementing
 ///

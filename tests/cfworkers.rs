@@ -201,6 +201,29 @@ async fn sub_minute_ttl_holds_through_metadata() {
 }
 
 #[tokio::test]
+async fn a_ttl_of_duration_max_never_expires_and_does_not_panic() {
+    let Some(store) = store_in(&fresh_namespace()) else {
+        return;
+    };
+    // Duration::MAX used to overflow (a panic in debug builds, a 60-second
+    // TTL in release): too long for a JavaScript number, it never expires.
+    let key = kvkey!["forever"];
+    store
+        .set(&key, json!("v"), SetOptions::ttl(Duration::MAX))
+        .await
+        .unwrap();
+    assert_eq!(store.get(&key).await.unwrap(), Some(json!("v")));
+    store
+        .set_many(
+            vec![(kvkey!["also"], json!(1))],
+            SetOptions::ttl(Duration::MAX),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.get(&kvkey!["also"]).await.unwrap(), Some(json!(1)));
+}
+
+#[tokio::test]
 async fn wrong_token_is_a_config_error() {
     let Some(url) = emulator() else { return };
     let store = WorkersKvStore::builder("test-account", "ns", "wrong")

@@ -60,6 +60,18 @@ impl KvStore for CleanedUp {
     async fn get_many(&self, keys: &[KvKey]) -> kvtower::Result<Vec<Option<Value>>> {
         self.0.get_many(keys).await
     }
+    async fn get_with_ttl(
+        &self,
+        key: &KvKey,
+    ) -> kvtower::Result<Option<(Value, Option<std::time::Duration>)>> {
+        self.0.get_with_ttl(key).await
+    }
+    async fn get_many_with_ttl(
+        &self,
+        keys: &[KvKey],
+    ) -> kvtower::Result<Vec<Option<(Value, Option<std::time::Duration>)>>> {
+        self.0.get_many_with_ttl(keys).await
+    }
     async fn set_many(
         &self,
         entries: Vec<(KvKey, Value)>,

@@ -452,3 +452,65 @@ async fn a_table_from_an_older_version_gives_up_its_index_name() {
     assert!(indexes.contains(&"x.expires_at".to_owned()), "{indexes:?}");
     assert!(!indexes.contains(&"x_expires_at".to_owned()), "{indexes:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_answer_while_a_write_waits_for_another_connections_lock() {
+    let dir = TempDir::new();
+    let store = SqliteKvStore::open(dir.file()).await.unwrap();
+    store
+        .set(&kvkey!["r", "1"], json!(1), SetOptions::default())
+        .await
+        .unwrap();
+    // Another process holds the write lock.
+    let other = rusqlite::Connection::open(dir.file()).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+    let writer = store.clone();
+    let write = tokio::spawn(async move {
+        writer
+            .set(&kvkey!["r", "2"], json!(2), SetOptions::default())
+            .await
+    });
+    // Let the write reach SQLite and start waiting for the lock (its busy
+    // timeout is 5 s).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!write.is_finished(), "the write waits for the lock");
+
+    // WAL reads need no lock: they answer while the write waits. The
+    // timeouts are hang guards (reads used to queue behind the write for
+    // the whole busy timeout), not a speed assertion.
+    let guard = Duration::from_secs(3);
+    let got = tokio::time::timeout(guard, store.get(&kvkey!["r", "1"]))
+        .await
+        .expect("get queued behind the waiting write");
+    assert_eq!(got.unwrap(), Some(json!(1)));
+    let listed = tokio::time::timeout(guard, store.list_all(Some(kvkey!["r"])))
+        .await
+        .expect("list queued behind the waiting write");
+    assert_eq!(listed.unwrap().len(), 1);
+    let many = tokio::time::timeout(guard, store.get_many(&[kvkey!["r", "1"], kvkey!["r", "2"]]))
+        .await
+        .expect("get_many queued behind the waiting write");
+    assert_eq!(many.unwrap(), vec![Some(json!(1)), None]);
+
+    // The lock goes away: the write goes through, and reads see it.
+    other.execute_batch("COMMIT").unwrap();
+    write.await.unwrap().unwrap();
+    assert_eq!(store.get(&kvkey!["r", "2"]).await.unwrap(), Some(json!(2)));
+}
+
+#[tokio::test]
+async fn no_read_connections_still_reads_and_writes() {
+    let dir = TempDir::new();
+    let store = SqliteKvStore::builder()
+        .read_connections(0)
+        .open(dir.file())
+        .await
+        .unwrap();
+    store
+        .set(&kvkey!["a"], json!(1), SetOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(store.get(&kvkey!["a"]).await.unwrap(), Some(json!(1)));
+    assert_eq!(store.list_all(None).await.unwrap().len(), 1);
+}

@@ -282,6 +282,44 @@ fn yes() -> bool {
     true
 }
 
+/// The invalidation buses of one stack being built, by URL and channel.
+///
+/// Cache layers of one stack on the same channel share one bus: its
+/// subscriber then invalidates them in the order they were built, inner tier
+/// first, so an outer tier is never refilled from an inner one that has not
+/// heard the change yet (two buses would race, and L1 could be refilled from
+/// a stale L2 for a whole front TTL).
+#[derive(Default)]
+pub(super) struct Buses {
+    #[cfg(feature = "redis")]
+    buses: Vec<(String, String, crate::invalidation::RedisInvalidationBus)>,
+}
+
+#[cfg(feature = "redis")]
+impl Buses {
+    async fn get_or_connect(
+        &mut self,
+        url: &SecretUrl,
+        channel: String,
+    ) -> Result<crate::invalidation::RedisInvalidationBus> {
+        if let Some((_, _, bus)) = self
+            .buses
+            .iter()
+            .find(|(u, c, _)| u == url.expose() && *c == channel)
+        {
+            return Ok(bus.clone());
+        }
+        let bus = crate::invalidation::RedisInvalidationBus::builder(url.expose())
+            .channel(channel.clone())
+            .connect()
+            .await
+            .map_err(|e| scrub(e, [url]))?;
+        self.buses
+            .push((url.expose().to_owned(), channel, bus.clone()));
+        Ok(bus)
+    }
+}
+
 impl LayerConfig {
     /// Wraps `inner` in this layer; `backend` decides the cache layer's
     /// invalidation default.
@@ -289,10 +327,11 @@ impl LayerConfig {
         &self,
         inner: DynKvStore,
         backend: &BackendConfig,
+        buses: &mut Buses,
     ) -> Result<DynKvStore> {
         use tower::Layer as _;
         Ok(match self {
-            LayerConfig::Cache(c) => c.wrap(inner, backend).await?,
+            LayerConfig::Cache(c) => c.wrap(inner, backend, buses).await?,
             LayerConfig::Prefix(c) => {
                 let prefix = KvKey::new(c.prefix.iter().cloned()).map_err(|_| {
                     Error::config("prefix: needs at least one part, e.g. prefix = [\"myapp\"]")
@@ -372,7 +411,12 @@ impl CacheConfig {
         }
     }
 
-    async fn wrap(&self, inner: DynKvStore, backend: &BackendConfig) -> Result<DynKvStore> {
+    async fn wrap(
+        &self,
+        inner: DynKvStore,
+        backend: &BackendConfig,
+        buses: &mut Buses,
+    ) -> Result<DynKvStore> {
         use tower::Layer as _;
         let front = match self.max_bytes {
             Some(max) => crate::MemoryKvStore::builder().max_bytes(max),
@@ -393,16 +437,12 @@ impl CacheConfig {
         if let Some((url, channel)) = self.bus(backend)? {
             #[cfg(feature = "redis")]
             {
-                let bus = crate::invalidation::RedisInvalidationBus::builder(url.expose())
-                    .channel(channel)
-                    .connect()
-                    .await
-                    .map_err(|e| scrub(e, [&url]))?;
+                let bus = buses.get_or_connect(&url, channel).await?;
                 builder = builder.invalidation_bus(bus);
             }
             #[cfg(not(feature = "redis"))]
             {
-                let _ = (url, channel);
+                let _ = (url, channel, buses);
                 return Err(missing_feature("cache.invalidation (a Redis bus)", "redis"));
             }
         }

@@ -29,6 +29,19 @@ use moka::Expiry;
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
 use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
+use crate::value::{checked, checked_cas, checked_entries};
+
+/// How many entries one chunk of a listing holds at most.
+const LIST_CHUNK: usize = 64;
+/// How many entries one chunk of a listing scans at most.
+const LIST_SCAN: usize = 4_096;
+
+/// A listing in progress: see [`MemoryKvStore::list`](KvStore::list).
+struct ListState<'a> {
+    entries: moka::future::Iter<'a, KvKey, Stored>,
+    prefix: Option<KvKey>,
+    done: bool,
+}
 
 /// The default bound of [`MemoryKvStore::new`], in entries.
 pub const DEFAULT_MAX_ENTRIES: u64 = 100_000;
@@ -160,9 +173,12 @@ impl MemoryKvStoreBuilder {
         self
     }
 
-    /// Bound the store at about `max` bytes, weighing each entry by its key
-    /// parts and the length of its value's JSON text (the weight is computed
-    /// once per write).
+    /// Bound the store at about `max` bytes of heap, weighing each entry by
+    /// an estimate of what it really takes in memory: its key parts and the
+    /// tree of its value (every node, string and map entry), plus moka's
+    /// bookkeeping. The JSON text is no measure: `[0,0,…]` is 2 bytes of
+    /// text per element but 32 bytes of heap. The weight is computed once per
+    /// write, without recursion.
     pub fn max_bytes(mut self, max: u64) -> Self {
         self.bound = Bound::Bytes(max);
         self
@@ -185,7 +201,7 @@ impl MemoryKvStoreBuilder {
             Bound::Bytes(max) => builder
                 .max_capacity(max)
                 .weigher(|key: &KvKey, stored: &Stored| {
-                    let weight = key_weight(key) + json_len(&stored.value);
+                    let weight = key_weight(key) + heap_size(&stored.value);
                     u32::try_from(weight).unwrap_or(u32::MAX)
                 })
                 .build_with_hasher(Hasher::default()),
@@ -201,13 +217,40 @@ impl MemoryKvStoreBuilder {
     }
 }
 
-/// Bytes a key takes in memory, roughly: its parts and their headers.
+/// moka's bookkeeping per entry, roughly: the `Arc`ed key and value entry,
+/// the access-order and write-order deque nodes, the timer-wheel node and the
+/// hash-table slot.
+const ENTRY_OVERHEAD: usize = 160;
+
+/// Bytes a key takes in memory, roughly: its parts and their headers, plus
+/// the entry's bookkeeping.
 fn key_weight(key: &KvKey) -> usize {
     key.parts()
         .iter()
-        .map(|p| p.len() + std::mem::size_of::<String>())
+        .map(|p| p.capacity() + std::mem::size_of::<String>())
         .sum::<usize>()
-        + 64 // the entry's own bookkeeping in moka
+        + 2 * std::mem::size_of::<usize>() // the Arc<[String]>'s counts
+        + ENTRY_OVERHEAD
+}
+
+/// The heap a value takes, estimated from its tree without recursion: the
+/// value itself (a `Stored` holds it inline), every array slot
+/// (`size_of::<Value>()` each, by capacity), every string's capacity, and
+/// every map entry (a key `String` and a `Value` in a B-tree node, which is
+/// about two thirds full on average).
+pub(crate) fn heap_size(value: &Value) -> usize {
+    const VALUE: usize = std::mem::size_of::<Value>();
+    const MAP_ENTRY: usize = (std::mem::size_of::<String>() + VALUE) * 3 / 2;
+    let mut total = VALUE;
+    crate::value::for_each_node(value, |node| match node {
+        Value::String(s) => total += s.capacity(),
+        Value::Array(items) => total += items.capacity() * VALUE,
+        Value::Object(map) => {
+            total += map.keys().map(|k| MAP_ENTRY + k.capacity()).sum::<usize>();
+        }
+        _ => {}
+    });
+    total
 }
 
 /// The length of `value`'s JSON text, without building the text.
@@ -341,6 +384,16 @@ impl MemoryKvStore {
     fn live(stored: Option<Stored>) -> Option<Value> {
         stored.filter(|s| s.is_live(Instant::now)).map(|s| s.value)
     }
+
+    /// A live entry with what is left of its TTL.
+    fn live_with_ttl(stored: Option<Stored>) -> Option<(Value, Option<Duration>)> {
+        let now = Instant::now();
+        let stored = stored.filter(|s| s.is_live(|| now))?;
+        let left = stored
+            .expires_at
+            .map(|at| at.saturating_duration_since(now));
+        Some((stored.value, left))
+    }
 }
 
 #[async_trait]
@@ -350,6 +403,7 @@ impl KvStore for MemoryKvStore {
     }
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
+        let value = checked(value).map_err(|e| e.with_operation("set").with_key(key))?;
         let stored = if options.is_expired() {
             None
         } else {
@@ -376,6 +430,7 @@ impl KvStore for MemoryKvStore {
         new: Option<Value>,
         options: SetOptions,
     ) -> Result<bool> {
+        let new = checked_cas(expected, new).map_err(|e| e.with_operation("cas").with_key(key))?;
         let replacement = match new {
             Some(value) if !options.is_expired() => Some(
                 self.stored(key, value, options)
@@ -394,20 +449,47 @@ impl KvStore for MemoryKvStore {
     }
 
     fn list(&self, prefix: Option<KvKey>) -> BoxStream<'_, Result<KvEntry>> {
-        let now = Instant::now();
-        let mut entries: Vec<KvEntry> = self
-            .cache
-            .iter()
-            .filter(|(key, stored)| {
-                prefix.as_ref().is_none_or(|p| key.starts_with(p)) && stored.is_live(|| now)
-            })
-            .map(|(key, stored)| KvEntry {
-                key: KvKey::clone(&key),
-                value: stored.value,
-            })
-            .collect();
-        entries.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-        stream::iter(entries.into_iter().map(Ok)).boxed()
+        // Lazily, in chunks: moka's iterator holds the keys of one of its
+        // hash-table segments at a time (1/64 of the keys, as `Arc`s) and
+        // clones a value only when it is reached; a chunk holds at most
+        // LIST_CHUNK matching entries. No sort: no order is promised. Each
+        // chunk also ends after LIST_SCAN entries scanned, and the task yields
+        // before the next one, so a listing whose prefix matches few of many
+        // entries does not hold a worker thread for the whole scan.
+        let state = ListState {
+            entries: self.cache.iter(),
+            prefix,
+            done: false,
+        };
+        stream::unfold(state, |mut state| async move {
+            if state.done {
+                return None;
+            }
+            let now = Instant::now();
+            let mut chunk = Vec::new();
+            for _ in 0..LIST_SCAN {
+                let Some((key, stored)) = state.entries.next() else {
+                    state.done = true;
+                    break;
+                };
+                let wanted = state.prefix.as_ref().is_none_or(|p| key.starts_with(p));
+                if wanted && stored.is_live(|| now) {
+                    chunk.push(Ok(KvEntry {
+                        key: KvKey::clone(&key),
+                        value: stored.value,
+                    }));
+                    if chunk.len() == LIST_CHUNK {
+                        break;
+                    }
+                }
+            }
+            if chunk.is_empty() && !state.done {
+                tokio::task::yield_now().await;
+            }
+            Some((stream::iter(chunk), state))
+        })
+        .flatten()
+        .boxed()
     }
 
     async fn get_many(&self, keys: &[KvKey]) -> Result<Vec<Option<Value>>> {
@@ -420,6 +502,7 @@ impl KvStore for MemoryKvStore {
 
     async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {
         // Check every value first so that a rejected batch writes nothing.
+        let entries = checked_entries(entries).map_err(|e| e.with_operation("set_many"))?;
         let mut prepared = Vec::with_capacity(entries.len());
         for (key, value) in entries {
             let stored = if options.is_expired() {
@@ -446,8 +529,22 @@ impl KvStore for MemoryKvStore {
         Ok(())
     }
 
-    // The trait's default get_with_ttl: the remaining lifetime is not read yet.
+    async fn get_with_ttl(&self, key: &KvKey) -> Result<Option<(Value, Option<Duration>)>> {
+        Ok(Self::live_with_ttl(self.cache.get(key).await))
+    }
+
+    async fn get_many_with_ttl(
+        &self,
+        keys: &[KvKey],
+    ) -> Result<Vec<Option<(Value, Option<Duration>)>>> {
+        let mut values = Vec::with_capacity(keys.len());
+        for key in keys {
+            values.push(Self::live_with_ttl(self.cache.get(key).await));
+        }
+        Ok(values)
+    }
+
     fn capabilities(&self) -> Capabilities {
-        Capabilities::full().with_reports_ttl(false)
+        Capabilities::full()
     }
 }

@@ -72,6 +72,7 @@ use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
 use crate::stores::sql::{
     self, after, decode_key, encode_key, parse_value, prefix_range, ttl_ms, value_text,
 };
+use crate::value::{checked, checked_cas, checked_entries};
 
 /// The default number of pooled connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16;
@@ -670,6 +671,7 @@ impl KvStore for PostgresKvStore {
     }
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
+        let value = checked(value).map_err(|e| e.with_operation("set").with_key(key))?;
         if options.is_expired() {
             return self.delete(key).await;
         }
@@ -708,6 +710,7 @@ impl KvStore for PostgresKvStore {
         new: Option<Value>,
         options: SetOptions,
     ) -> Result<bool> {
+        let new = checked_cas(expected, new).map_err(|e| e.with_operation("cas").with_key(key))?;
         self.cas_inner(key, expected, new, options)
             .await
             .map_err(|e| e.with_key(key))
@@ -762,6 +765,7 @@ impl KvStore for PostgresKvStore {
         if entries.is_empty() {
             return Ok(());
         }
+        let entries = checked_entries(entries).map_err(|e| e.with_operation("set_many"))?;
         if options.is_expired() {
             let keys: Vec<KvKey> = entries.into_iter().map(|(k, _)| k).collect();
             return self.delete_many(&keys).await;

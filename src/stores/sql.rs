@@ -203,7 +203,7 @@ pub(crate) fn expires_at(now: i64, ttl: Option<Duration>) -> Option<i64> {
 /// Parses a stored value; an [`InvalidValue`](ErrorKind::InvalidValue) error
 /// naming the key when it is not JSON.
 pub(crate) fn parse_value(text: &str, key: &KvKey, operation: &'static str) -> Result<Value> {
-    serde_json::from_str(text).map_err(|e| {
+    crate::value::from_str(text).map_err(|e| {
         Error::new(
             ErrorKind::InvalidValue,
             format!("stored value is not valid JSON: {e}"),

@@ -26,12 +26,19 @@
 //!
 //! # Design
 //!
-//! * One connection, owned by a dedicated thread that runs the store's jobs in
-//!   order: blocking SQLite calls never run on the async executor, and since
-//!   every job of this store goes through that one connection, each job (a
-//!   `cas`, a batch) is atomic with respect to the others. `cas` and the batch
-//!   writes also run in a transaction (`BEGIN IMMEDIATE` for `cas`), so they
-//!   stay atomic against other processes using the same file.
+//! * One write connection, owned by a dedicated thread that runs the store's
+//!   writes in order: blocking SQLite calls never run on the async executor,
+//!   and since every write of this store goes through that one connection,
+//!   each (a `cas`, a batch) is atomic with respect to the others. `cas` and
+//!   the batch writes also run in a transaction (`BEGIN IMMEDIATE` for `cas`),
+//!   so they stay atomic against other processes using the same file.
+//! * Reads (`get`, `get_many`, `list`) of a database file run on their own
+//!   connections, each on its own thread
+//!   ([`SqliteKvStoreBuilder::read_connections`], 2 by default): in WAL mode a
+//!   read needs no lock, so reads keep answering while a write waits for
+//!   another process's write lock (up to the 5 s busy timeout). A read starts
+//!   after the writes that returned before it and sees them. A private
+//!   in-memory database has one connection for everything.
 //! * The database is in WAL mode with `synchronous = NORMAL`: a committed
 //!   write survives a crash of the process; the last transactions may be lost
 //!   on a power failure (use [`SqliteKvStoreBuilder::synchronous_full`] to
@@ -50,12 +57,12 @@
 //! * A value that is not valid JSON (written by another program) is an
 //!   [`InvalidValue`](crate::ErrorKind::InvalidValue) error for that key.
 //!
-//! A store handle is cheap to clone; clones share the connection. The thread
-//! ends, and the connection closes, when the last clone is dropped.
+//! A store handle is cheap to clone; clones share the connections. The
+//! threads end, and the connections close, when the last clone is dropped.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -71,13 +78,17 @@ use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
 use crate::stores::sql::{
     self, after, decode_key, encode_key, expires_at, now_ms, parse_value, prefix_range, value_text,
 };
+use crate::value::{checked, checked_cas, checked_entries};
 
-/// A job for the connection thread.
+/// The number of read connections of a database file by default.
+pub const DEFAULT_READ_CONNECTIONS: usize = 2;
+
+/// A job for a connection thread.
 type Job = Box<dyn FnOnce(&mut Connection, &Statements) + Send>;
 
 /// A persistent key–value store in a SQLite database file.
 ///
-/// Cheap to clone: clones share one connection and its thread.
+/// Cheap to clone: clones share the connections and their threads.
 ///
 /// ```
 /// use kvtower::{kvkey, KvStore, SetOptions, SqliteKvStore};
@@ -96,8 +107,12 @@ pub struct SqliteKvStore {
 }
 
 struct Inner {
+    /// The write connection's queue.
     jobs: Option<mpsc::Sender<Job>>,
-    thread: Option<JoinHandle<()>>,
+    /// The read connections' shared queue; `None` when reads go to the write
+    /// connection (an in-memory database, or no read connections).
+    reads: Option<mpsc::Sender<Job>>,
+    threads: Vec<JoinHandle<()>>,
     table: String,
     path: Option<PathBuf>,
 }
@@ -109,7 +124,8 @@ impl Drop for Inner {
         // checkpointed) when the last handle is gone, so that the file can be
         // reopened or copied right away.
         self.jobs.take();
-        if let Some(thread) = self.thread.take() {
+        self.reads.take();
+        for thread in self.threads.drain(..) {
             if thread.thread().id() != thread::current().id() {
                 let _ = thread.join();
             }
@@ -149,6 +165,7 @@ pub struct SqliteKvStoreBuilder {
     table: String,
     sweep_interval: Option<Duration>,
     synchronous_full: bool,
+    read_connections: usize,
 }
 
 impl SqliteKvStoreBuilder {
@@ -183,6 +200,30 @@ impl SqliteKvStoreBuilder {
         self
     }
 
+    /// How many connections of a database file serve reads (default
+    /// [`DEFAULT_READ_CONNECTIONS`]), each on its own thread; `0` runs reads
+    /// on the write connection, in line with the writes. An in-memory
+    /// database always has only the one connection.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> kvtower::Result<()> {
+    /// # let dir = std::env::temp_dir().join(format!("kvtower-doc-rc-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// let store = kvtower::SqliteKvStore::builder()
+    ///     .read_connections(4)
+    ///     .open(dir.join("cache.db"))
+    ///     .await?;
+    /// # drop(store);
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn read_connections(mut self, n: usize) -> Self {
+        self.read_connections = n;
+        self
+    }
+
     /// Opens (or creates) the database file at `path`.
     ///
     /// # Errors
@@ -206,52 +247,97 @@ impl SqliteKvStoreBuilder {
 
     async fn start(self, path: Option<PathBuf>) -> Result<SqliteKvStore> {
         sql::validate_table(&self.table).map_err(|e| e.with_operation("open"))?;
-        let statements = Statements::new(&self.table);
         let (jobs, receiver) = mpsc::channel::<Job>();
-        let (ready, opened) = oneshot::channel::<Result<()>>();
-        let thread_path = path.clone();
         let synchronous = if self.synchronous_full {
             "FULL"
         } else {
             "NORMAL"
         };
         let sweep_interval = self.sweep_interval;
-        let thread = thread::Builder::new()
-            .name(format!("kvtower-sqlite-{}", self.table))
-            .spawn(move || {
-                let conn = match connect(thread_path.as_deref(), synchronous, &statements) {
-                    Ok(conn) => {
-                        let _ = ready.send(Ok(()));
-                        conn
-                    }
-                    Err(e) => {
-                        let _ = ready.send(Err(e));
-                        return;
-                    }
-                };
-                serve(conn, statements, receiver, sweep_interval);
-            })
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::Backend,
-                    format!("cannot start the SQLite thread: {e}"),
-                )
-                .with_source(e)
-                .with_operation("open")
-            })?;
-        let inner = Inner {
+        let mut inner = Inner {
             jobs: Some(jobs),
-            thread: Some(thread),
+            reads: None,
+            threads: Vec::new(),
             table: self.table,
             path,
         };
-        match opened.await {
-            Ok(Ok(())) => Ok(SqliteKvStore {
-                inner: Arc::new(inner),
-            }),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(closed("open")),
+        // From here on, dropping `inner` on an error closes the queues and
+        // joins the threads started so far.
+        let writer_path = inner.path.clone();
+        let table = inner.table.clone();
+        let (thread, opened) = spawn_connection(
+            format!("kvtower-sqlite-{}", inner.table),
+            move || {
+                let statements = Statements::new(&table);
+                let conn = connect(writer_path.as_deref(), synchronous, &statements)?;
+                Ok((conn, statements))
+            },
+            move |conn, statements| serve(conn, statements, receiver, sweep_interval),
+        )?;
+        inner.threads.push(thread);
+        wait_opened(opened).await?;
+
+        // The readers open the file after the writer has created the table
+        // and switched the file to WAL.
+        if let Some(path) = inner.path.clone().filter(|_| self.read_connections > 0) {
+            let (reads, receiver) = mpsc::channel::<Job>();
+            let receiver = Arc::new(Mutex::new(receiver));
+            inner.reads = Some(reads);
+            let mut pending = Vec::with_capacity(self.read_connections);
+            for i in 0..self.read_connections {
+                let (path, table, receiver) = (path.clone(), inner.table.clone(), receiver.clone());
+                let (thread, opened) = spawn_connection(
+                    format!("kvtower-sqlite-{}-read-{i}", inner.table),
+                    move || Ok((connect_reader(&path)?, Statements::new(&table))),
+                    move |conn, statements| serve_reads(conn, statements, &receiver),
+                )?;
+                inner.threads.push(thread);
+                pending.push(opened);
+            }
+            for opened in pending {
+                wait_opened(opened).await?;
+            }
         }
+        Ok(SqliteKvStore {
+            inner: Arc::new(inner),
+        })
+    }
+}
+
+/// Starts a thread that opens a connection with `open`, reports the outcome
+/// on the returned channel, then hands the connection to `serve`.
+fn spawn_connection(
+    name: String,
+    open: impl FnOnce() -> Result<(Connection, Statements)> + Send + 'static,
+    serve: impl FnOnce(Connection, Statements) + Send + 'static,
+) -> Result<(JoinHandle<()>, oneshot::Receiver<Result<()>>)> {
+    let (ready, opened) = oneshot::channel::<Result<()>>();
+    let thread = thread::Builder::new()
+        .name(name)
+        .spawn(move || match open() {
+            Ok((conn, statements)) => {
+                let _ = ready.send(Ok(()));
+                serve(conn, statements);
+            }
+            Err(e) => {
+                let _ = ready.send(Err(e));
+            }
+        })
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Backend,
+                format!("cannot start the SQLite thread: {e}"),
+            )
+            .with_source(e)
+            .with_operation("open")
+        })?;
+    Ok((thread, opened))
+}
+
+async fn wait_opened(opened: oneshot::Receiver<Result<()>>) -> Result<()> {
+    match opened.await {
+        Ok(result) => result,
+        Err(_) => Err(closed("open")),
     }
 }
 
@@ -323,6 +409,38 @@ fn connect(path: Option<&Path>, synchronous: &str, statements: &Statements) -> R
     };
     setup().map_err(|e| sqlite_error(e, "open"))?;
     Ok(conn)
+}
+
+/// A read connection: the file exists, is in WAL mode and has the table.
+fn connect_reader(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path).map_err(|e| {
+        Error::new(
+            ErrorKind::Unavailable,
+            format!("cannot open the SQLite database: {e}"),
+        )
+        .with_source(e)
+        .with_operation("open")
+    })?;
+    // A WAL read waits only in rare cases (a checkpoint resetting the log);
+    // `query_only` makes sure no write ever takes this path.
+    conn.busy_timeout(Duration::from_secs(5))
+        .and_then(|()| conn.execute_batch("PRAGMA query_only = ON;"))
+        .map_err(|e| sqlite_error(e, "open"))?;
+    Ok(conn)
+}
+
+/// A read connection's thread: runs read jobs from the shared queue until it
+/// closes. Several readers share the queue, so reads run in parallel.
+fn serve_reads(mut conn: Connection, statements: Statements, jobs: &Mutex<mpsc::Receiver<Job>>) {
+    loop {
+        // Only the reader holding the mutex waits on the queue (the others
+        // wait for the mutex); the guard is released before the job runs.
+        let job = match jobs.lock().unwrap_or_else(PoisonError::into_inner).recv() {
+            Ok(job) => job,
+            Err(_) => return,
+        };
+        job(&mut conn, &statements);
+    }
 }
 
 /// Drops the expiry index an older version created under the name
@@ -499,6 +617,7 @@ impl Default for SqliteKvStoreBuilder {
             table: sql::DEFAULT_TABLE.to_owned(),
             sweep_interval: Some(sql::DEFAULT_SWEEP_INTERVAL),
             synchronous_full: false,
+            read_connections: DEFAULT_READ_CONNECTIONS,
         }
     }
 }
@@ -588,8 +707,32 @@ impl SqliteKvStore {
         .await
     }
 
-    /// Runs `f` on the connection thread and waits for its result.
+    /// Runs `f` on the write connection's thread and waits for its result.
     async fn run<T, F>(&self, operation: &'static str, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, &Statements) -> Result<T> + Send + 'static,
+    {
+        self.run_on(self.inner.jobs.as_ref(), operation, f).await
+    }
+
+    /// Runs the read-only `f` on a read connection (or on the write
+    /// connection when there is none) and waits for its result.
+    async fn read<T, F>(&self, operation: &'static str, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, &Statements) -> Result<T> + Send + 'static,
+    {
+        let queue = self.inner.reads.as_ref().or(self.inner.jobs.as_ref());
+        self.run_on(queue, operation, f).await
+    }
+
+    async fn run_on<T, F>(
+        &self,
+        queue: Option<&mpsc::Sender<Job>>,
+        operation: &'static str,
+        f: F,
+    ) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection, &Statements) -> Result<T> + Send + 'static,
@@ -599,8 +742,8 @@ impl SqliteKvStore {
             // The caller may have given up (its future dropped): nothing to do.
             let _ = tx.send(f(conn, statements));
         });
-        let jobs = self.inner.jobs.as_ref().ok_or_else(|| closed(operation))?;
-        jobs.send(job).map_err(|_| closed(operation))?;
+        let queue = queue.ok_or_else(|| closed(operation))?;
+        queue.send(job).map_err(|_| closed(operation))?;
         rx.await.map_err(|_| closed(operation))?
     }
 
@@ -611,7 +754,7 @@ impl SqliteKvStore {
         start: Vec<u8>,
         end: Vec<u8>,
     ) -> Result<(Vec<Result<KvEntry>>, Option<Vec<u8>>)> {
-        self.run("list", move |conn, statements| {
+        self.read("list", move |conn, statements| {
             let limit = i64::try_from(sql::LIST_PAGE).unwrap_or(i64::MAX);
             let mut stmt = conn
                 .prepare_cached(&statements.list)
@@ -646,7 +789,7 @@ impl SqliteKvStore {
 impl KvStore for SqliteKvStore {
     async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
         let owned = key.clone();
-        self.run("get", move |conn, statements| {
+        self.read("get", move |conn, statements| {
             get_live(
                 conn,
                 statements,
@@ -661,6 +804,7 @@ impl KvStore for SqliteKvStore {
     }
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
+        let value = checked(value).map_err(|e| e.with_operation("set").with_key(key))?;
         let enc = encode_key(key);
         let text = value_text(&value);
         self.run("set", move |conn, statements| {
@@ -702,6 +846,7 @@ impl KvStore for SqliteKvStore {
         new: Option<Value>,
         options: SetOptions,
     ) -> Result<bool> {
+        let new = checked_cas(expected, new).map_err(|e| e.with_operation("cas").with_key(key))?;
         let owned = key.clone();
         let expected = expected.cloned();
         let new = new.map(|v| value_text(&v));
@@ -751,7 +896,7 @@ impl KvStore for SqliteKvStore {
             return Ok(Vec::new());
         }
         let keys = keys.to_vec();
-        self.run("get_many", move |conn, statements| {
+        self.read("get_many", move |conn, statements| {
             // One read transaction: every value from the same snapshot.
             let tx = conn
                 .transaction()
@@ -771,6 +916,7 @@ impl KvStore for SqliteKvStore {
         if entries.is_empty() {
             return Ok(());
         }
+        let entries = checked_entries(entries).map_err(|e| e.with_operation("set_many"))?;
         let rows: Vec<(Vec<u8>, String)> = entries
             .iter()
             .map(|(key, value)| (encode_key(key), value_text(value)))

@@ -605,3 +605,242 @@ pub async fn concurrent_cas_increments<S: KvStore + ?Sized + 'static>(store: Arc
     }
     assert_eq!(store.get(&key).await.expect("get"), Some(json!(100)));
 }
+
+/// `n` reproducible random floats spread over every exponent, none of them
+/// integral (a store may read an integral float as an integer, as Deno KV
+/// does for numbers JavaScript cannot tell apart).
+pub fn random_floats(n: usize, seed: u64) -> Vec<f64> {
+    let mut state = seed | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut floats = Vec::with_capacity(n);
+    while floats.len() < n {
+        let bits = next();
+        // Half over every exponent, half uniform in [0, 1) (the common case).
+        let f = if floats.len() % 2 == 0 {
+            f64::from_bits(bits)
+        } else {
+            (bits >> 11) as f64 / (1u64 << 53) as f64
+        };
+        if f.is_finite() && f.fract() != 0.0 {
+            floats.push(f);
+        }
+    }
+    floats
+}
+
+/// Floats come back bit for bit through every read path (`get`, `get_many`,
+/// `list`), and a `cas` expecting the value just written swaps.
+pub async fn floats_round_trip_exactly<S: KvStore + ?Sized>(store: Arc<S>) {
+    let floats = random_floats(1_000, 0x5EED_F10A7);
+    let array = Value::from(floats.clone());
+    let array_key = kvkey!["floats", "array"];
+    set(&*store, &array_key, array.clone(), none()).await;
+    let scalars: Vec<(KvKey, Value)> = floats[..40]
+        .iter()
+        .enumerate()
+        .map(|(i, &f)| (kvkey!["floats", "one", i.to_string()], json!(f)))
+        .collect();
+    for (key, value) in &scalars[..20] {
+        set(&*store, key, value.clone(), none()).await;
+    }
+    store
+        .set_many(scalars[20..].to_vec(), none())
+        .await
+        .expect("set_many");
+
+    let exact = |what: &str, got: Option<&Value>, want: &Value| {
+        assert_eq!(got, Some(want), "{what}: a float changed");
+    };
+    exact("get", get(&*store, &array_key).await.as_ref(), &array);
+    let keys: Vec<KvKey> = scalars.iter().map(|(k, _)| k.clone()).collect();
+    let many = store.get_many(&keys).await.expect("get_many");
+    for ((key, want), got) in scalars.iter().zip(&many) {
+        exact(&format!("get_many {key}"), got.as_ref(), want);
+    }
+    let listed = listed(&*store, Some(kvkey!["floats"])).await;
+    exact("list", listed.get(&array_key), &array);
+    for (key, want) in &scalars {
+        exact(&format!("list {key}"), listed.get(key), want);
+    }
+    if !store.capabilities().atomic_cas {
+        return;
+    }
+    assert!(
+        cas(&*store, &array_key, Some(&array), Some(json!(1)), none()).await,
+        "cas expecting the floats just written must swap"
+    );
+    for (key, value) in &scalars {
+        let f = value.as_f64().expect("a float");
+        assert!(
+            cas(&*store, key, Some(value), None, none()).await,
+            "cas expecting {f:?} (bits {:#x}) just written must swap",
+            f.to_bits()
+        );
+    }
+}
+
+/// `depth` nested arrays and objects (alternating) around a string.
+pub fn nested_value(depth: usize) -> Value {
+    // Not `json!([value])`: the macro copies `value` through `to_value`,
+    // which recurses once per level.
+    let mut value = json!("bottom");
+    for i in 0..depth {
+        value = if i % 2 == 0 {
+            Value::Array(vec![value])
+        } else {
+            Value::Object([("k".to_owned(), value)].into_iter().collect())
+        };
+    }
+    value
+}
+
+/// A value nested exactly [`MAX_DEPTH`](crate::value::MAX_DEPTH) deep reads
+/// back through every path; one level more is refused on write with
+/// `InvalidValue` naming the limit (by `set`, `set_many` and `cas`), and so is
+/// a value 10,000 deep, without overflowing the stack.
+pub async fn nesting_depth_limit<S: KvStore + ?Sized>(store: Arc<S>) {
+    use crate::value::{drop_deep, MAX_DEPTH};
+    let deepest = nested_value(MAX_DEPTH);
+    let key = kvkey!["deep", "limit"];
+    set(&*store, &key, deepest.clone(), none()).await;
+    assert_eq!(get(&*store, &key).await.as_ref(), Some(&deepest), "get");
+    let many = store
+        .get_many(std::slice::from_ref(&key))
+        .await
+        .expect("get_many");
+    assert_eq!(many, vec![Some(deepest.clone())], "get_many");
+    let listed = listed(&*store, Some(kvkey!["deep"])).await;
+    assert_eq!(listed.get(&key), Some(&deepest), "list");
+    if store.capabilities().atomic_cas {
+        assert!(cas(&*store, &key, Some(&deepest), Some(deepest.clone()), none()).await);
+    }
+
+    let refused = |what: &str, result: crate::Result<()>| {
+        let err = result.expect_err(what);
+        assert_eq!(err.kind(), ErrorKind::InvalidValue, "{what}: {err}");
+        assert!(
+            err.to_string().contains(&MAX_DEPTH.to_string()),
+            "{what}: the error names the limit: {err}"
+        );
+    };
+    let over = kvkey!["deep", "over"];
+    for depth in [MAX_DEPTH + 1, 10_000] {
+        refused("set", store.set(&over, nested_value(depth), none()).await);
+        refused(
+            "set_many",
+            store
+                .set_many(
+                    vec![
+                        (kvkey!["deep", "ok"], json!(1)),
+                        (over.clone(), nested_value(depth)),
+                    ],
+                    none(),
+                )
+                .await,
+        );
+        if store.capabilities().atomic_cas {
+            refused(
+                "cas new",
+                store
+                    .cas(&over, None, Some(nested_value(depth)), none())
+                    .await
+                    .map(|_| ()),
+            );
+            let expected = nested_value(depth);
+            let result = store.cas(&key, Some(&expected), None, none()).await;
+            drop_deep(expected);
+            refused("cas expected", result.map(|_| ()));
+        }
+    }
+    assert_eq!(get(&*store, &over).await, None, "nothing written");
+    assert_eq!(
+        get(&*store, &kvkey!["deep", "ok"]).await,
+        None,
+        "a refused batch writes nothing"
+    );
+    assert_eq!(
+        get(&*store, &key).await.as_ref(),
+        Some(&deepest),
+        "untouched"
+    );
+}
+
+/// `get_with_ttl` and `get_many_with_ttl` agree with `get`, and, when the
+/// store [reports TTLs](crate::Capabilities::reports_ttl), report a remaining
+/// lifetime that is positive and no longer than the one written, and none for
+/// an entry without a TTL.
+pub async fn get_with_ttl_reports_the_remaining_lifetime<S: KvStore + ?Sized>(store: Arc<S>) {
+    let timed = kvkey!["with-ttl", "timed"];
+    let forever = kvkey!["with-ttl", "forever"];
+    let absent = kvkey!["with-ttl", "absent"];
+    set(&*store, &timed, json!("t"), SetOptions::ttl(LONG_TTL)).await;
+    set(&*store, &forever, json!("f"), none()).await;
+    let reports = store.capabilities().reports_ttl;
+    let check = |found: Option<(Value, Option<Duration>)>, want: Value, timed: bool| {
+        let (value, ttl) = found.unwrap_or_else(|| panic!("{want} is there"));
+        assert_eq!(value, want);
+        if reports {
+            if timed {
+                let ttl = ttl.unwrap_or_else(|| panic!("{want} has a TTL"));
+                assert!(ttl <= LONG_TTL, "{ttl:?} is longer than the TTL written");
+                assert!(
+                    ttl > LONG_TTL - Duration::from_secs(60),
+                    "{ttl:?} is far less than what is left"
+                );
+            } else {
+                // None, unless a layer gave it a default TTL (DefaultTtlLayer),
+                // which is then at least the written one's.
+                assert!(
+                    ttl.is_none_or(|ttl| ttl > LONG_TTL - Duration::from_secs(60)),
+                    "{want} was written without a TTL, reports {ttl:?}"
+                );
+            }
+        }
+    };
+    let one = |key: &KvKey| {
+        let key = key.clone();
+        let store = &store;
+        async move {
+            store
+                .get_with_ttl(&key)
+                .await
+                .unwrap_or_else(|e| panic!("get_with_ttl({key}) failed: {e}"))
+        }
+    };
+    check(one(&timed).await, json!("t"), true);
+    check(one(&forever).await, json!("f"), false);
+    assert_eq!(one(&absent).await, None);
+    // A second read (a cache in front answers it from its front tier).
+    check(one(&timed).await, json!("t"), true);
+
+    let many = store
+        .get_many_with_ttl(&[timed.clone(), absent.clone(), forever.clone()])
+        .await
+        .unwrap_or_else(|e| panic!("get_many_with_ttl failed: {e}"));
+    let mut many = many.into_iter();
+    check(many.next().flatten(), json!("t"), true);
+    assert_eq!(many.next(), Some(None), "absent");
+    check(many.next().flatten(), json!("f"), false);
+    assert_eq!(store.get_many_with_ttl(&[]).await.ok(), Some(Vec::new()));
+
+    // A short TTL is gone after it passed, for both reads.
+    let short = kvkey!["with-ttl", "short"];
+    set(&*store, &short, json!("s"), SetOptions::ttl(SHORT_TTL)).await;
+    if let Some((_, Some(ttl))) = one(&short).await {
+        assert!(ttl <= SHORT_TTL, "{ttl:?}");
+    }
+    tokio::time::sleep(PAST_SHORT_TTL).await;
+    if store.capabilities().exact_expiry {
+        assert_eq!(one(&short).await, None, "expired");
+        let many = store
+            .get_many_with_ttl(std::slice::from_ref(&short))
+            .await
+            .unwrap_or_else(|e| panic!("get_many_with_ttl failed: {e}"));
+        assert_eq!(many, vec![None], "expired");
+    }
+}

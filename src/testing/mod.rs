@@ -195,6 +195,9 @@ macro_rules! __with_conformance_cases {
             batch_operations,
             large_listing,
             concurrent_cas_increments,
+            floats_round_trip_exactly,
+            nesting_depth_limit,
+            get_with_ttl_reports_the_remaining_lifetime,
         }
     };
 }

@@ -470,6 +470,9 @@ impl<S: KvStore, F: KvStore + 'static> KvStore for Cache<S, F> {
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
         // Inner first: the front may only claim what the inner store holds.
+        // The depth check comes before the clone, which recurses per level.
+        let value =
+            crate::value::checked(value).map_err(|e| e.with_operation("set").with_key(key))?;
         let front_copy = value.clone();
         self.write_one(
             key,
@@ -494,6 +497,8 @@ impl<S: KvStore, F: KvStore + 'static> KvStore for Cache<S, F> {
     ) -> Result<bool> {
         // The inner store decides: the front may be stale, and only the inner
         // store's compare-and-swap is atomic.
+        let new = crate::value::checked_cas(expected, new)
+            .map_err(|e| e.with_operation("cas").with_key(key))?;
         let front_copy = new.clone();
         // A swap to `None` deletes the key: no TTL left to remember.
         let ttl = front_copy.as_ref().and(options.ttl);

@@ -86,16 +86,17 @@ pub(crate) fn put(key: &KvKey, value: &Value, ttl: Option<Duration>, now_ms: u64
     let value = serde_json::to_string(value)?;
     let (metadata, expiration_ttl) = match ttl {
         None => (Metadata::default(), None),
-        Some(ttl) => {
-            let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-            let seconds = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
-            (
+        Some(ttl) => match expiry(ttl, now_ms) {
+            // Too far out for a JavaScript number to say: never expires, like a
+            // TTL past the SQL stores' range.
+            None => (Metadata::default(), None),
+            Some((expires, seconds)) => (
                 Metadata {
-                    expires: Some(now_ms.saturating_add(ms) as f64),
+                    expires: Some(expires as f64),
                 },
                 Some(seconds.max(MIN_EXPIRATION_TTL)),
-            )
-        }
+            ),
+        },
     };
     Ok(Put {
         key,
@@ -103,6 +104,24 @@ pub(crate) fn put(key: &KvKey, value: &Value, ttl: Option<Duration>, now_ms: u64
         metadata,
         expiration_ttl,
     })
+}
+
+/// The largest integer a JavaScript number (what Fedify reads `expires` as,
+/// and what `expiration_ttl` is) holds exactly: 2^53 - 1.
+pub(crate) const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
+/// When an entry written at `now_ms` with `ttl` expires (ms since the epoch)
+/// and its `expiration_ttl` in whole seconds, rounded up so never early; `None`
+/// when the expiry is past [`MAX_SAFE_INTEGER`] ms (about 285,000 years from
+/// 1970), which no JavaScript reader could represent. Checked arithmetic:
+/// `Duration::MAX` must not overflow (it used to wrap to a 60-second TTL).
+fn expiry(ttl: Duration, now_ms: u64) -> Option<(u64, u64)> {
+    let ms = u64::try_from(ttl.as_nanos().div_ceil(1_000_000)).ok()?;
+    let expires = now_ms
+        .checked_add(ms)
+        .filter(|&at| at <= MAX_SAFE_INTEGER)?;
+    let seconds = u64::try_from(ttl.as_nanos().div_ceil(1_000_000_000)).ok()?;
+    Some((expires, seconds))
 }
 
 /// Whether an entry with this metadata is live at `now_ms`. Like Fedify, an
@@ -119,7 +138,7 @@ pub(crate) fn is_live(metadata: Option<&Metadata>, now_ms: u64) -> bool {
 
 /// The value of a stored JSON text.
 pub(crate) fn decode_value(text: &str) -> Result<Value> {
-    Ok(serde_json::from_str(text)?)
+    Ok(crate::value::from_str(text)?)
 }
 
 /// Milliseconds since the Unix epoch.
@@ -203,6 +222,23 @@ mod tests {
         assert_eq!(forever.expiration_ttl, None);
         assert!(is_live(Some(&forever.metadata), u64::MAX));
         assert!(!is_live(None, 0), "no metadata: not written by this layout");
+    }
+
+    #[test]
+    fn ttls_too_long_to_represent_never_expire() {
+        for ttl in [
+            Duration::MAX,
+            Duration::from_secs(u64::MAX),
+            Duration::from_millis(MAX_SAFE_INTEGER),
+        ] {
+            let p = put(&kvkey!["k"], &json!(1), Some(ttl), 1_000).unwrap();
+            assert_eq!(p.metadata, Metadata::default(), "{ttl:?}");
+            assert_eq!(p.expiration_ttl, None, "{ttl:?}");
+        }
+        let year = Duration::from_secs(365 * 24 * 3600);
+        let p = put(&kvkey!["k"], &json!(1), Some(year), 1_000).unwrap();
+        assert_eq!(p.metadata.expires, Some(1_000.0 + year.as_millis() as f64));
+        assert_eq!(p.expiration_ttl, Some(year.as_secs()));
     }
 
     #[test]

@@ -8,7 +8,10 @@
 //! metadata, so TTLs under Workers KV's 60-second minimum still hold (an
 //! entry past its `expires` reads as absent; Workers KV deletes it at its
 //! own expiry, at least 60 seconds after the write). Like Fedify, an entry
-//! without metadata (not written in this layout) reads as absent.
+//! without metadata (not written in this layout) reads as absent. A TTL so
+//! long that its expiry is past 2^53 ms since 1970 (the largest integer a
+//! JavaScript number holds exactly, about 285,000 years) never expires, as on
+//! the SQL stores; `Duration::MAX` included.
 //!
 //! Two ways in, one store type, one layout (the `layout` module):
 //!
@@ -550,6 +553,7 @@ impl KvStore for WorkersKvStore {
             let name = layout::encode_key(key).map_err(context)?;
             return self.delete_names(&[name]).await.map_err(context);
         }
+        let value = crate::value::checked(value).map_err(context)?;
         let put = layout::put(key, &value, options.ttl, layout::now_ms()).map_err(context)?;
         self.put(put).await.map_err(context)
     }
@@ -625,6 +629,7 @@ impl KvStore for WorkersKvStore {
             }
             return self.delete_names(&names).await.map_err(context);
         }
+        let entries = crate::value::checked_entries(entries).map_err(context)?;
         let now = layout::now_ms();
         let mut puts = Vec::with_capacity(entries.len());
         for (key, value) in &entries {
@@ -648,6 +653,10 @@ impl KvStore for WorkersKvStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::full().with_atomic_cas(false)
+        // get_with_ttl is the trait's default: a Workers KV read does not
+        // return the key's expiration (only listing does).
+        Capabilities::full()
+            .with_atomic_cas(false)
+            .with_reports_ttl(false)
     }
 }

@@ -733,6 +733,7 @@ impl KvStore for DenoKvStore {
         options: SetOptions,
     ) -> Result<bool> {
         let context = |e: Error| e.with_operation("cas").with_key(key);
+        let new = crate::value::checked_cas(expected, new).map_err(context)?;
         let bytes = self.encode_key(key).map_err(context)?;
         let new = match new {
             Some(value) if !options.is_expired() => {
@@ -871,6 +872,8 @@ impl KvStore for DenoKvStore {
     async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {
         // Encode everything first: a bad value rejects the batch before any
         // write.
+        let entries =
+            crate::value::checked_entries(entries).map_err(|e| e.with_operation("set"))?;
         let mut mutations = Vec::with_capacity(entries.len());
         for (key, value) in &entries {
             let context = |e: Error| e.with_operation("set").with_key(key);
@@ -900,9 +903,13 @@ impl KvStore for DenoKvStore {
     }
 
     fn capabilities(&self) -> Capabilities {
+        // get_with_ttl is the trait's default: KV Connect reads do not carry
+        // the expiry, so neither backend reports it.
         match self.inner.backend {
-            Backend::Local { .. } => Capabilities::full(),
-            Backend::Remote { .. } => Capabilities::full().with_exact_expiry(false),
+            Backend::Local { .. } => Capabilities::full().with_reports_ttl(false),
+            Backend::Remote { .. } => Capabilities::full()
+                .with_exact_expiry(false)
+                .with_reports_ttl(false),
         }
     }
 }

@@ -29,11 +29,29 @@ use v8_valueserializer::{
 };
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::value::{check_depth, MAX_DEPTH};
 
 /// Integers up to this magnitude are exact as a JavaScript number.
 const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
-/// Nesting deeper than this (or a cycle) is refused when reading.
-const MAX_DEPTH: usize = 128;
+
+/// The stack the V8 codec may need: v8_valueserializer recurses once per
+/// level of nesting up to its own limit of 256 (about 14 KiB a level in a
+/// debug build, under 1 KiB in release), whatever the input; our conversion
+/// adds at most [`MAX_DEPTH`] levels. The codec runs on a stack with at least
+/// this much room left ([`stacker::maybe_grow`] switches to a fresh one when
+/// the caller's has less), so a deep value another program wrote is an error,
+/// never a stack overflow.
+const CODEC_STACK: usize = if cfg!(debug_assertions) {
+    8 << 20
+} else {
+    1 << 20
+};
+
+/// How many JSON nodes a decoded value may have per input byte. A plain
+/// value has at most one per byte; shared object references (`{a: x, b: x}`)
+/// are copied out, and a chain of them could otherwise expand a few hundred
+/// bytes into 2^128 nodes.
+const MAX_NODES_PER_BYTE: usize = 16;
 
 fn invalid(message: impl Into<String>) -> Error {
     Error::new(ErrorKind::InvalidValue, message)
@@ -41,12 +59,17 @@ fn invalid(message: impl Into<String>) -> Error {
 
 /// Serializes `value` the way Deno would serialize the equivalent JavaScript
 /// value.
+///
+/// Refuses a value nested deeper than [`MAX_DEPTH`] before any recursion.
 pub(crate) fn encode(value: &Json) -> Result<Vec<u8>> {
-    let mut heap = Heap::default();
-    let root = to_v8(value, &mut heap)?;
-    ValueSerializer::default()
-        .finish(&heap, &root)
-        .map_err(|e| invalid(format!("cannot serialize to V8: {e:?}")))
+    check_depth(value)?;
+    stacker::maybe_grow(CODEC_STACK, CODEC_STACK, || {
+        let mut heap = Heap::default();
+        let root = to_v8(value, &mut heap)?;
+        ValueSerializer::default()
+            .finish(&heap, &root)
+            .map_err(|e| invalid(format!("cannot serialize to V8: {e:?}")))
+    })
 }
 
 fn number_to_v8(n: &Number) -> V8 {
@@ -101,11 +124,21 @@ fn to_v8(value: &Json, heap: &mut Heap) -> Result<V8> {
 
 /// Deserializes a V8-serialized value into JSON (see the module docs for the
 /// mapping).
+///
+/// Nesting deeper than [`MAX_DEPTH`] (a cycle included) and values that would
+/// expand past [`MAX_NODES_PER_BYTE`] nodes per input byte are
+/// [`InvalidValue`](ErrorKind::InvalidValue) errors.
 pub(crate) fn decode(bytes: &[u8]) -> Result<Json> {
-    let (value, heap) = ValueDeserializer::default()
-        .read(bytes)
-        .map_err(|e| invalid(format!("not a V8-serialized value: {e}")).with_source(e))?;
-    Ok(from_v8(&value, &heap, 0)?.unwrap_or(Json::Null))
+    stacker::maybe_grow(CODEC_STACK, CODEC_STACK, || {
+        let (value, heap) = ValueDeserializer::default()
+            .read(bytes)
+            .map_err(|e| invalid(format!("not a V8-serialized value: {e}")).with_source(e))?;
+        let mut budget = bytes
+            .len()
+            .saturating_mul(MAX_NODES_PER_BYTE)
+            .saturating_add(1024);
+        Ok(from_v8(&value, &heap, 0, &mut budget)?.unwrap_or(Json::Null))
+    })
 }
 
 fn double_to_json(d: f64) -> Result<Json> {
@@ -144,11 +177,22 @@ fn key_to_string(key: &PropertyKey) -> String {
     }
 }
 
-/// `None` is JavaScript's `undefined`.
-fn from_v8(value: &V8, heap: &Heap, depth: usize) -> Result<Option<Json>> {
-    if depth > MAX_DEPTH {
-        return Err(invalid("value nested too deeply (or cyclic)"));
-    }
+/// `value`, which sits inside `depth` arrays and objects, as JSON; `None` is
+/// JavaScript's `undefined`. Each node spends one unit of `budget`.
+fn from_v8(value: &V8, heap: &Heap, depth: usize, budget: &mut usize) -> Result<Option<Json>> {
+    *budget = budget
+        .checked_sub(1)
+        .ok_or_else(|| invalid("value expands to too many nodes (shared references)"))?;
+    // Opening an object or array here would be level `depth + 1`.
+    let open = || {
+        if depth >= MAX_DEPTH {
+            Err(invalid(format!(
+                "value nests deeper than the limit of {MAX_DEPTH} arrays and objects (or is cyclic)"
+            )))
+        } else {
+            Ok(depth + 1)
+        }
+    };
     Ok(Some(match value {
         V8::Undefined => return Ok(None),
         V8::Null => Json::Null,
@@ -168,19 +212,21 @@ fn from_v8(value: &V8, heap: &Heap, depth: usize) -> Result<Option<Json>> {
                 HeapValue::BigIntObject(b) => bigint_to_json(b)?,
                 HeapValue::StringObject(s) => Json::String(s.to_string().into_owned()),
                 HeapValue::Object(object) => {
+                    let inner = open()?;
                     let mut map = JsonMap::new();
                     for (key, item) in &object.properties {
-                        if let Some(item) = from_v8(item, heap, depth + 1)? {
+                        if let Some(item) = from_v8(item, heap, inner, budget)? {
                             map.insert(key_to_string(key), item);
                         }
                     }
                     Json::Object(map)
                 }
                 HeapValue::DenseArray(array) => {
+                    let inner = open()?;
                     let mut items = Vec::with_capacity(array.elements.len());
                     for element in &array.elements {
                         let item = match element {
-                            Some(element) => from_v8(element, heap, depth + 1)?,
+                            Some(element) => from_v8(element, heap, inner, budget)?,
                             None => None,
                         };
                         items.push(item.unwrap_or(Json::Null));
@@ -188,11 +234,13 @@ fn from_v8(value: &V8, heap: &Heap, depth: usize) -> Result<Option<Json>> {
                     Json::Array(items)
                 }
                 HeapValue::SparseArray(array) => {
+                    let inner = open()?;
                     let len = usize::try_from(array.length)
                         .map_err(|_| invalid("sparse array too long"))?;
-                    if len > 1 << 20 {
+                    if len > 1 << 20 || len > *budget {
                         return Err(invalid("sparse array too long"));
                     }
+                    *budget -= len;
                     let mut items = vec![Json::Null; len];
                     for (key, item) in &array.properties {
                         let index = match key {
@@ -200,7 +248,8 @@ fn from_v8(value: &V8, heap: &Heap, depth: usize) -> Result<Option<Json>> {
                             PropertyKey::U32(u) => usize::try_from(*u).ok(),
                             _ => None,
                         };
-                        if let (Some(index), Some(item)) = (index, from_v8(item, heap, depth + 1)?)
+                        if let (Some(index), Some(item)) =
+                            (index, from_v8(item, heap, inner, budget)?)
                         {
                             if let Some(slot) = items.get_mut(index) {
                                 *slot = item;
@@ -254,6 +303,87 @@ mod tests {
             let bytes = encode(&value).unwrap();
             assert_eq!(decode(&bytes).unwrap(), value, "{value}");
         }
+    }
+
+    fn nested(depth: usize) -> Json {
+        let mut value = json!(1);
+        for i in 0..depth {
+            value = if i % 2 == 0 {
+                Json::Array(vec![value])
+            } else {
+                Json::Object([("k".to_owned(), value)].into_iter().collect())
+            };
+        }
+        value
+    }
+
+    /// Nested dense arrays around `null`, `depth` deep, in V8's format: what
+    /// another program could write (v8_valueserializer itself writes at most
+    /// 256 levels).
+    fn foreign_nested(depth: usize) -> Vec<u8> {
+        let mut bytes = vec![0xFF, 0x0F]; // version 15
+        for _ in 0..depth {
+            bytes.extend_from_slice(b"A\x01"); // a dense array of length 1
+        }
+        bytes.push(b'0'); // null
+        for _ in 0..depth {
+            bytes.extend_from_slice(b"$\x00\x01"); // no properties, length 1
+        }
+        bytes
+    }
+
+    #[test]
+    fn foreign_nesting_is_what_v8_writes() {
+        let mut heap = Heap::default();
+        let mut value = V8::Null;
+        for _ in 0..3 {
+            value = V8::HeapReference(heap.insert(HeapValue::DenseArray(DenseArray {
+                elements: vec![Some(value)],
+                properties: Vec::new(),
+            })));
+        }
+        let written = ValueSerializer::default().finish(&heap, &value).unwrap();
+        assert_eq!(written, foreign_nested(3));
+        assert_eq!(decode(&written).unwrap(), json!([[[null]]]));
+    }
+
+    #[test]
+    fn depth_limit_holds_both_ways_on_a_small_stack() {
+        // A 256 KiB thread: far less than the codec needs in a debug build
+        // for the 256 levels v8_valueserializer reads before its own limit.
+        std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(|| {
+                let at_limit = nested(MAX_DEPTH);
+                assert_eq!(decode(&encode(&at_limit).unwrap()).unwrap(), at_limit);
+                let over = nested(MAX_DEPTH + 1);
+                assert_eq!(encode(&over).unwrap_err().kind(), ErrorKind::InvalidValue);
+                crate::value::drop_deep(over);
+                let deepest = decode(&foreign_nested(MAX_DEPTH)).unwrap();
+                assert!(crate::value::check_depth(&deepest).is_ok());
+                for depth in [MAX_DEPTH + 1, 140, 200, 256, 300, 10_000] {
+                    let err = decode(&foreign_nested(depth)).unwrap_err();
+                    assert_eq!(err.kind(), ErrorKind::InvalidValue, "{depth}");
+                }
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    #[test]
+    fn shared_references_cannot_expand_without_bound() {
+        // [x, x] where x = [y, y] ... 100 levels: 2^100 nodes if copied out.
+        let mut heap = Heap::default();
+        let mut value = V8::Null;
+        for _ in 0..100 {
+            value = V8::HeapReference(heap.insert(HeapValue::DenseArray(DenseArray {
+                elements: vec![Some(value.clone()), Some(value)],
+                properties: Vec::new(),
+            })));
+        }
+        let bytes = ValueSerializer::default().finish(&heap, &value).unwrap();
+        assert_eq!(decode(&bytes).unwrap_err().kind(), ErrorKind::InvalidValue);
     }
 
     #[test]

@@ -134,7 +134,7 @@ pub(super) fn encode_value(value: &Value) -> Result<Vec<u8>> {
 
 /// The value of stored JSON text; anything else is an `InvalidValue` error.
 pub(super) fn decode_value(raw: &[u8]) -> Result<Value> {
-    serde_json::from_slice(raw).map_err(|e| {
+    crate::value::from_slice(raw).map_err(|e| {
         Error::new(
             ErrorKind::InvalidValue,
             format!("the stored value is not JSON text: {e}"),

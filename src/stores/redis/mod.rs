@@ -132,6 +132,7 @@ mod connection;
 mod encoding;
 mod error;
 mod list;
+mod ttl_read;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -500,6 +501,8 @@ impl KvStore for RedisKvStore {
     }
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
+        let value =
+            crate::value::checked(value).map_err(|e| e.with_operation("set").with_key(key))?;
         let rkey = self.inner.codec.encode(key);
         let cmd = if options.is_expired() {
             del_cmd(std::slice::from_ref(&rkey))
@@ -528,6 +531,8 @@ impl KvStore for RedisKvStore {
         new: Option<Value>,
         options: SetOptions,
     ) -> Result<bool> {
+        let new = crate::value::checked_cas(expected, new)
+            .map_err(|e| e.with_operation("cas").with_key(key))?;
         match tokio::time::timeout(
             self.inner.timeout,
             self.cas_inner(key, expected, new, options),
@@ -563,6 +568,8 @@ impl KvStore for RedisKvStore {
 
     async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {
         // Encode everything first so that a bad value writes nothing.
+        let entries =
+            crate::value::checked_entries(entries).map_err(|e| e.with_operation("set_many"))?;
         let mut encoded = Vec::with_capacity(entries.len());
         for (key, value) in &entries {
             let rkey = self.inner.codec.encode(key);
@@ -641,9 +648,20 @@ impl KvStore for RedisKvStore {
             .map_err(|e| e.with_operation("delete_many"))
     }
 
-    // The trait's default get_with_ttl: the remaining lifetime is not read yet.
+    /// The value and its `PTTL`, read atomically by one script.
+    async fn get_with_ttl(&self, key: &KvKey) -> Result<Option<(Value, Option<Duration>)>> {
+        self.get_with_ttl_inner(key).await
+    }
+
+    async fn get_many_with_ttl(
+        &self,
+        keys: &[KvKey],
+    ) -> Result<Vec<Option<(Value, Option<Duration>)>>> {
+        self.get_many_with_ttl_inner(keys).await
+    }
+
     fn capabilities(&self) -> Capabilities {
-        Capabilities::full().with_reports_ttl(false)
+        Capabilities::full()
     }
 }
 
