@@ -314,6 +314,44 @@ impl Error {
     }
 }
 
+impl Error {
+    /// This error with `hide` applied to its message and, when it changes
+    /// anything there, to the text of its source chain, which then stands
+    /// in for the source (a driver's error may quote a password). Kind,
+    /// operation, key and retryability are kept; a source `hide` leaves
+    /// alone is kept as it is.
+    pub(crate) fn redacted(mut self, hide: impl Fn(&str) -> String) -> Self {
+        self.message = hide(&self.message);
+        if let Some(source) = &self.source {
+            let mut chain = source.to_string();
+            let mut next = source.source();
+            while let Some(cause) = next {
+                chain.push_str(&format!(": {cause}"));
+                next = cause.source();
+            }
+            let debug = format!("{source:?}");
+            let hidden = hide(&chain);
+            if hidden != chain || hide(&debug) != debug {
+                self.source = Some(Box::new(Redacted(hidden)));
+            }
+        }
+        self
+    }
+}
+
+/// A source error's text with its secrets removed, standing in for the
+/// original.
+#[derive(Debug)]
+struct Redacted(String);
+
+impl fmt::Display for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Redacted {}
+
 impl From<serde_json::Error> for Error {
     fn from(err: serde_json::Error) -> Self {
         Error::new(ErrorKind::InvalidValue, err.to_string()).with_source(err)

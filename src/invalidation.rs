@@ -105,7 +105,9 @@ pub struct RedisInvalidationBusBuilder {
     channel: String,
     heartbeat: Duration,
     publish_timeout: Duration,
+    publish_retry: Duration,
     connect_timeout: Duration,
+    queue_capacity: usize,
     ignore_own: bool,
 }
 
@@ -116,21 +118,17 @@ impl fmt::Debug for RedisInvalidationBusBuilder {
             .field("channel", &self.channel)
             .field("heartbeat", &self.heartbeat)
             .field("publish_timeout", &self.publish_timeout)
+            .field("publish_retry", &self.publish_retry)
+            .field("queue_capacity", &self.queue_capacity)
             .field("connect_timeout", &self.connect_timeout)
             .field("ignore_own", &self.ignore_own)
             .finish()
     }
 }
 
-/// The URL without its password, for `Debug` and errors.
+/// The URL without its passwords, for `Debug` and errors.
 fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => match url[s + 3..at].find(':') {
-            Some(colon) => format!("{}:***{}", &url[..s + 3 + colon], &url[at..]),
-            None => url.to_owned(),
-        },
-        _ => url.to_owned(),
-    }
+    crate::redact::redact_url(url)
 }
 
 impl RedisInvalidationBusBuilder {
@@ -152,6 +150,24 @@ impl RedisInvalidationBusBuilder {
     /// How long a `PUBLISH` may take before it is given up (default 1 s).
     pub fn publish_timeout(mut self, timeout: Duration) -> Self {
         self.publish_timeout = timeout;
+        self
+    }
+
+    /// How long a message is retried (with a short backoff) before it is
+    /// given up (default 5 s). A message given up is not missed silently:
+    /// the bus then tells every node to clear its front tiers, as soon as
+    /// it can publish again.
+    pub fn publish_retry(mut self, bound: Duration) -> Self {
+        self.publish_retry = bound;
+        self
+    }
+
+    /// How many written keys may wait to be published (default 100,000).
+    /// When Redis stalls and the queue is full, further keys are dropped and
+    /// replaced by one "clear everything" message, so memory stays bounded
+    /// and no node misses the change.
+    pub fn queue_capacity(mut self, capacity: usize) -> Self {
+        self.queue_capacity = capacity;
         self
     }
 
@@ -177,8 +193,29 @@ impl RedisInvalidationBusBuilder {
     /// [`Config`](ErrorKind::Config) for a bad URL; [`Unavailable`](ErrorKind::Unavailable)
     /// when Redis cannot be reached within the connect timeout.
     pub async fn connect(self) -> Result<RedisInvalidationBus> {
+        // A zero interval would spin (tokio panics on a zero `interval`) and a
+        // zero timeout would fail every call: both are mistakes, said early.
+        for (name, value) in [
+            ("heartbeat", self.heartbeat),
+            ("publish_timeout", self.publish_timeout),
+            ("connect_timeout", self.connect_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(Error::config(format!(
+                    "invalidation bus: {name} must be greater than zero"
+                )));
+            }
+        }
+        if self.queue_capacity == 0 {
+            return Err(Error::config(
+                "invalidation bus: queue_capacity must be greater than zero",
+            ));
+        }
         let client = redis::Client::open(self.url.as_str()).map_err(|e| {
-            Error::config(format!("invalidation bus url `{}`: {e}", redact(&self.url)))
+            crate::redact::scrub(
+                Error::config(format!("invalidation bus url `{}`: {e}", redact(&self.url))),
+                [self.url.as_str()],
+            )
         })?;
         let publisher =
             tokio::time::timeout(self.connect_timeout, ConnectionManager::new(client.clone()))
@@ -193,14 +230,16 @@ impl RedisInvalidationBusBuilder {
             connected: AtomicBool::new(false),
             connected_tx,
             ignore_own: self.ignore_own,
+            lost: AtomicBool::new(false),
         });
         let task = tokio::spawn(subscribe_loop(client, Arc::clone(&shared), self.heartbeat));
         let publisher = Publisher {
             shared: Arc::clone(&shared),
             connection: publisher,
             timeout: self.publish_timeout,
+            retry: self.publish_retry,
         };
-        let (queue, rx) = mpsc::unbounded_channel();
+        let (queue, rx) = mpsc::channel(self.queue_capacity);
         let publisher_task = tokio::spawn(publish_loop(publisher.clone(), rx));
         let inner = Arc::new(Inner {
             shared,
@@ -251,7 +290,7 @@ pub struct RedisInvalidationBus {
 struct Inner {
     shared: Arc<Shared>,
     publisher: Publisher,
-    queue: mpsc::UnboundedSender<(Option<CacheId>, KvKey)>,
+    queue: mpsc::Sender<(Option<CacheId>, KvKey)>,
     task: JoinHandle<()>,
     publisher_task: JoinHandle<()>,
 }
@@ -269,6 +308,7 @@ struct Publisher {
     shared: Arc<Shared>,
     connection: ConnectionManager,
     timeout: Duration,
+    retry: Duration,
 }
 
 /// The most keys one queued message carries.
@@ -276,12 +316,23 @@ const MAX_KEYS_PER_MESSAGE: usize = 256;
 
 /// Drains the queue of [`RedisInvalidationBus::publish_later`] in order,
 /// batching the keys that are already waiting into one message.
-async fn publish_loop(
-    publisher: Publisher,
-    mut queue: mpsc::UnboundedReceiver<(Option<CacheId>, KvKey)>,
-) {
+async fn publish_loop(publisher: Publisher, mut queue: mpsc::Receiver<(Option<CacheId>, KvKey)>) {
     let mut batch = Vec::new();
-    while queue.recv_many(&mut batch, MAX_KEYS_PER_MESSAGE).await > 0 {
+    loop {
+        if publisher.shared.lost.load(Ordering::SeqCst) {
+            // Something was not delivered (given up, or dropped from a full
+            // queue): every node must clear before trusting its front again.
+            // Retry until it goes through, also when no write comes.
+            if publisher.send_clear().await {
+                publisher.shared.lost.store(false, Ordering::SeqCst);
+            } else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        }
+        if queue.recv_many(&mut batch, MAX_KEYS_PER_MESSAGE).await == 0 {
+            return;
+        }
         // One message per run of keys from the same cache tier, in order.
         let mut drained = batch.drain(..).peekable();
         while let Some((origin, key)) = drained.next() {
@@ -310,6 +361,8 @@ struct Shared {
     connected: AtomicBool,
     connected_tx: watch::Sender<bool>,
     ignore_own: bool,
+    /// A message was given up or dropped: a "clear" is owed to every node.
+    lost: AtomicBool,
 }
 
 impl Shared {
@@ -475,7 +528,9 @@ impl RedisInvalidationBus {
             channel: DEFAULT_CHANNEL.to_owned(),
             heartbeat: Duration::from_secs(1),
             publish_timeout: Duration::from_secs(1),
+            publish_retry: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
+            queue_capacity: 100_000,
             ignore_own: true,
         }
     }
@@ -507,8 +562,15 @@ impl RedisInvalidationBus {
     /// faster than `PUBLISH` round trips. This is what a cache layer calls
     /// after each write, so writes never wait for the bus.
     pub fn publish_later(&self, key: &KvKey) {
-        // The receiver lives as long as `inner`, which `self` keeps alive.
-        let _ = self.inner.queue.send((None, key.clone()));
+        self.enqueue(None, key);
+    }
+
+    fn enqueue(&self, origin: Option<CacheId>, key: &KvKey) {
+        // The receiver lives as long as `inner`, which `self` keeps alive, so
+        // the only failure is a full queue: owe everyone a clear instead.
+        if self.inner.queue.try_send((origin, key.clone())).is_err() {
+            self.inner.shared.lost.store(true, Ordering::SeqCst);
+        }
     }
 
     /// Tells every other node that `keys` were written. Best effort: a failed
@@ -543,36 +605,64 @@ impl RedisInvalidationBus {
 }
 
 impl Publisher {
-    async fn send(&self, message: Message) {
+    /// Publishes `message`, retrying with a short backoff until it is
+    /// delivered or the retry bound passed; then it is given up and a clear
+    /// is owed to every node (see `publish_loop`). Whether it was delivered.
+    async fn send(&self, message: Message) -> bool {
         let shared = &self.shared;
         let payload = match serde_json::to_vec(&message) {
             Ok(payload) => payload,
             Err(err) => {
                 tracing::error!(%err, "cannot encode an invalidation message");
-                return;
+                shared.lost.store(true, Ordering::SeqCst);
+                return false;
             }
         };
-        let mut conn = self.connection.clone();
-        let mut cmd = redis::cmd("PUBLISH");
-        cmd.arg(&shared.channel).arg(payload);
-        let publish = cmd.query_async::<i64>(&mut conn);
-        match tokio::time::timeout(self.timeout, publish).await {
-            Ok(Ok(_)) => metrics::counter!(
-                "kvtower_invalidation_messages_total",
-                CHANNEL_LABEL => shared.channel.clone(),
-                DIRECTION_LABEL => "sent"
-            )
-            .increment(1),
-            outcome => {
-                let err = match outcome {
-                    Ok(Err(e)) => e.to_string(),
-                    _ => "timed out".to_owned(),
-                };
-                metrics::counter!("kvtower_invalidation_publish_errors_total", CHANNEL_LABEL => shared.channel.clone())
+        let give_up = tokio::time::Instant::now() + self.retry;
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            let mut conn = self.connection.clone();
+            let mut cmd = redis::cmd("PUBLISH");
+            cmd.arg(&shared.channel).arg(&payload);
+            let publish = cmd.query_async::<i64>(&mut conn);
+            let err = match tokio::time::timeout(self.timeout, publish).await {
+                Ok(Ok(_)) => {
+                    metrics::counter!(
+                        "kvtower_invalidation_messages_total",
+                        CHANNEL_LABEL => shared.channel.clone(),
+                        DIRECTION_LABEL => "sent"
+                    )
                     .increment(1);
-                tracing::warn!(channel = %shared.channel, %err, "cannot publish an invalidation");
+                    return true;
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "timed out".to_owned(),
+            };
+            metrics::counter!("kvtower_invalidation_publish_errors_total", CHANNEL_LABEL => shared.channel.clone())
+                .increment(1);
+            if tokio::time::Instant::now() + backoff >= give_up {
+                tracing::warn!(
+                    channel = %shared.channel,
+                    %err,
+                    "invalidation given up after retrying; every node will be told to clear"
+                );
+                shared.lost.store(true, Ordering::SeqCst);
+                return false;
             }
+            tracing::debug!(channel = %shared.channel, %err, "cannot publish an invalidation yet");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(500));
         }
+    }
+
+    /// Tells every other node to clear (what a lost message is replaced by).
+    async fn send_clear(&self) -> bool {
+        self.send(Message {
+            node: self.shared.node,
+            origin: None,
+            keys: None,
+        })
+        .await
     }
 }
 
@@ -590,8 +680,7 @@ impl Coherence for RedisInvalidationBus {
     }
 
     fn written(&self, origin: CacheId, key: &KvKey) {
-        // The receiver lives as long as `inner`, which `self` keeps alive.
-        let _ = self.inner.queue.send((Some(origin), key.clone()));
+        self.enqueue(Some(origin), key);
     }
 
     fn is_live(&self) -> bool {

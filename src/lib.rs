@@ -25,6 +25,7 @@
 //! | module | what |
 //! |---|---|
 //! | [`key`] | [`KvKey`], a non-empty sequence of string parts, and [`kvkey!`] |
+//! | [`aside`] | cache-aside: [`CacheAside`](aside::CacheAside)`::get_or_set` with one loader per key across the fleet (a lease), fail-safe, soft/hard loader timeouts, eager refresh |
 //! | [`store`] | the [`KvStore`] trait, [`KvStoreExt`] typed helpers, [`SetOptions`], [`KvEntry`] |
 //! | [`error`] | [`Error`], [`ErrorKind`], [`Result`] |
 //! | [`stores`] | one module per backend: [`MemoryKvStore`] (always on), `SqliteKvStore` (feature `sqlite`), `PostgresKvStore` (feature `postgres`), `RedisKvStore` (feature `redis`) |
@@ -57,13 +58,20 @@
 )]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+pub mod aside;
 #[cfg(feature = "config")]
 pub mod config;
 pub mod error;
+// The internals the `cargo fuzz` targets in `fuzz/` drive; not a public API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+#[path = "fuzzing.rs"]
+pub mod __fuzz;
 #[cfg(feature = "redis")]
 pub mod invalidation;
 pub mod key;
 pub mod layers;
+mod redact;
 pub mod service;
 pub mod store;
 pub mod stores;

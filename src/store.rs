@@ -98,6 +98,13 @@ pub struct Capabilities {
     /// Expired entries are never returned by `get`, `list` or `cas`. When
     /// false, an expired entry may still be seen for a short while.
     pub exact_expiry: bool,
+    /// Key parts and JSON strings (values and object keys) may contain
+    /// U+0000. When false (PostgreSQL's `text` and `jsonb` cannot hold it,
+    /// so neither can a store in Fedify's PostgreSQL layout), writing such a
+    /// key is an [`InvalidKey`](crate::ErrorKind::InvalidKey) error and
+    /// such a value an [`InvalidValue`](crate::ErrorKind::InvalidValue)
+    /// error, and nothing is written.
+    pub nul_in_text: bool,
     /// [`KvStore::get_with_ttl`] and [`KvStore::get_many_with_ttl`] report
     /// the entry's remaining lifetime. When false they answer `None` for the
     /// lifetime because the store cannot tell (the trait's default
@@ -112,6 +119,7 @@ impl Capabilities {
         Self {
             atomic_cas: true,
             exact_expiry: true,
+            nul_in_text: true,
             reports_ttl: true,
         }
     }
@@ -150,6 +158,18 @@ impl Capabilities {
     #[must_use]
     pub const fn with_exact_expiry(mut self, exact_expiry: bool) -> Self {
         self.exact_expiry = exact_expiry;
+        self
+    }
+
+    /// These capabilities with `nul_in_text` set as given.
+    ///
+    /// ```
+    /// # use kvtower::Capabilities;
+    /// assert!(!Capabilities::full().with_nul_in_text(false).nul_in_text);
+    /// ```
+    #[must_use]
+    pub const fn with_nul_in_text(mut self, nul_in_text: bool) -> Self {
+        self.nul_in_text = nul_in_text;
         self
     }
 }

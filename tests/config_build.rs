@@ -582,3 +582,56 @@ async fn redis_cluster_config_builds_with_the_bus_on_the_first_seed() {
     drop((a, b));
     drop(cluster);
 }
+
+/// Two cache tiers, each with the bus (what `StoreConfig` builds for two
+/// `cache` layers over Redis): an invalidation must reach the inner tier
+/// before the outer one, or the outer tier is refilled from the stale inner
+/// one and serves the old value for its whole front TTL. A reader hammers
+/// node B while node A writes, so a refill in the wrong order would happen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_cache_tiers_with_buses_never_refill_l1_from_a_stale_l2() {
+    let mut config = example("prod");
+    let namespace = isolate_redis(&mut config);
+    let _guard = NamespaceGuard(namespace);
+    let position = config
+        .layers
+        .iter()
+        .position(|l| matches!(l, LayerConfig::Cache(_)))
+        .expect("the prod example has a cache layer");
+    for layer in &mut config.layers {
+        if let LayerConfig::Cache(cache) = layer {
+            cache.ttl = Some(Duration::from_secs(60));
+        }
+    }
+    let inner_tier = config.layers[position].clone();
+    config.layers.insert(position + 1, inner_tier);
+    let a = config.build().await.unwrap();
+    let b = config.build().await.unwrap();
+    let key = kvkey!["tiers", "k"];
+    a.set(&key, json!(0), SetOptions::default()).await.unwrap();
+    let hammer = {
+        let (b, key) = (b.clone(), key.clone());
+        tokio::spawn(async move {
+            for _ in 0..100_000 {
+                let _ = b.get(&key).await;
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    for i in 1..=20 {
+        a.set(&key, json!(i), SetOptions::default()).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let seen = b.get(&key).await.unwrap();
+            if seen == Some(json!(i)) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "write {i}: node B still reads {seen:?} after 2 s"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    hammer.abort();
+}

@@ -1,6 +1,8 @@
 //! The invalidation bus against the real Redis on 127.0.0.1:6379 (unique
 //! channels per test, so tests do not see each other).
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use kvtower::invalidation::RedisInvalidationBus;
@@ -186,4 +188,50 @@ async fn unreachable_redis_is_an_unavailable_error() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), kvtower::ErrorKind::Config, "{err}");
+}
+
+#[tokio::test]
+async fn zero_settings_are_config_errors() {
+    for builder in [
+        RedisInvalidationBus::builder(redis_url()).heartbeat(Duration::ZERO),
+        RedisInvalidationBus::builder(redis_url()).publish_timeout(Duration::ZERO),
+        RedisInvalidationBus::builder(redis_url()).connect_timeout(Duration::ZERO),
+        RedisInvalidationBus::builder(redis_url()).queue_capacity(0),
+    ] {
+        let err = builder.connect().await.unwrap_err();
+        assert_eq!(err.kind(), kvtower::ErrorKind::Config, "{err}");
+    }
+}
+
+/// The first publish after the bus's Redis restarted was lost (one attempt,
+/// on a connection the restart had broken): it is retried now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_publish_after_a_restart_is_delivered() {
+    let mut server = support::RedisServer::start();
+    let channel = channel("restart");
+    let builder = |url: String| {
+        RedisInvalidationBus::builder(url)
+            .channel(channel.clone())
+            .heartbeat(Duration::from_millis(100))
+    };
+    let a = builder(server.url()).connect().await.unwrap();
+    let b = builder(server.url()).connect().await.unwrap();
+    let pb = Probe::on(&b);
+    server.restart();
+    // b has resubscribed (and cleared); a's publisher has not written since.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !b.is_connected() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("b resubscribes");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let key = kvkey!["after-restart"];
+    pb.seed(std::slice::from_ref(&key)).await;
+    a.publish(std::slice::from_ref(&key)).await;
+    eventually!(
+        "b to hear the first publish after the restart",
+        !pb.has(&key).await
+    );
 }

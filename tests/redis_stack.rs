@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{full_stack, WithGuard};
 use kvtower::invalidation::RedisInvalidationBus;
-use kvtower::layers::CacheLayer;
+use kvtower::layers::{CacheLayer, CircuitBreakerLayer};
 use kvtower::{KvStore, MemoryKvStore, RedisKvStore};
 use support::{redis_url, unique_namespace, NamespaceGuard};
 use tower::ServiceBuilder;
@@ -48,6 +48,40 @@ async fn cache_with_bus_over_redis() -> impl KvStore {
         store,
         _guard: NamespaceGuard(namespace),
     }
+}
+
+/// The cache over a circuit breaker over Redis (the breaker closed: the
+/// conformance suite must not tell it is there).
+async fn cache_over_breaker_over_redis() -> impl KvStore {
+    let namespace = unique_namespace();
+    let store = ServiceBuilder::new()
+        .layer(CacheLayer::new(MemoryKvStore::new()))
+        .layer(CircuitBreakerLayer::new("conformance"))
+        .service(redis(&namespace).await);
+    WithGuard {
+        store,
+        _guard: NamespaceGuard(namespace),
+    }
+}
+
+mod cache_over_circuit_breaker {
+    kvtower::conformance_suite!(super::cache_over_breaker_over_redis, 32);
+}
+
+/// The breaker alone over Redis, so that every method (batch ones and
+/// `list` included) is checked to reach the store unchanged.
+async fn breaker_over_redis() -> impl KvStore {
+    let namespace = unique_namespace();
+    WithGuard {
+        store: ServiceBuilder::new()
+            .layer(CircuitBreakerLayer::new("conformance"))
+            .service(redis(&namespace).await),
+        _guard: NamespaceGuard(namespace),
+    }
+}
+
+mod circuit_breaker {
+    kvtower::conformance_suite!(super::breaker_over_redis, 32);
 }
 
 mod full_stack {

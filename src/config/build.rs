@@ -37,14 +37,20 @@ impl StoreConfig {
     pub async fn build(&self) -> Result<DynKvStore> {
         self.validate()?;
         let mut store = self.backend.build().await?;
+        // Inner layers first: cache tiers sharing a bus are attached (and so
+        // invalidated) inner tier first.
+        let mut buses = super::layers::Buses::default();
         for (i, layer) in self.layers.iter().enumerate().rev() {
-            store = layer.wrap(store, &self.backend).await.map_err(|e| {
-                if e.kind() == ErrorKind::Config {
-                    Error::config(format!("layers[{i}].{}", e.message()))
-                } else {
-                    e
-                }
-            })?;
+            store = layer
+                .wrap(store, &self.backend, &mut buses)
+                .await
+                .map_err(|e| {
+                    if e.kind() == ErrorKind::Config {
+                        Error::config(format!("layers[{i}].{}", e.message()))
+                    } else {
+                        e
+                    }
+                })?;
         }
         Ok(store)
     }

@@ -17,6 +17,11 @@ use crate::key::KvKey;
 use crate::service::{KvService, RetryPolicy, ServiceStore};
 use crate::store::DynKvStore;
 
+/// The longest `ttl` or `negative_ttl` a cache layer takes: 100 years, the
+/// bound `CacheLayerBuilder::negative_ttl` clamps to, well inside moka's
+/// 1000-year limit (which panics).
+const MAX_CACHE_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
 /// The front-tier bound of a cache layer when it names none, in entries.
 const DEFAULT_CACHE_CAPACITY: u64 = 10_000;
 
@@ -47,7 +52,7 @@ const LAYER_TYPES: &str = "cache, prefix, default_ttl, metrics, tracing, timeout
 impl<'de> Deserialize<'de> for LayerConfig {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
         use serde::de::Error as _;
-        let mut fields = serde_json::Map::deserialize(deserializer)?;
+        let mut fields = toml::Table::deserialize(deserializer)?;
         let ty = take_tag::<D::Error>(&mut fields, "type", LAYER_TYPES)?;
         Ok(match ty.as_str() {
             "cache" => LayerConfig::Cache(variant(&ty, fields)?),
@@ -228,11 +233,25 @@ impl LayerConfig {
             }) => Err(Error::config(
                 "cache: set one of capacity and max_bytes, not both",
             )),
+            // NaN is in no range: refused here too.
             LayerConfig::DefaultTtl(DefaultTtlConfig {
                 jitter: Some(j), ..
-            }) if !(0.0..=1.0).contains(j) => Err(Error::config(format!(
+            }) if !(j.is_finite() && (0.0..=1.0).contains(j)) => Err(Error::config(format!(
                 "default_ttl.jitter: {j} is out of range; expected a fraction from 0 to 1"
             ))),
+            LayerConfig::Cache(c) => {
+                for (field, ttl) in [("ttl", c.ttl), ("negative_ttl", c.negative_ttl)] {
+                    if let Some(ttl) = ttl.filter(|ttl| *ttl > MAX_CACHE_TTL) {
+                        return Err(Error::config(format!(
+                            "cache.{field}: {} is longer than the front tier can keep \
+                             (at most {}; moka refuses more than 1000 years)",
+                            humantime_serde::re::humantime::format_duration(ttl),
+                            humantime_serde::re::humantime::format_duration(MAX_CACHE_TTL),
+                        )));
+                    }
+                }
+                Ok(())
+            }
             LayerConfig::Retry(RetryConfig { attempts: 0, .. }) => Err(Error::config(
                 "retry.attempts: must be at least 1 (the first attempt counts)",
             )),
@@ -263,6 +282,44 @@ fn yes() -> bool {
     true
 }
 
+/// The invalidation buses of one stack being built, by URL and channel.
+///
+/// Cache layers of one stack on the same channel share one bus: its
+/// subscriber then invalidates them in the order they were built, inner tier
+/// first, so an outer tier is never refilled from an inner one that has not
+/// heard the change yet (two buses would race, and L1 could be refilled from
+/// a stale L2 for a whole front TTL).
+#[derive(Default)]
+pub(super) struct Buses {
+    #[cfg(feature = "redis")]
+    buses: Vec<(String, String, crate::invalidation::RedisInvalidationBus)>,
+}
+
+#[cfg(feature = "redis")]
+impl Buses {
+    async fn get_or_connect(
+        &mut self,
+        url: &SecretUrl,
+        channel: String,
+    ) -> Result<crate::invalidation::RedisInvalidationBus> {
+        if let Some((_, _, bus)) = self
+            .buses
+            .iter()
+            .find(|(u, c, _)| u == url.expose() && *c == channel)
+        {
+            return Ok(bus.clone());
+        }
+        let bus = crate::invalidation::RedisInvalidationBus::builder(url.expose())
+            .channel(channel.clone())
+            .connect()
+            .await
+            .map_err(|e| scrub(e, [url]))?;
+        self.buses
+            .push((url.expose().to_owned(), channel, bus.clone()));
+        Ok(bus)
+    }
+}
+
 impl LayerConfig {
     /// Wraps `inner` in this layer; `backend` decides the cache layer's
     /// invalidation default.
@@ -270,10 +327,11 @@ impl LayerConfig {
         &self,
         inner: DynKvStore,
         backend: &BackendConfig,
+        buses: &mut Buses,
     ) -> Result<DynKvStore> {
         use tower::Layer as _;
         Ok(match self {
-            LayerConfig::Cache(c) => c.wrap(inner, backend).await?,
+            LayerConfig::Cache(c) => c.wrap(inner, backend, buses).await?,
             LayerConfig::Prefix(c) => {
                 let prefix = KvKey::new(c.prefix.iter().cloned()).map_err(|_| {
                     Error::config("prefix: needs at least one part, e.g. prefix = [\"myapp\"]")
@@ -353,7 +411,12 @@ impl CacheConfig {
         }
     }
 
-    async fn wrap(&self, inner: DynKvStore, backend: &BackendConfig) -> Result<DynKvStore> {
+    async fn wrap(
+        &self,
+        inner: DynKvStore,
+        backend: &BackendConfig,
+        buses: &mut Buses,
+    ) -> Result<DynKvStore> {
         use tower::Layer as _;
         let front = match self.max_bytes {
             Some(max) => crate::MemoryKvStore::builder().max_bytes(max),
@@ -374,16 +437,12 @@ impl CacheConfig {
         if let Some((url, channel)) = self.bus(backend)? {
             #[cfg(feature = "redis")]
             {
-                let bus = crate::invalidation::RedisInvalidationBus::builder(url.expose())
-                    .channel(channel)
-                    .connect()
-                    .await
-                    .map_err(|e| scrub(e, [&url]))?;
+                let bus = buses.get_or_connect(&url, channel).await?;
                 builder = builder.invalidation_bus(bus);
             }
             #[cfg(not(feature = "redis"))]
             {
-                let _ = (url, channel);
+                let _ = (url, channel, buses);
                 return Err(missing_feature("cache.invalidation (a Redis bus)", "redis"));
             }
         }

@@ -28,6 +28,13 @@
 //! | `kvtower_operation_duration_seconds` | histogram | `store`, `operation` | latency of each call (for `list`: until the stream ends) |
 //! | `kvtower_cache_requests_total` | counter | `cache`, `tier`, `outcome` | recorded by [`CacheLayer`](super::CacheLayer): `tier` is `front` or `inner`, `outcome` is `hit` or `miss`; the hit ratio of a tier is `hit / (hit + miss)` |
 //!
+//! | `kvtower_circuit_breaker_state` | gauge | `breaker` | recorded by [`CircuitBreakerLayer`](super::CircuitBreakerLayer): `0` closed, `1` open, `2` half-open |
+//! | `kvtower_circuit_breaker_transitions_total` | counter | `breaker`, `state` | breaker transitions, by the state entered |
+//! | `kvtower_circuit_breaker_rejected_total` | counter | `breaker` | calls failed fast by an open breaker |
+//!
+//! [`CacheAside`](crate::aside::CacheAside) records its own
+//! (`kvtower_aside_*`), listed in [`aside`](crate::aside#metrics).
+//!
 //! `operation` is one of `get`, `set`, `delete`, `cas`, `list`, `get_many`,
 //! `set_many`, `delete_many`. `store` and `cache` are the names given to the
 //! layers. Labels are low-cardinality by design: a key is never a label.

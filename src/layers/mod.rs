@@ -6,6 +6,7 @@
 //! | layer | store | does |
 //! |---|---|---|
 //! | [`CacheLayer`] | [`Cache`] | a front tier (L1) with read-through, write-through, single-flight, negative caching |
+//! | [`CircuitBreakerLayer`] | [`CircuitBreaker`] | fails fast with a retryable `Unavailable` while the inner store keeps failing, probes, recovers |
 //! | [`PrefixLayer`] | [`Prefix`] | namespaces every key under a prefix |
 //! | [`DefaultTtlLayer`] | [`DefaultTtl`] | a default TTL for writes without one, jitter, a maximum |
 //! | [`MetricsLayer`] | [`Metrics`] | counts and latencies through the `metrics` facade ([names](metrics)) |
@@ -66,8 +67,12 @@
 //!   inner TTL of writes.
 //! * **tower timeout/retry** belong next to the backend (inside the cache),
 //!   so a front hit never waits on them and only backend calls are retried.
+//! * **Circuit breaker** next to the backend too (inside the cache, outside
+//!   a retry): it sees each call's final outcome, and while it is open a
+//!   cache miss fails in microseconds instead of after a timeout.
 
 pub mod cache;
+pub mod circuit_breaker;
 pub mod metrics;
 pub mod prefix;
 pub mod tracing;
@@ -75,6 +80,9 @@ pub mod ttl;
 
 pub use cache::{
     Cache, CacheHandle, CacheId, CacheLayer, CacheLayerBuilder, Coherence, WeakCacheHandle,
+};
+pub use circuit_breaker::{
+    BreakerState, CircuitBreaker, CircuitBreakerLayer, CircuitBreakerLayerBuilder,
 };
 pub use metrics::{Metrics, MetricsLayer};
 pub use prefix::{Prefix, PrefixLayer};

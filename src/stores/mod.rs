@@ -4,12 +4,15 @@
 pub mod cfworkers;
 #[cfg(feature = "denokv")]
 pub mod denokv;
+pub mod layout;
 pub mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-mod sql;
+pub(crate) mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+
+pub use layout::Layout;

@@ -69,10 +69,13 @@ pub use deadpool_postgres;
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
 use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
+use crate::stores::layout::Layout;
 use crate::stores::sql::{
     self, after, decode_key, encode_key, parse_value, prefix_range, ttl_ms, value_text,
 };
 use crate::value::{checked, checked_cas, checked_entries};
+
+mod fedify;
 
 /// The default number of pooled connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16;
@@ -102,6 +105,8 @@ struct Inner {
     pool: Pool,
     table: String,
     sql: Statements,
+    /// `Some` in [`Layout::Fedify`]: every call goes there.
+    fedify: Option<Arc<fedify::FedifyPostgres>>,
 }
 
 impl std::fmt::Debug for PostgresKvStore {
@@ -109,6 +114,7 @@ impl std::fmt::Debug for PostgresKvStore {
         // The pool's configuration may hold a password: not shown.
         f.debug_struct("PostgresKvStore")
             .field("table", &self.inner.table)
+            .field("layout", &self.layout())
             .field("pool_size", &self.inner.pool.status().size)
             .finish()
     }
@@ -134,7 +140,10 @@ impl std::fmt::Debug for PostgresKvStore {
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct PostgresKvStoreBuilder {
-    table: String,
+    /// `None`: the layout's default table.
+    table: Option<String>,
+    layout: Layout,
+    decode_double_encoded: bool,
     sweep_interval: Option<Duration>,
     max_connections: usize,
 }
@@ -142,7 +151,9 @@ pub struct PostgresKvStoreBuilder {
 impl Default for PostgresKvStoreBuilder {
     fn default() -> Self {
         Self {
-            table: sql::DEFAULT_TABLE.to_owned(),
+            table: None,
+            layout: Layout::Kvtower,
+            decode_double_encoded: false,
             sweep_interval: Some(sql::DEFAULT_SWEEP_INTERVAL),
             max_connections: DEFAULT_MAX_CONNECTIONS,
         }
@@ -155,7 +166,57 @@ impl PostgresKvStoreBuilder {
     /// [`Config`](ErrorKind::Config) error; the name is never spliced into
     /// SQL unchecked.
     pub fn table(mut self, name: impl Into<String>) -> Self {
-        self.table = name.into();
+        self.table = Some(name.into());
+        self
+    }
+
+    /// The data format (default [`Layout::Kvtower`]). [`Layout::Fedify`]
+    /// reads and writes the table of `@fedify/postgres`'s `PostgresKvStore`,
+    /// so a Fedify server can use the same table:
+    ///
+    /// * table `fedify_kv_v2` (unless [`table`](Self::table) says
+    ///   otherwise): `key text[]`, `value jsonb`, `created`, `ttl interval`,
+    ///   live while `created + ttl > CURRENT_TIMESTAMP`;
+    /// * U+0000 in a key part or a JSON string is an error
+    ///   (`text`/`jsonb` cannot hold it; Fedify fails on it too), declared
+    ///   as [`nul_in_text: false`](crate::Capabilities::nul_in_text);
+    /// * `cas` is atomic and `list` matches part-wise.
+    ///
+    /// Checked against `@fedify/postgres` 1.8.7 by `tests/fedify.rs`.
+    ///
+    /// ```no_run
+    /// use kvtower::stores::Layout;
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() -> kvtower::Result<()> {
+    /// let store = kvtower::PostgresKvStore::builder()
+    ///     .layout(Layout::Fedify)
+    ///     .connect("postgres://postgres@127.0.0.1:5432/test")
+    ///     .await?;
+    /// assert_eq!(store.table(), "fedify_kv_v2");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn layout(mut self, layout: Layout) -> Self {
+        self.layout = layout;
+        self
+    }
+
+    /// Shorthand for [`layout(Layout::Fedify)`](Self::layout).
+    pub fn fedify_layout(self) -> Self {
+        self.layout(Layout::Fedify)
+    }
+
+    /// In [`Layout::Fedify`], read a `jsonb` string whose text is JSON as
+    /// that JSON (default off). A Fedify store constructed with
+    /// `initialized: true` (before Fedify 2.0.27) wrote every value that
+    /// way, JSON-encoded twice; Fedify's own `get` returns such a value as a
+    /// string. Turn this on for a table holding such rows, knowing that a
+    /// genuine string value whose text is JSON (`"42"`, `"{}"`) then reads
+    /// as the decoded value too. `cas` compares the decoded value. Without
+    /// effect in [`Layout::Kvtower`].
+    pub fn decode_double_encoded(mut self, decode: bool) -> Self {
+        self.decode_double_encoded = decode;
         self
     }
 
@@ -179,6 +240,17 @@ impl PostgresKvStoreBuilder {
         self
     }
 
+    /// The table: the one set, else the layout's default.
+    fn table_name(&self) -> String {
+        self.table.clone().unwrap_or_else(|| {
+            match self.layout {
+                Layout::Fedify => fedify::DEFAULT_TABLE,
+                _ => sql::DEFAULT_TABLE,
+            }
+            .to_owned()
+        })
+    }
+
     /// Connects to `url` (`postgres://user:password@host:port/database`, or
     /// the key–value form tokio-postgres accepts), without TLS, and creates
     /// the table when missing.
@@ -190,11 +262,12 @@ impl PostgresKvStoreBuilder {
     /// reached; [`Backend`](ErrorKind::Backend) when the table cannot be
     /// created.
     pub async fn connect(self, url: &str) -> Result<PostgresKvStore> {
-        sql::validate_table(&self.table).map_err(|e| e.with_operation("connect"))?;
+        sql::validate_table(&self.table_name()).map_err(|e| e.with_operation("connect"))?;
         let config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
             // The message does not repeat the URL: it may hold a password.
-            Error::config(format!("url: not a PostgreSQL connection string ({e})"))
-                .with_operation("connect")
+            let err = Error::config(format!("url: not a PostgreSQL connection string ({e})"))
+                .with_operation("connect");
+            crate::redact::scrub(err, [url])
         })?;
         let manager = Manager::new(config, NoTls);
         let pool = Pool::builder(manager)
@@ -207,7 +280,11 @@ impl PostgresKvStoreBuilder {
                 Error::config(format!("max_connections: cannot build the pool ({e})"))
                     .with_operation("connect")
             })?;
-        self.from_pool(pool).await
+        // A server's message may quote what it was given: no password of
+        // `url` survives in the error.
+        self.from_pool(pool)
+            .await
+            .map_err(|e| crate::redact::scrub(e, [url]))
     }
 
     /// Uses an existing pool (sharing it with the rest of the application)
@@ -217,11 +294,29 @@ impl PostgresKvStoreBuilder {
     ///
     /// As for [`connect`](Self::connect).
     pub async fn from_pool(self, pool: Pool) -> Result<PostgresKvStore> {
-        sql::validate_table(&self.table).map_err(|e| e.with_operation("connect"))?;
-        let sql = Statements::new(&self.table);
+        let table = self.table_name();
+        sql::validate_table(&table).map_err(|e| e.with_operation("connect"))?;
+        let sql = Statements::new(&table);
+        if self.layout == Layout::Fedify {
+            let fedify = fedify::FedifyPostgres::start(
+                pool.clone(),
+                &table,
+                self.decode_double_encoded,
+                self.sweep_interval,
+            )
+            .await?;
+            return Ok(PostgresKvStore {
+                inner: Arc::new(Inner {
+                    pool,
+                    table,
+                    sql,
+                    fedify: Some(fedify),
+                }),
+            });
+        }
         let mut client = pool.get().await.map_err(|e| pool_error(e, "connect"))?;
         let mut attempt = 0;
-        while let Err(e) = setup(&mut client, &self.table, &sql).await {
+        while let Err(e) = setup(&mut client, &table, &sql).await {
             // Setups through this version take turns (an advisory lock), but
             // an older version creating the table at the same moment can
             // still win the race on the catalog's unique index: then the
@@ -238,8 +333,9 @@ impl PostgresKvStoreBuilder {
         let store = PostgresKvStore {
             inner: Arc::new(Inner {
                 pool,
-                table: self.table,
+                table,
                 sql,
+                fedify: None,
             }),
         };
         if let Some(every) = self.sweep_interval {
@@ -510,6 +606,15 @@ impl PostgresKvStore {
         &self.inner.table
     }
 
+    /// The data format this store reads and writes.
+    pub fn layout(&self) -> Layout {
+        if self.inner.fedify.is_some() {
+            Layout::Fedify
+        } else {
+            Layout::Kvtower
+        }
+    }
+
     /// The connection pool.
     pub fn pool(&self) -> &Pool {
         &self.inner.pool
@@ -522,6 +627,9 @@ impl PostgresKvStore {
     ///
     /// An error from the pool or the server.
     pub async fn sweep_expired(&self) -> Result<u64> {
+        if let Some(fedify) = &self.inner.fedify {
+            return fedify.sweep_expired().await;
+        }
         sweep_all(&self.inner).await
     }
 
@@ -645,6 +753,9 @@ impl PostgresKvStore {
 #[async_trait]
 impl KvStore for PostgresKvStore {
     async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
+        if let Some(fedify) = &self.inner.fedify {
+            return fedify.get(key).await.map_err(|e| e.with_key(key));
+        }
         let with_key = |e: Error| e.with_key(key);
         let client = self.inner.client("get").await.map_err(with_key)?;
         let stmt = prepare(&client, &self.inner.sql.get, "get")
@@ -667,6 +778,12 @@ impl KvStore for PostgresKvStore {
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
         let value = checked(value).map_err(|e| e.with_operation("set").with_key(key))?;
+        if let Some(fedify) = &self.inner.fedify {
+            return fedify
+                .set(key, value, options)
+                .await
+                .map_err(|e| e.with_key(key));
+        }
         if options.is_expired() {
             return self.delete(key).await;
         }
@@ -686,6 +803,9 @@ impl KvStore for PostgresKvStore {
     }
 
     async fn delete(&self, key: &KvKey) -> Result<()> {
+        if let Some(fedify) = &self.inner.fedify {
+            return fedify.delete(key).await.map_err(|e| e.with_key(key));
+        }
         let with_key = |e: Error| e.with_key(key);
         let client = self.inner.client("delete").await.map_err(with_key)?;
         let stmt = prepare(&client, &self.inner.sql.delete, "delete")
@@ -706,12 +826,21 @@ impl KvStore for PostgresKvStore {
         options: SetOptions,
     ) -> Result<bool> {
         let new = checked_cas(expected, new).map_err(|e| e.with_operation("cas").with_key(key))?;
+        if let Some(fedify) = &self.inner.fedify {
+            return fedify
+                .cas(key, expected, new, options)
+                .await
+                .map_err(|e| e.with_key(key));
+        }
         self.cas_inner(key, expected, new, options)
             .await
             .map_err(|e| e.with_key(key))
     }
 
     fn list(&self, prefix: Option<KvKey>) -> BoxStream<'_, Result<KvEntry>> {
+        if let Some(fedify) = &self.inner.fedify {
+            return fedify.list(prefix);
+        }
         // Keyset pagination: one short query per page, each starting just
         // after the last key seen, so no entry is listed twice and no
         // connection is held while the caller consumes the stream.
@@ -731,6 +860,9 @@ impl KvStore for PostgresKvStore {
     }
 
     async fn get_many(&self, keys: &[KvKey]) -> Result<Vec<Option<Value>>> {
+        if let Some(fedify) = &self.inner.fedify {
+            return fedify.get_many(keys).await;
+        }
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -757,6 +889,9 @@ impl KvStore for PostgresKvStore {
     }
 
     async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {
+        if let Some(fedify) = &self.inner.fedify {
+            return fedify.set_many(entries, options).await;
+        }
         if entries.is_empty() {
             return Ok(());
         }
@@ -792,6 +927,9 @@ impl KvStore for PostgresKvStore {
     }
 
     async fn delete_many(&self, keys: &[KvKey]) -> Result<()> {
+        if let Some(fedify) = &self.inner.fedify {
+            return fedify.delete_many(keys).await;
+        }
         if keys.is_empty() {
             return Ok(());
         }
@@ -807,6 +945,12 @@ impl KvStore for PostgresKvStore {
 
     // The trait's default get_with_ttl: the remaining lifetime is not read yet.
     fn capabilities(&self) -> Capabilities {
+        if self.inner.fedify.is_some() {
+            // text and jsonb cannot hold U+0000.
+            return Capabilities::full()
+                .with_reports_ttl(false)
+                .with_nul_in_text(false);
+        }
         Capabilities::full().with_reports_ttl(false)
     }
 }

@@ -75,10 +75,13 @@ use tokio::sync::oneshot;
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
 use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
+use crate::stores::layout::Layout;
 use crate::stores::sql::{
     self, after, decode_key, encode_key, expires_at, now_ms, parse_value, prefix_range, value_text,
 };
 use crate::value::{checked, checked_cas, checked_entries};
+
+mod fedify;
 
 /// The number of read connections of a database file by default.
 pub const DEFAULT_READ_CONNECTIONS: usize = 2;
@@ -115,6 +118,9 @@ struct Inner {
     threads: Vec<JoinHandle<()>>,
     table: String,
     path: Option<PathBuf>,
+    /// `Some` in [`Layout::Fedify`]: every call goes there (with its own
+    /// connection thread; `jobs` and `thread` are then `None`).
+    fedify: Option<fedify::FedifySqlite>,
 }
 
 impl Drop for Inner {
@@ -138,6 +144,7 @@ impl std::fmt::Debug for SqliteKvStore {
         f.debug_struct("SqliteKvStore")
             .field("path", &self.inner.path)
             .field("table", &self.inner.table)
+            .field("layout", &self.layout())
             .finish()
     }
 }
@@ -162,20 +169,58 @@ impl std::fmt::Debug for SqliteKvStore {
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct SqliteKvStoreBuilder {
-    table: String,
+    /// `None`: the layout's default table.
+    table: Option<String>,
+    layout: Layout,
     sweep_interval: Option<Duration>,
     synchronous_full: bool,
     read_connections: usize,
 }
 
 impl SqliteKvStoreBuilder {
-    /// The table to use (default `kvtower`): a letter or `_`, then up to 62
-    /// letters, digits or `_`. Any other name is a
-    /// [`Config`](ErrorKind::Config) error when the store opens; the name is
-    /// never spliced into SQL unchecked.
+    /// The table to use (default `kvtower`, or `fedify_kv` in
+    /// [`Layout::Fedify`]): a letter or `_`, then up to 62 letters, digits
+    /// or `_`. Any other name is a [`Config`](ErrorKind::Config) error when
+    /// the store opens; the name is never spliced into SQL unchecked.
     pub fn table(mut self, name: impl Into<String>) -> Self {
-        self.table = name.into();
+        self.table = Some(name.into());
         self
+    }
+
+    /// The data format (default [`Layout::Kvtower`]). [`Layout::Fedify`]
+    /// reads and writes the table of `@fedify/sqlite`'s `SqliteKvStore`, so a
+    /// Fedify server can open the same file:
+    ///
+    /// * table `fedify_kv` (unless [`table`](Self::table) says otherwise),
+    ///   created when missing with Fedify's own DDL;
+    /// * `key` the JSON text of the parts, exactly as `JSON.stringify`
+    ///   writes it; `value` JSON text; `expires` in ms since the epoch;
+    /// * `list` matches the prefix part-wise and literally (Fedify's own
+    ///   `list` treats `%` and `_` in a prefix as `LIKE` wildcards).
+    ///
+    /// Checked against `@fedify/sqlite` 1.8.7 and 2.0.0-dev.279 by
+    /// `tests/fedify_interop.rs`.
+    ///
+    /// ```
+    /// use kvtower::{kvkey, KvStore, SetOptions, SqliteKvStore};
+    /// use kvtower::stores::Layout;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> kvtower::Result<()> {
+    /// let store = SqliteKvStore::builder().layout(Layout::Fedify).memory().await?;
+    /// store.set(&kvkey!["_fedify", "a:b"], 1.into(), SetOptions::default()).await?;
+    /// assert_eq!(store.table(), "fedify_kv");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn layout(mut self, layout: Layout) -> Self {
+        self.layout = layout;
+        self
+    }
+
+    /// Shorthand for [`layout(Layout::Fedify)`](Self::layout).
+    pub fn fedify_layout(self) -> Self {
+        self.layout(Layout::Fedify)
     }
 
     /// How often the store's thread deletes expired rows (default one
@@ -246,20 +291,43 @@ impl SqliteKvStoreBuilder {
     }
 
     async fn start(self, path: Option<PathBuf>) -> Result<SqliteKvStore> {
-        sql::validate_table(&self.table).map_err(|e| e.with_operation("open"))?;
-        let (jobs, receiver) = mpsc::channel::<Job>();
+        let table = self.table.clone().unwrap_or_else(|| {
+            match self.layout {
+                Layout::Fedify => fedify::DEFAULT_TABLE,
+                _ => sql::DEFAULT_TABLE,
+            }
+            .to_owned()
+        });
+        sql::validate_table(&table).map_err(|e| e.with_operation("open"))?;
         let synchronous = if self.synchronous_full {
             "FULL"
         } else {
             "NORMAL"
         };
+        if self.layout == Layout::Fedify {
+            let store =
+                fedify::FedifySqlite::start(path.clone(), &table, synchronous, self.sweep_interval)
+                    .await?;
+            return Ok(SqliteKvStore {
+                inner: Arc::new(Inner {
+                    jobs: None,
+                    reads: None,
+                    threads: Vec::new(),
+                    table,
+                    path,
+                    fedify: Some(store),
+                }),
+            });
+        }
+        let (jobs, receiver) = mpsc::channel::<Job>();
         let sweep_interval = self.sweep_interval;
         let mut inner = Inner {
             jobs: Some(jobs),
             reads: None,
             threads: Vec::new(),
-            table: self.table,
+            table,
             path,
+            fedify: None,
         };
         // From here on, dropping `inner` on an error closes the queues and
         // joins the threads started so far.
@@ -549,15 +617,7 @@ fn read_value(
     operation: &'static str,
 ) -> Result<Value> {
     match row.get_ref(i).map_err(|e| sqlite_error(e, operation))? {
-        ValueRef::Text(text) => match std::str::from_utf8(text) {
-            Ok(text) => parse_value(text, key, operation),
-            Err(e) => Err(
-                Error::new(ErrorKind::InvalidValue, "stored value is not UTF-8 text")
-                    .with_source(e)
-                    .with_operation(operation)
-                    .with_key(key),
-            ),
-        },
+        ValueRef::Text(text) => text_value(text, key, operation),
         other => Err(Error::new(
             ErrorKind::InvalidValue,
             format!(
@@ -567,6 +627,20 @@ fn read_value(
         )
         .with_operation(operation)
         .with_key(key)),
+    }
+}
+
+/// The value of a stored `TEXT` cell: its bytes are whatever another program
+/// wrote, so neither UTF-8 nor JSON is assumed.
+pub(crate) fn text_value(text: &[u8], key: &KvKey, operation: &'static str) -> Result<Value> {
+    match std::str::from_utf8(text) {
+        Ok(text) => parse_value(text, key, operation),
+        Err(e) => Err(
+            Error::new(ErrorKind::InvalidValue, "stored value is not UTF-8 text")
+                .with_source(e)
+                .with_operation(operation)
+                .with_key(key),
+        ),
     }
 }
 
@@ -614,7 +688,8 @@ fn write(
 impl Default for SqliteKvStoreBuilder {
     fn default() -> Self {
         Self {
-            table: sql::DEFAULT_TABLE.to_owned(),
+            table: None,
+            layout: Layout::Kvtower,
             sweep_interval: Some(sql::DEFAULT_SWEEP_INTERVAL),
             synchronous_full: false,
             read_connections: DEFAULT_READ_CONNECTIONS,
@@ -678,6 +753,24 @@ impl SqliteKvStore {
         &self.inner.table
     }
 
+    /// The data format this store reads and writes.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> kvtower::Result<()> {
+    /// let store = kvtower::SqliteKvStore::memory().await?;
+    /// assert_eq!(store.layout(), kvtower::stores::Layout::Kvtower);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn layout(&self) -> Layout {
+        if self.inner.fedify.is_some() {
+            Layout::Fedify
+        } else {
+            Layout::Kvtower
+        }
+    }
+
     /// Deletes every expired row now and returns how many it deleted. The
     /// background sweep does the same periodically.
     ///
@@ -694,6 +787,9 @@ impl SqliteKvStore {
     ///
     /// A [`Backend`](ErrorKind::Backend) error from SQLite.
     pub async fn sweep_expired(&self) -> Result<u64> {
+        if let Some(fedify) = &self.inner.fedify {
+            return fedify.sweep_expired().await;
+        }
         self.run("sweep", |conn, statements| {
             let mut total = 0u64;
             loop {
@@ -788,6 +884,9 @@ impl SqliteKvStore {
 #[async_trait]
 impl KvStore for SqliteKvStore {
     async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
+        if let Some(fedify) = &self.inner.fedify {
+            return fedify.get(key).await;
+        }
         let owned = key.clone();
         self.read("get", move |conn, statements| {
             get_live(
@@ -805,6 +904,9 @@ impl KvStore for SqliteKvStore {
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
         let value = checked(value).map_err(|e| e.with_operation("set").with_key(key))?;
+        if let Some(fedify) = &self.inner.fedify {
+            return fedify.set(key, value, options).await;
+        }
         let enc = encode_key(key);
         let text = value_text(&value);
         self.run("set", move |conn, statements| {
@@ -823,6 +925,9 @@ impl KvStore for SqliteKvStore {
     }
 
     async fn delete(&self, key: &KvKey) -> Result<()> {
+        if let Some(fedify) = &self.inner.fedify {
+            return fedify.delete(key).await;
+        }
         let enc = encode_key(key);
         self.run("delete", move |conn, statements| {
             write(
@@ -847,6 +952,9 @@ impl KvStore for SqliteKvStore {
         options: SetOptions,
     ) -> Result<bool> {
         let new = checked_cas(expected, new).map_err(|e| e.with_operation("cas").with_key(key))?;
+        if let Some(fedify) = &self.inner.fedify {
+            return fedify.cas(key, expected, new, options).await;
+        }
         let owned = key.clone();
         let expected = expected.cloned();
         let new = new.map(|v| value_text(&v));
@@ -873,6 +981,9 @@ impl KvStore for SqliteKvStore {
     }
 
     fn list(&self, prefix: Option<KvKey>) -> BoxStream<'_, Result<KvEntry>> {
+        if let Some(fedify) = &self.inner.fedify {
+            return fedify.list(prefix);
+        }
         // Keyset pagination: each page is one short query, the next starts
         // just after the last key seen, so no entry is listed twice and no
         // transaction is held open while the caller consumes the stream.
@@ -892,6 +1003,9 @@ impl KvStore for SqliteKvStore {
     }
 
     async fn get_many(&self, keys: &[KvKey]) -> Result<Vec<Option<Value>>> {
+        if let Some(fedify) = &self.inner.fedify {
+            return fedify.get_many(keys).await;
+        }
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -913,6 +1027,9 @@ impl KvStore for SqliteKvStore {
     }
 
     async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {
+        if let Some(fedify) = &self.inner.fedify {
+            return fedify.set_many(entries, options).await;
+        }
         if entries.is_empty() {
             return Ok(());
         }
@@ -937,6 +1054,9 @@ impl KvStore for SqliteKvStore {
     }
 
     async fn delete_many(&self, keys: &[KvKey]) -> Result<()> {
+        if let Some(fedify) = &self.inner.fedify {
+            return fedify.delete_many(keys).await;
+        }
         if keys.is_empty() {
             return Ok(());
         }

@@ -84,8 +84,21 @@ async fn cas<S: KvStore + ?Sized>(
 }
 
 /// Every JSON type round-trips through set/get; `Null` is a value, not absence.
+///
+/// A store without [`nul_in_text`](crate::Capabilities::nul_in_text) must
+/// instead refuse the values holding U+0000 with an `InvalidValue` error and
+/// leave their keys absent.
 pub async fn round_trips_every_json_type<S: KvStore + ?Sized>(store: Arc<S>) {
-    let values = json_zoo();
+    let (values, refused) = split_nul_values(&*store, json_zoo());
+    for (i, value) in refused.iter().enumerate() {
+        let key = kvkey!["refused", i.to_string()];
+        let err = store
+            .set(&key, value.clone(), none())
+            .await
+            .expect_err("a value holding U+0000 is refused");
+        assert_eq!(err.kind(), ErrorKind::InvalidValue, "{err}");
+        assert_eq!(get(&*store, &key).await, None, "refused {key} is absent");
+    }
     for (i, value) in values.iter().enumerate() {
         let key = kvkey!["types", i.to_string()];
         assert_eq!(get(&*store, &key).await, None, "fresh key {key} is absent");
@@ -104,6 +117,35 @@ pub async fn round_trips_every_json_type<S: KvStore + ?Sized>(store: Arc<S>) {
             Some(value),
             "listed value {i}"
         );
+    }
+}
+
+/// Whether a JSON value holds U+0000 in a string or an object key.
+pub fn value_has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(value_has_nul),
+        Value::Object(map) => map
+            .iter()
+            .any(|(k, v)| k.contains('\0') || value_has_nul(v)),
+        _ => false,
+    }
+}
+
+/// Whether a key has U+0000 in a part.
+pub fn key_has_nul(key: &KvKey) -> bool {
+    key.parts().iter().any(|p| p.contains('\0'))
+}
+
+/// `(kept, refused)`: all values are kept when the store can hold U+0000.
+fn split_nul_values<S: KvStore + ?Sized>(
+    store: &S,
+    values: Vec<Value>,
+) -> (Vec<Value>, Vec<Value>) {
+    if store.capabilities().nul_in_text {
+        (values, Vec::new())
+    } else {
+        values.into_iter().partition(|v| !value_has_nul(v))
     }
 }
 
@@ -380,8 +422,25 @@ pub async fn list_by_prefix<S: KvStore + ?Sized>(store: Arc<S>) {
 
 /// Keys whose parts hold separators, escapes, glob characters, NUL and
 /// non-ASCII text never collide and round-trip exactly through get and list.
+///
+/// A store without [`nul_in_text`](crate::Capabilities::nul_in_text) must
+/// refuse the keys holding U+0000 with an `InvalidKey` error instead.
 pub async fn tricky_keys_never_collide<S: KvStore + ?Sized>(store: Arc<S>) {
-    let keys = tricky_keys();
+    let mut keys = tricky_keys();
+    if !store.capabilities().nul_in_text {
+        let (kept, refused): (Vec<KvKey>, Vec<KvKey>) =
+            keys.into_iter().partition(|k| !key_has_nul(k));
+        for key in &refused {
+            let err = store
+                .set(key, json!(1), none())
+                .await
+                .expect_err("a key holding U+0000 is refused");
+            assert_eq!(err.kind(), ErrorKind::InvalidKey, "set {key}: {err}");
+            let err = store.get(key).await.expect_err("get of a NUL key");
+            assert_eq!(err.kind(), ErrorKind::InvalidKey, "get {key}: {err}");
+        }
+        keys = kept;
+    }
     for (i, key) in keys.iter().enumerate() {
         set(&*store, key, json!(i), none()).await;
     }

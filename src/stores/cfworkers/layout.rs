@@ -59,9 +59,15 @@ pub(crate) fn encode_key(key: &KvKey) -> Result<String> {
 }
 
 /// The key of a key name, or `None` for a name this layout did not write.
+///
+/// Only the exact text [`encode_key`] writes counts: `[ "a"]` or `["\u0061"]`
+/// parse as `["a"]` too, but a `get` of `["a"]` reads the name `["a"]`, so
+/// listing such a foreign name as `["a"]` would yield an entry that `get`,
+/// `delete` and `cas` of the key it names never touch (or a key twice).
 pub(crate) fn decode_key(name: &str) -> Option<KvKey> {
     let parts: Vec<String> = serde_json::from_str(name).ok()?;
-    KvKey::new(parts).ok()
+    let key = KvKey::new(parts).ok()?;
+    (encode_key(&key).ok()? == name).then_some(key)
 }
 
 /// What a listing by `prefix` reads: the exact key (if any) and the name
@@ -180,6 +186,35 @@ mod tests {
         assert_eq!(decode_key("[1]"), None);
         let long = kvkey!["x".repeat(600)];
         assert_eq!(encode_key(&long).unwrap_err().kind(), ErrorKind::InvalidKey);
+    }
+
+    #[test]
+    fn only_canonical_names_decode() {
+        // Found writing the `workers_layout` fuzz target's canonical-name check:
+        // these parsed as `["a"]`.
+        for foreign in [r#"[ "a"]"#, r#"["\u0061"]"#, "[\"a\"]\n", r#"["a" ]"#] {
+            assert_eq!(decode_key(foreign), None, "{foreign}");
+        }
+        assert_eq!(decode_key(r#"["a"]"#), Some(kvkey!["a"]));
+    }
+
+    fn arb_key() -> impl proptest::strategy::Strategy<Value = KvKey> {
+        use proptest::prelude::*;
+        proptest::collection::vec("[a,\"\\\\\\]\\[\x00\n\x7fü]{0,4}", 1..4)
+            .prop_map(|parts| KvKey::new(parts).unwrap())
+    }
+
+    proptest::proptest! {
+        // The invariants the `workers_layout` fuzz target checks, on stable.
+        #[test]
+        fn names_decode_back_and_list_part_wise(a in arb_key(), b in arb_key()) {
+            let (na, nb) = (encode_key(&a).unwrap(), encode_key(&b).unwrap());
+            proptest::prop_assert_eq!(decode_key(&na), Some(a.clone()));
+            proptest::prop_assert_eq!(na == nb, a == b);
+            let (_, below) = list_plan(Some(&b)).unwrap();
+            let under = a.starts_with(&b) && a.len() > b.len();
+            proptest::prop_assert_eq!(na.starts_with(&below), under);
+        }
     }
 
     #[test]

@@ -355,15 +355,7 @@ impl DenoKvStore {
     }
 
     fn encode_parts<'a>(&'a self, parts: impl IntoIterator<Item = &'a String>) -> Result<Vec<u8>> {
-        let key = Key(self
-            .inner
-            .prefix
-            .iter()
-            .chain(parts)
-            .map(|p| KeyPart::String(p.clone()))
-            .collect());
-        denokv_proto::encode_key(&key)
-            .map_err(|e| Error::new(ErrorKind::InvalidKey, e.to_string()).with_source(e))
+        encode_parts_under(&self.inner.prefix, parts)
     }
 
     fn encode_key(&self, key: &KvKey) -> Result<Vec<u8>> {
@@ -384,21 +376,7 @@ impl DenoKvStore {
     /// The `KvKey` of a stored key under the prefix, or `None` when it is not
     /// one (a non-string part, or the prefix itself).
     fn decode_key(&self, bytes: &[u8]) -> Option<KvKey> {
-        let key = denokv_proto::decode_key(bytes).ok()?;
-        let mut parts = key.0.into_iter();
-        for expected in &self.inner.prefix {
-            match parts.next()? {
-                KeyPart::String(s) if &s == expected => {}
-                _ => return None,
-            }
-        }
-        let rest: Option<Vec<String>> = parts
-            .map(|p| match p {
-                KeyPart::String(s) => Some(s),
-                _ => None,
-            })
-            .collect();
-        KvKey::new(rest?).ok()
+        decode_key_under(&self.inner.prefix, bytes)
     }
 
     /// Point reads, expired entries included (flagged) so that `cas` can
@@ -561,14 +539,7 @@ impl DenoKvStore {
     }
 
     fn decode_value(&self, raw: Raw) -> Result<Value> {
-        match raw.value {
-            KvValue::V8(bytes) => v8::decode(&bytes),
-            KvValue::U64(n) => Ok(Value::from(n)),
-            KvValue::Bytes(_) => Err(Error::new(
-                ErrorKind::InvalidValue,
-                "a Uint8Array value has no JSON form",
-            )),
-        }
+        json_of(raw.value)
     }
 
     fn encode_value(value: &Value) -> Result<KvValue> {
@@ -674,7 +645,54 @@ fn version_to_versionstamp(version: i64) -> Versionstamp {
     versionstamp
 }
 
-fn decode_kv_value(value: Vec<u8>, encoding: i64) -> Result<KvValue> {
+/// The Deno KV key of `parts` under `prefix`, every part a string.
+pub(crate) fn encode_parts_under<'a>(
+    prefix: &'a [String],
+    parts: impl IntoIterator<Item = &'a String>,
+) -> Result<Vec<u8>> {
+    let key = Key(prefix
+        .iter()
+        .chain(parts)
+        .map(|p| KeyPart::String(p.clone()))
+        .collect());
+    denokv_proto::encode_key(&key)
+        .map_err(|e| Error::new(ErrorKind::InvalidKey, e.to_string()).with_source(e))
+}
+
+/// The `KvKey` of a stored key (written by anyone: a Deno program too) under
+/// `prefix`, or `None` when it is not one (a non-string part, or the prefix
+/// itself).
+pub(crate) fn decode_key_under(prefix: &[String], bytes: &[u8]) -> Option<KvKey> {
+    let key = denokv_proto::decode_key(bytes).ok()?;
+    let mut parts = key.0.into_iter();
+    for expected in prefix {
+        match parts.next()? {
+            KeyPart::String(s) if &s == expected => {}
+            _ => return None,
+        }
+    }
+    let rest: Option<Vec<String>> = parts
+        .map(|p| match p {
+            KeyPart::String(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    KvKey::new(rest?).ok()
+}
+
+/// The JSON form of a stored Deno KV value.
+pub(crate) fn json_of(value: KvValue) -> Result<Value> {
+    match value {
+        KvValue::V8(bytes) => v8::decode(&bytes),
+        KvValue::U64(n) => Ok(Value::from(n)),
+        KvValue::Bytes(_) => Err(Error::new(
+            ErrorKind::InvalidValue,
+            "a Uint8Array value has no JSON form",
+        )),
+    }
+}
+
+pub(crate) fn decode_kv_value(value: Vec<u8>, encoding: i64) -> Result<KvValue> {
     if encoding == denokv_proto::VALUE_ENCODING_LE64 && value.len() != 8 {
         return Err(Error::new(
             ErrorKind::InvalidValue,

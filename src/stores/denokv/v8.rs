@@ -415,3 +415,51 @@ mod tests {
         assert_eq!(decode(&huge).unwrap_err().kind(), ErrorKind::InvalidValue);
     }
 }
+
+/// The invariant the `v8_roundtrip` fuzz target checks, on stable.
+#[cfg(test)]
+mod round_trip {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_json() -> impl Strategy<Value = Json> {
+        let leaf = prop_oneof![
+            Just(Json::Null),
+            any::<bool>().prop_map(Json::Bool),
+            any::<i64>().prop_map(Json::from),
+            any::<u64>().prop_map(Json::from),
+            any::<f64>().prop_map(|f| Number::from_f64(f).map_or(Json::Null, Json::Number)),
+            "[a\\x00ü日\u{10ffff}]{0,4}".prop_map(Json::String),
+        ];
+        leaf.prop_recursive(4, 32, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Json::Array),
+                proptest::collection::btree_map("[a0-9]{0,3}", inner, 0..4)
+                    .prop_map(|m| Json::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// JavaScript's view: an integral float up to 2^53 (not `-0`) is a number
+    /// like any integer.
+    fn js_normal(value: &Json) -> Json {
+        match value {
+            Json::Number(n) if n.is_f64() => {
+                double_to_json(n.as_f64().unwrap_or(0.0)).unwrap_or_else(|_| value.clone())
+            }
+            Json::Array(items) => Json::Array(items.iter().map(js_normal).collect()),
+            Json::Object(map) => {
+                Json::Object(map.iter().map(|(k, v)| (k.clone(), js_normal(v))).collect())
+            }
+            _ => value.clone(),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn every_value_round_trips(value in arb_json()) {
+            let back = decode(&encode(&value).unwrap()).unwrap();
+            prop_assert_eq!(back, js_normal(&value));
+        }
+    }
+}

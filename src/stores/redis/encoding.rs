@@ -26,8 +26,11 @@ const SEPARATOR: u8 = b':';
 /// Encodes and decodes the keys of one namespace.
 #[derive(Debug, Clone)]
 pub(crate) struct KeyCodec {
-    /// The escaped namespace followed by `:`, the start of every Redis key.
+    /// The escaped namespace followed by `:`, the start of every Redis key
+    /// (in the Fedify layout: the key prefix as it is).
     prefix: Vec<u8>,
+    /// Fedify's encoding of the parts (`super::fedify`) instead of kvtower's.
+    fedify: bool,
 }
 
 impl KeyCodec {
@@ -35,7 +38,19 @@ impl KeyCodec {
         let mut prefix = Vec::with_capacity(namespace.len() + 1);
         escape_part(namespace, &mut prefix);
         prefix.push(SEPARATOR);
-        Self { prefix }
+        Self {
+            prefix,
+            fedify: false,
+        }
+    }
+
+    /// The codec of Fedify's layout under `key_prefix` (Fedify's
+    /// `keyPrefix`, prepended as it is).
+    pub(crate) fn fedify(key_prefix: &str) -> Self {
+        Self {
+            prefix: key_prefix.as_bytes().to_vec(),
+            fedify: true,
+        }
     }
 
     /// The Redis key of `key`.
@@ -44,6 +59,10 @@ impl KeyCodec {
         let len = self.prefix.len() + parts.iter().map(|p| p.len() + 1).sum::<usize>();
         let mut out = Vec::with_capacity(len);
         out.extend_from_slice(&self.prefix);
+        if self.fedify {
+            super::fedify::encode_parts(parts, &mut out);
+            return out;
+        }
         for (i, part) in parts.iter().enumerate() {
             if i > 0 {
                 out.push(SEPARATOR);
@@ -58,6 +77,9 @@ impl KeyCodec {
         let rest = raw
             .strip_prefix(self.prefix.as_slice())
             .ok_or_else(|| "not in this store's namespace".to_owned())?;
+        if self.fedify {
+            return KvKey::new(super::fedify::decode_parts(rest)?).map_err(|e| e.to_string());
+        }
         let parts = rest
             .split(|b| *b == SEPARATOR)
             .map(unescape_part)
@@ -72,6 +94,10 @@ impl KeyCodec {
         let mut literal = match prefix {
             Some(prefix) => {
                 let mut encoded = self.encode(prefix);
+                if self.fedify {
+                    // Can over-match; the listing filters (see `fedify`).
+                    encoded.push(SEPARATOR);
+                }
                 encoded.push(SEPARATOR);
                 encoded
             }
@@ -128,12 +154,12 @@ fn glob_escape(literal: &[u8], out: &mut Vec<u8>) {
 }
 
 /// The JSON text a value is stored as.
-pub(super) fn encode_value(value: &Value) -> Result<Vec<u8>> {
+pub(crate) fn encode_value(value: &Value) -> Result<Vec<u8>> {
     serde_json::to_vec(value).map_err(Error::from)
 }
 
 /// The value of stored JSON text; anything else is an `InvalidValue` error.
-pub(super) fn decode_value(raw: &[u8]) -> Result<Value> {
+pub(crate) fn decode_value(raw: &[u8]) -> Result<Value> {
     crate::value::from_slice(raw).map_err(|e| {
         Error::new(
             ErrorKind::InvalidValue,
@@ -143,10 +169,18 @@ pub(super) fn decode_value(raw: &[u8]) -> Result<Value> {
     })
 }
 
+/// Redis's own glob matcher, ported; shared with the `redis_key` fuzz target.
+#[cfg(test)]
+#[allow(unreachable_pub)]
+#[path = "../../../fuzz/src/glob.rs"]
+mod glob;
+
 #[cfg(test)]
 mod tests {
+    use super::glob::string_match;
     use super::*;
     use crate::kvkey;
+    use proptest::prelude::*;
 
     fn tricky() -> Vec<KvKey> {
         let raw: &[&[&str]] = &[
@@ -229,5 +263,44 @@ mod tests {
             text(&codec.descendants_pattern(Some(&kvkey!["a?", "[b]\\"]))),
             "n\\*s:a\\?:\\[b\\]\\\\:*"
         );
+    }
+
+    fn arb_part() -> impl Strategy<Value = String> {
+        r"[a:%25A*?\\\[\]^\-\x00ü]{0,4}"
+    }
+
+    fn arb_key() -> impl Strategy<Value = KvKey> {
+        proptest::collection::vec(arb_part(), 1..4).prop_map(|parts| KvKey::new(parts).unwrap())
+    }
+
+    proptest! {
+        // The invariants the `redis_key` fuzz target checks, on stable.
+        #[test]
+        fn escaping_is_injective_literal_and_canonical(
+            namespace in arb_part(),
+            a in arb_key(),
+            b in arb_key(),
+            raw in proptest::collection::vec(
+                proptest::sample::select(b"a:%25A*?\\[]".to_vec()), 0..10),
+        ) {
+            let codec = KeyCodec::new(&namespace);
+            let (ea, eb) = (codec.encode(&a), codec.encode(&b));
+            prop_assert_eq!(codec.decode(&ea), Ok(a.clone()));
+            prop_assert_eq!(ea == eb, a == b);
+            let under = a.starts_with(&b) && a.len() > b.len();
+            prop_assert_eq!(string_match(&codec.descendants_pattern(Some(&b)), &ea), under);
+            prop_assert!(string_match(&codec.descendants_pattern(None), &ea));
+            // Foreign bytes, inside the namespace and below `b`.
+            let mut literal = eb.clone();
+            literal.push(b':');
+            let pattern = codec.descendants_pattern(Some(&b));
+            for base in [Vec::new(), codec.encode(&kvkey![""]), literal.clone()] {
+                let raw = [base, raw.clone()].concat();
+                if let Ok(key) = codec.decode(&raw) {
+                    prop_assert_eq!(codec.encode(&key), raw.clone());
+                }
+                prop_assert_eq!(string_match(&pattern, &raw), raw.starts_with(&literal));
+            }
+        }
     }
 }

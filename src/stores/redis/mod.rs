@@ -129,8 +129,9 @@
 
 mod cas;
 mod connection;
-mod encoding;
+pub(crate) mod encoding;
 mod error;
+mod fedify;
 mod list;
 mod ttl_read;
 
@@ -155,9 +156,12 @@ use self::error::{config_error, timeout_error};
 use crate::error::{Error, Result};
 use crate::key::KvKey;
 use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
+use crate::stores::layout::Layout;
 
 /// The namespace of [`RedisKvStore::connect`] and of the builder by default.
 pub const DEFAULT_NAMESPACE: &str = "kvtower";
+/// The key prefix of [`Layout::Fedify`]: Fedify's default `keyPrefix`.
+pub const DEFAULT_FEDIFY_KEY_PREFIX: &str = "fedify::";
 /// The per-operation timeout by default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The timeout of each connection attempt by default.
@@ -197,6 +201,7 @@ struct Inner {
     conn: Conn,
     codec: KeyCodec,
     namespace: String,
+    layout: Layout,
     timeout: Duration,
     scan_count: usize,
     /// Where the store connects, password redacted, for `Debug`.
@@ -210,6 +215,7 @@ impl fmt::Debug for RedisKvStore {
             .field("kind", &self.inner.conn.kind())
             .field("endpoint", &self.inner.endpoint)
             .field("namespace", &self.inner.namespace)
+            .field("layout", &self.inner.layout)
             .field("timeout", &self.inner.timeout)
             .finish()
     }
@@ -241,6 +247,8 @@ impl fmt::Debug for RedisKvStore {
 #[must_use]
 pub struct RedisKvStoreBuilder {
     namespace: String,
+    layout: Layout,
+    key_prefix: String,
     timeout: Duration,
     connect_timeout: Duration,
     reconnect_max_delay: Duration,
@@ -251,6 +259,8 @@ impl Default for RedisKvStoreBuilder {
     fn default() -> Self {
         Self {
             namespace: DEFAULT_NAMESPACE.to_owned(),
+            layout: Layout::Kvtower,
+            key_prefix: DEFAULT_FEDIFY_KEY_PREFIX.to_owned(),
             timeout: DEFAULT_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             reconnect_max_delay: Duration::from_secs(1),
@@ -264,6 +274,49 @@ impl RedisKvStoreBuilder {
     /// with different namespaces on one Redis never see each other's keys.
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
         self.namespace = namespace.into();
+        self
+    }
+
+    /// The key format (default [`Layout::Kvtower`], keys under the
+    /// [`namespace`](Self::namespace)). [`Layout::Fedify`] reads and writes
+    /// the keys of `@fedify/redis`'s `RedisKvStore`, so a Fedify server and
+    /// this store share data: the [`key_prefix`](Self::key_prefix) (default
+    /// `fedify::`) then the parts, `:` written `_:`, joined by `::`. Values,
+    /// TTLs, `cas` and listing work as in the kvtower layout; the keys
+    /// Fedify's own `list` reads back differently are in the module docs
+    /// ("Fedify layout"). Checked against `@fedify/redis` 1.8.7 by
+    /// `tests/fedify.rs`.
+    ///
+    /// ```no_run
+    /// use kvtower::{kvkey, RedisKvStore};
+    /// use kvtower::stores::Layout;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> kvtower::Result<()> {
+    /// let store = RedisKvStore::builder()
+    ///     .layout(Layout::Fedify)
+    ///     .connect("redis://127.0.0.1:6379")
+    ///     .await?;
+    /// assert_eq!(store.redis_key(&kvkey!["_fedify", "a:b"]), "fedify::_fedify::a_:b");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn layout(mut self, layout: Layout) -> Self {
+        self.layout = layout;
+        self
+    }
+
+    /// Shorthand for [`layout(Layout::Fedify)`](Self::layout).
+    pub fn fedify_layout(self) -> Self {
+        self.layout(Layout::Fedify)
+    }
+
+    /// In [`Layout::Fedify`], the text every Redis key starts with, used as
+    /// it is: Fedify's `keyPrefix` option (default `fedify::`). The kvtower
+    /// layout does not use it (its keys start with the escaped
+    /// [`namespace`](Self::namespace)).
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.key_prefix = prefix.into();
         self
     }
 
@@ -310,7 +363,7 @@ impl RedisKvStoreBuilder {
             return self.cluster(nodes).await;
         }
         check_tls(url)?;
-        let client = redis::Client::open(url).map_err(|e| config_error(&redact(url), e))?;
+        let client = redis::Client::open(url).map_err(|e| config_error(&redact(url), e, [url]))?;
         // No response timeout inside redis-rs: the store's own per-operation
         // timeout bounds every call (the wait for a reconnection included,
         // which redis-rs's would not), and one timer per call is cheaper
@@ -324,7 +377,7 @@ impl RedisKvStoreBuilder {
             ConnectionManager::new_with_config(client, config),
         )
         .await
-        .map_err(|e| e.with_operation("connect"))?;
+        .map_err(|e| crate::redact::scrub(e.with_operation("connect"), [url]))?;
         Ok(self.build(Conn::Single(manager), redact(url)))
     }
 
@@ -353,7 +406,7 @@ impl RedisKvStoreBuilder {
             .connection_timeout(self.connect_timeout)
             .response_timeout(self.timeout)
             .build()
-            .map_err(|e| config_error(&endpoint, e))?;
+            .map_err(|e| config_error(&endpoint, e, urls.iter().map(String::as_str)))?;
         let conn = with_timeout(
             self.connect_timeout.saturating_add(self.timeout),
             client.get_async_connection(),
@@ -382,8 +435,12 @@ impl RedisKvStoreBuilder {
         RedisKvStore {
             inner: Arc::new(Inner {
                 conn,
-                codec: KeyCodec::new(&self.namespace),
+                codec: match self.layout {
+                    Layout::Fedify => KeyCodec::fedify(&self.key_prefix),
+                    _ => KeyCodec::new(&self.namespace),
+                },
                 namespace: self.namespace,
+                layout: self.layout,
                 timeout: self.timeout,
                 scan_count: self.scan_count,
                 endpoint,
@@ -446,9 +503,14 @@ impl RedisKvStore {
         Self::builder().build_with_cluster(conn)
     }
 
-    /// The namespace of this store's keys.
+    /// The namespace of this store's keys (in [`Layout::Kvtower`]).
     pub fn namespace(&self) -> &str {
         &self.inner.namespace
+    }
+
+    /// The key format this store reads and writes.
+    pub fn layout(&self) -> Layout {
+        self.inner.layout
     }
 
     /// The Redis key `key` is stored under, as `redis-cli` shows it (lossy

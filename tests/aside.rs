@@ -1,0 +1,743 @@
+//! `CacheAside` against real Redis (the shared one, in a namespace of its
+//! own, and private `redis-server`s that tests kill), and over the memory
+//! store with a paused clock where only the timing logic is under test.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kvtower::aside::{CacheAside, EntryOptions};
+use kvtower::layers::{BreakerState, CacheLayer, CircuitBreakerLayer};
+use kvtower::{kvkey, DynKvStore, ErrorKind, KvStore, MemoryKvStore, RedisKvStore, Value};
+use serde_json::json;
+use support::{redis_url, unique_namespace, NamespaceGuard, RedisServer};
+use tower::ServiceBuilder;
+
+async fn redis_at(url: &str, namespace: &str) -> RedisKvStore {
+    RedisKvStore::builder()
+        .namespace(namespace)
+        .timeout(Duration::from_millis(500))
+        .connect(url)
+        .await
+        .expect("connect to Redis")
+}
+
+/// A stack as an application would build it: a front tier over Redis.
+async fn stack(url: &str, namespace: &str) -> DynKvStore {
+    Arc::new(
+        ServiceBuilder::new()
+            .layer(CacheLayer::new(MemoryKvStore::new()))
+            .service(redis_at(url, namespace).await),
+    )
+}
+
+struct Running(Arc<AtomicUsize>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A loader that counts its calls and the most that ran at once.
+#[derive(Clone, Default)]
+struct Loads {
+    calls: Arc<AtomicUsize>,
+    running: Arc<AtomicUsize>,
+    max_running: Arc<AtomicUsize>,
+}
+
+impl Loads {
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    fn loader(
+        &self,
+        delay: Duration,
+        value: Value,
+    ) -> impl FnOnce() -> futures::future::BoxFuture<'static, Result<Value, std::io::Error>>
+           + Send
+           + 'static {
+        let me = self.clone();
+        move || {
+            Box::pin(async move {
+                me.calls.fetch_add(1, Ordering::SeqCst);
+                let now = me.running.fetch_add(1, Ordering::SeqCst) + 1;
+                me.max_running.fetch_max(now, Ordering::SeqCst);
+                // Counts down also when the load is stopped (dropped).
+                let _running = Running(me.running.clone());
+                tokio::time::sleep(delay).await;
+                Ok(value)
+            })
+        }
+    }
+
+    fn failing(
+        &self,
+    ) -> impl FnOnce() -> futures::future::BoxFuture<'static, Result<Value, std::io::Error>>
+           + Send
+           + 'static {
+        let me = self.clone();
+        move || {
+            Box::pin(async move {
+                me.calls.fetch_add(1, Ordering::SeqCst);
+                Err(std::io::Error::other("the database is down"))
+            })
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_cold_calls_run_one_loader() {
+    let namespace = unique_namespace();
+    let _guard = NamespaceGuard(namespace.clone());
+    let aside = CacheAside::builder(stack(&redis_url(), &namespace).await)
+        .build()
+        .unwrap();
+    let loads = Loads::default();
+    let key = kvkey!["user", "1"];
+    let calls: Vec<_> = (0..1_000)
+        .map(|_| {
+            let (aside, key, loader) = (
+                aside.clone(),
+                key.clone(),
+                loads.loader(Duration::from_millis(200), json!("Ada")),
+            );
+            tokio::spawn(async move { aside.get_or_set(&key, aside.options(), loader).await })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap().unwrap(), json!("Ada"));
+    }
+    assert_eq!(loads.calls(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_stacks_sharing_one_redis_run_one_loader() {
+    let namespace = unique_namespace();
+    let _guard = NamespaceGuard(namespace.clone());
+    let mut nodes = Vec::new();
+    for _ in 0..4 {
+        nodes.push(
+            CacheAside::builder(stack(&redis_url(), &namespace).await)
+                .lease_poll_interval(Duration::from_millis(10))
+                .build()
+                .unwrap(),
+        );
+    }
+    let loads = Loads::default();
+    let key = kvkey!["report", "daily"];
+    let calls: Vec<_> = (0..1_000)
+        .map(|i| {
+            let aside = nodes[i % 4].clone();
+            let (key, loader) = (
+                key.clone(),
+                loads.loader(Duration::from_millis(300), json!(i)),
+            );
+            tokio::spawn(async move { aside.get_or_set(&key, aside.options(), loader).await })
+        })
+        .collect();
+    let mut values = std::collections::BTreeSet::new();
+    for call in calls {
+        values.insert(call.await.unwrap().unwrap().to_string());
+    }
+    assert_eq!(loads.calls(), 1, "one loader across the four stacks");
+    assert_eq!(values.len(), 1, "every caller got the one loaded value");
+}
+
+/// A node process of `examples/aside_node.rs`.
+struct NodeProcess {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl NodeProcess {
+    fn spawn(namespace: &str, id: &str, envs: &[(&str, &str)]) -> Self {
+        // Integration tests live in target/<profile>/deps; cargo builds the
+        // examples of the package next to them, in target/<profile>/examples.
+        let exe = std::env::current_exe().unwrap();
+        let path = exe
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .join("examples")
+            .join("aside_node");
+        assert!(
+            path.exists(),
+            "{} is not built: `cargo test --all-features` builds it, or run \
+             `cargo build --example aside_node --features redis` first",
+            path.display()
+        );
+        let mut child = Command::new(path)
+            .env("KVTOWER_REDIS_URL", redis_url())
+            .env("NODE_NAMESPACE", namespace)
+            .env("NODE_ID", id)
+            .envs(envs.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        Self {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    fn send(&mut self, command: &str) {
+        writeln!(self.stdin, "{command}").unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        line.trim_end().to_owned()
+    }
+
+    /// Reads lines until `done <loads> <value>`; returns both.
+    fn done(&mut self) -> (usize, String) {
+        loop {
+            let line = self.line();
+            if let Some(rest) = line.strip_prefix("done ") {
+                let (loads, value) = rest.split_once(' ').unwrap();
+                return (loads.parse().unwrap(), value.to_owned());
+            }
+            assert!(line == "loading", "unexpected line {line:?}");
+        }
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn two_os_processes_run_one_loader() {
+    let namespace = unique_namespace();
+    let _guard = NamespaceGuard(namespace.clone());
+    let mut a = NodeProcess::spawn(&namespace, "a", &[]);
+    let mut b = NodeProcess::spawn(&namespace, "b", &[]);
+    a.send("load k 200");
+    b.send("load k 200");
+    let (a_loads, a_value) = a.done();
+    let (b_loads, b_value) = b.done();
+    assert_eq!(a_loads + b_loads, 1, "one loader across the two processes");
+    assert_eq!(a_value, b_value);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_lease_holder_blocks_others_only_for_the_lease_ttl() {
+    const LEASE: Duration = Duration::from_millis(1_500);
+    let namespace = unique_namespace();
+    let _guard = NamespaceGuard(namespace.clone());
+    let mut holder = NodeProcess::spawn(
+        &namespace,
+        "holder",
+        &[("LEASE_MS", "1500"), ("LOADER_MS", "60000")],
+    );
+    holder.send("load k 1");
+    assert_eq!(holder.line(), "loading");
+    let loading_seen = Instant::now();
+    drop(holder); // SIGKILL mid-load: its lease stays until the TTL
+
+    let aside = CacheAside::builder(stack(&redis_url(), &namespace).await)
+        .lease_ttl(LEASE)
+        .lease_poll_interval(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    let loads = Loads::default();
+    let started = Arc::new(std::sync::Mutex::new(None));
+    let loader = {
+        let (started, inner) = (
+            started.clone(),
+            loads.loader(Duration::from_millis(50), json!("second")),
+        );
+        move || {
+            *started.lock().unwrap() = Some(Instant::now());
+            inner()
+        }
+    };
+    let value = aside
+        .get_or_set(&kvkey!["k"], aside.options(), loader)
+        .await
+        .unwrap();
+    assert_eq!(value, json!("second"));
+    let waited = started.lock().unwrap().unwrap() - loading_seen;
+    eprintln!("the second node loaded {waited:?} after the holder started");
+    // The holder took the lease just before it printed "loading".
+    assert!(
+        waited >= LEASE - Duration::from_millis(300),
+        "loaded after {waited:?}, while the dead holder's lease was live"
+    );
+    assert!(waited < LEASE * 3, "waited {waited:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_holder_is_stopped_at_its_lease_ttl_and_never_two_load_at_once() {
+    let namespace = unique_namespace();
+    let _guard = NamespaceGuard(namespace.clone());
+    let build = |store| {
+        CacheAside::builder(store)
+            .lease_ttl(Duration::from_millis(500))
+            .lease_poll_interval(Duration::from_millis(10))
+            .build()
+            .unwrap()
+    };
+    let a = build(stack(&redis_url(), &namespace).await);
+    let b = build(stack(&redis_url(), &namespace).await);
+    let loads = Loads::default();
+    let key = kvkey!["slow"];
+    let slow = loads.loader(Duration::from_secs(5), json!("slow"));
+    let first = tokio::spawn({
+        let (a, key) = (a.clone(), key.clone());
+        async move { a.get_or_set(&key, a.options(), slow).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let fast = loads.loader(Duration::from_millis(50), json!("fast"));
+    let second = b.get_or_set(&key, b.options(), fast).await.unwrap();
+    assert_eq!(second, json!("fast"));
+    let first = first.await.unwrap().unwrap_err();
+    assert_eq!(first.kind(), ErrorKind::Timeout, "{first}");
+    assert_eq!(loads.calls(), 2);
+    assert_eq!(loads.max_running.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn fail_safe_serves_stale_and_throttles_the_loader() {
+    let aside = CacheAside::builder(MemoryKvStore::new()).build().unwrap();
+    let options = EntryOptions::new()
+        .ttl(Duration::from_secs(10))
+        .fail_safe(Duration::from_secs(3600), Duration::from_secs(5));
+    let key = kvkey!["config"];
+    let loads = Loads::default();
+    let v1 = aside
+        .get_or_set(&key, options, loads.loader(Duration::ZERO, json!(1)))
+        .await
+        .unwrap();
+    assert_eq!(v1, json!(1));
+
+    tokio::time::advance(Duration::from_secs(11)).await;
+    let failing = Loads::default();
+    for _ in 0..5 {
+        let value = aside
+            .get_or_set(&key, options, failing.failing())
+            .await
+            .unwrap();
+        assert_eq!(value, json!(1), "the stale value");
+    }
+    assert_eq!(failing.calls(), 1, "not called again within the throttle");
+    tokio::time::advance(Duration::from_secs(6)).await;
+    assert_eq!(
+        aside
+            .get_or_set(&key, options, failing.failing())
+            .await
+            .unwrap(),
+        json!(1)
+    );
+    assert_eq!(failing.calls(), 2, "tried again after the throttle");
+    // Past the fail-safe maximum nothing stale is left to serve.
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    assert!(aside
+        .get_or_set(&key, options, failing.failing())
+        .await
+        .is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_fail_safe_the_loader_error_reaches_the_caller() {
+    let aside = CacheAside::builder(MemoryKvStore::new()).build().unwrap();
+    let options = EntryOptions::new().ttl(Duration::from_secs(10));
+    let key = kvkey!["config"];
+    let loads = Loads::default();
+    aside
+        .get_or_set(&key, options, loads.loader(Duration::ZERO, json!(1)))
+        .await
+        .unwrap();
+    tokio::time::advance(Duration::from_secs(11)).await;
+    let err = aside
+        .get_or_set(&key, options, loads.failing())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Backend);
+    let mut chain = Vec::new();
+    let mut source: Option<&dyn std::error::Error> = Some(&err);
+    while let Some(e) = source {
+        chain.push(e.to_string());
+        source = e.source();
+    }
+    assert!(
+        chain.iter().any(|m| m == "the database is down"),
+        "the loader's error is in the chain: {chain:?}"
+    );
+    assert_eq!(
+        chain.iter().filter(|m| m.contains("database")).count(),
+        1,
+        "printed once: {chain:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn hard_timeout_bounds_the_wait_and_the_load_completes_in_the_background() {
+    let aside = CacheAside::builder(MemoryKvStore::new()).build().unwrap();
+    let options = EntryOptions::new().hard_timeout(Duration::from_millis(200));
+    let key = kvkey!["slow"];
+    let loads = Loads::default();
+    let start = tokio::time::Instant::now();
+    let err = aside
+        .get_or_set(
+            &key,
+            options,
+            loads.loader(Duration::from_secs(2), json!(7)),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert_eq!(start.elapsed(), Duration::from_millis(200));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(aside.get(&key).await.unwrap(), Some(json!(7)));
+    assert_eq!(loads.calls(), 1);
+
+    // With a stale value (fail-safe) the hard timeout serves it.
+    let options = options.fail_safe(Duration::from_secs(600), Duration::from_secs(1));
+    aside.set(&key, json!(8), options).await.unwrap();
+    aside.expire(&key).await.unwrap();
+    let value = aside
+        .get_or_set(
+            &key,
+            options,
+            loads.loader(Duration::from_secs(2), json!(9)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(value, json!(8));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soft_timeout_returns_stale_and_the_result_lands_in_every_tier() {
+    let namespace = unique_namespace();
+    let _guard = NamespaceGuard(namespace.clone());
+    let cache = CacheLayer::new(MemoryKvStore::new());
+    let store = ServiceBuilder::new()
+        .layer(cache.clone())
+        .service(redis_at(&redis_url(), &namespace).await);
+    let aside = CacheAside::builder(store).build().unwrap();
+    let options = EntryOptions::new()
+        .fail_safe(Duration::from_secs(600), Duration::from_secs(10))
+        .soft_timeout(Duration::from_millis(100));
+    let key = kvkey!["price"];
+    let loads = Loads::default();
+    aside
+        .get_or_set(&key, options, loads.loader(Duration::ZERO, json!("old")))
+        .await
+        .unwrap();
+    aside.expire(&key).await.unwrap();
+
+    let start = Instant::now();
+    let value = aside
+        .get_or_set(
+            &key,
+            options,
+            loads.loader(Duration::from_millis(600), json!("new")),
+        )
+        .await
+        .unwrap();
+    let took = start.elapsed();
+    eprintln!("soft timeout answered in {took:?}");
+    assert_eq!(value, json!("old"));
+    assert!(
+        took >= Duration::from_millis(100) && took < Duration::from_millis(500),
+        "{took:?}"
+    );
+
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let value_of = |stored: Option<Value>| stored.and_then(|e| e.get("value").cloned());
+    let raw = redis_at(&redis_url(), &namespace).await;
+    assert_eq!(value_of(raw.get(&key).await.unwrap()), Some(json!("new")));
+    assert_eq!(
+        value_of(cache.front().get(&key).await.unwrap()),
+        Some(json!("new")),
+        "the front tier holds the background result"
+    );
+    assert_eq!(aside.get(&key).await.unwrap(), Some(json!("new")));
+    assert_eq!(loads.calls(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eager_refresh_runs_once_under_concurrent_reads_and_skips_unread_keys() {
+    let namespace = unique_namespace();
+    let _guard = NamespaceGuard(namespace.clone());
+    let nodes = [
+        CacheAside::builder(stack(&redis_url(), &namespace).await)
+            .build()
+            .unwrap(),
+        CacheAside::builder(stack(&redis_url(), &namespace).await)
+            .build()
+            .unwrap(),
+    ];
+    let options = EntryOptions::new()
+        .ttl(Duration::from_secs(4))
+        .eager_refresh(0.5);
+    let (read, unread) = (kvkey!["read"], kvkey!["unread"]);
+    let (read_loads, unread_loads) = (Loads::default(), Loads::default());
+    for (key, loads) in [(&read, &read_loads), (&unread, &unread_loads)] {
+        nodes[0]
+            .get_or_set(key, options, loads.loader(Duration::ZERO, json!(1)))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+
+    let calls: Vec<_> = (0..100)
+        .map(|i| {
+            let aside = nodes[i % 2].clone();
+            let (key, loader) = (
+                read.clone(),
+                read_loads.loader(Duration::from_secs(1), json!(2)),
+            );
+            tokio::spawn(async move {
+                let start = Instant::now();
+                let value = aside.get_or_set(&key, options, loader).await.unwrap();
+                (value, start.elapsed())
+            })
+        })
+        .collect();
+    for call in calls {
+        let (value, took) = call.await.unwrap();
+        assert_eq!(value, json!(1), "the cached value, at once");
+        assert!(
+            took < Duration::from_millis(800),
+            "not waiting on the refresh: {took:?}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    assert_eq!(read_loads.calls(), 2, "the load and one refresh");
+    assert_eq!(unread_loads.calls(), 1, "an unread key is not refreshed");
+    // Whichever node refreshed, the store holds the new value (a node's own
+    // front may hold the old one: these stacks have no invalidation bus).
+    let reader = CacheAside::builder(redis_at(&redis_url(), &namespace).await)
+        .build()
+        .unwrap();
+    assert_eq!(reader.get(&read).await.unwrap(), Some(json!(2)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_redis_never_hangs_a_call_for_a_key_in_the_front() {
+    let mut server = RedisServer::start();
+    let namespace = unique_namespace();
+    let breaker = CircuitBreakerLayer::builder("redis")
+        .failure_threshold(2)
+        .cooldown(Duration::from_secs(30))
+        .build();
+    let store = ServiceBuilder::new()
+        .layer(CacheLayer::new(MemoryKvStore::new()))
+        .layer(breaker.clone())
+        .service(redis_at(&server.url(), &namespace).await);
+    let aside = CacheAside::builder(store).build().unwrap();
+    let options = EntryOptions::new()
+        .ttl(Duration::from_millis(300))
+        .fail_safe(Duration::from_secs(600), Duration::from_secs(5))
+        .soft_timeout(Duration::from_millis(100));
+    let (fresh, stale) = (kvkey!["fresh"], kvkey!["stale"]);
+    let loads = Loads::default();
+    aside
+        .get_or_set(&stale, options, loads.loader(Duration::ZERO, json!("s")))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await; // logically expired
+    aside
+        .get_or_set(
+            &fresh,
+            options.ttl(Duration::from_secs(60)),
+            loads.loader(Duration::ZERO, json!("f")),
+        )
+        .await
+        .unwrap();
+
+    server.kill();
+    for round in 0..5 {
+        let start = Instant::now();
+        let value = aside
+            .get_or_set(
+                &fresh,
+                options.ttl(Duration::from_secs(60)),
+                loads.loader(Duration::ZERO, json!("x")),
+            )
+            .await
+            .unwrap();
+        assert_eq!(value, json!("f"));
+        assert!(
+            start.elapsed() < Duration::from_millis(100),
+            "{:?}",
+            start.elapsed()
+        );
+        // The loader hangs (its database is slow too): the stale value in
+        // the front is served within the soft timeout.
+        let start = Instant::now();
+        let value = aside
+            .get_or_set(
+                &stale,
+                options,
+                loads.loader(Duration::from_secs(30), json!("x")),
+            )
+            .await
+            .unwrap();
+        let took = start.elapsed();
+        assert_eq!(value, json!("s"), "round {round}");
+        assert!(took < Duration::from_millis(600), "round {round}: {took:?}");
+    }
+    drop(breaker);
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breaker_opens_fails_fast_half_opens_and_recovers() {
+    let mut server = RedisServer::start();
+    let namespace = unique_namespace();
+    let breaker = CircuitBreakerLayer::builder("redis")
+        .failure_threshold(3)
+        .cooldown(Duration::from_millis(300))
+        .build();
+    let store = ServiceBuilder::new()
+        .layer(breaker.clone())
+        .service(redis_at(&server.url(), &namespace).await);
+    let key = kvkey!["k"];
+    store.get(&key).await.unwrap();
+    server.kill();
+    let start = Instant::now();
+    while breaker.state() != BreakerState::Open {
+        let err = store.get(&key).await.unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+        assert!(start.elapsed() < Duration::from_secs(10), "never opened");
+    }
+
+    // Open: calls fail fast without reaching Redis.
+    let mut took = Vec::new();
+    for _ in 0..1_000 {
+        let start = Instant::now();
+        let err = store.get(&key).await.unwrap_err();
+        took.push(start.elapsed());
+        assert_eq!(err.kind(), ErrorKind::Unavailable);
+        assert!(err.is_retryable());
+    }
+    took.sort();
+    let p99 = percentile(&took, 0.99);
+    eprintln!(
+        "open breaker: p50 {:?}, p99 {p99:?}",
+        percentile(&took, 0.5)
+    );
+    // The goal is 1 ms; a fast failure takes microseconds, so this margin
+    // only absorbs scheduling hiccups of a loaded machine.
+    assert!(p99 < Duration::from_millis(5), "p99 {p99:?}");
+
+    // After the cooldown a probe goes through; with Redis still down it
+    // fails and the breaker opens again.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert!(store.get(&key).await.is_err());
+    assert_eq!(breaker.state(), BreakerState::Open);
+
+    server.restart();
+    let start = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if store.get(&key).await.is_ok() {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "never recovered");
+    }
+    assert_eq!(breaker.state(), BreakerState::Closed);
+    store
+        .set(&key, json!(1), kvtower::SetOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(store.get(&key).await.unwrap(), Some(json!(1)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negative_caching_remembers_absent_for_its_ttl() {
+    let namespace = unique_namespace();
+    let _guard = NamespaceGuard(namespace.clone());
+    let aside = CacheAside::builder(stack(&redis_url(), &namespace).await)
+        .build()
+        .unwrap();
+    let options = aside.options().negative_ttl(Duration::from_millis(300));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let missing = || {
+        let calls = calls.clone();
+        move || async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, std::io::Error>(None)
+        }
+    };
+    let key = kvkey!["user", "0"];
+    for _ in 0..3 {
+        assert_eq!(
+            aside
+                .get_or_set_optional(&key, options, missing())
+                .await
+                .unwrap(),
+            None
+        );
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    aside
+        .get_or_set_optional(&key, options, missing())
+        .await
+        .unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // A plain get_or_set does not take a remembered absent for a value.
+    let value = aside
+        .get_or_set(&key, options, || async {
+            Ok::<_, std::io::Error>(json!(5))
+        })
+        .await
+        .unwrap();
+    assert_eq!(value, json!(5));
+    // Typed: through serde.
+    let typed: u32 = aside
+        .get_or_set_as(&key, options, || async { Ok::<_, std::io::Error>(6u32) })
+        .await
+        .unwrap();
+    assert_eq!(typed, 5);
+    let err = aside
+        .get_or_set_as::<String, _, _, std::io::Error>(&key, options, || async {
+            Ok("x".to_owned())
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidValue);
+}
+
+#[allow(dead_code)] // its main() is the example's
+#[path = "../examples/cache_aside.rs"]
+mod cache_aside;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_aside_example_serves_through_an_outage() {
+    let served = cache_aside::run().await.unwrap();
+    let prices: Vec<&Value> = served.iter().map(|(_, value, _)| value).collect();
+    assert_eq!(
+        prices,
+        vec![&json!({"price": 10}); 5],
+        "the loaded value, cached, then served stale through the outage"
+    );
+    for (what, _, took) in &served[2..] {
+        assert!(*took < Duration::from_secs(1), "{what}: {took:?}");
+    }
+}

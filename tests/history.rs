@@ -1,0 +1,294 @@
+//! The history checker: several cache stacks (nodes) over one private Redis
+//! with the invalidation bus do random writes and reads on a small key space
+//! while faults are injected (the bus connections killed with `CLIENT KILL`,
+//! Redis restarted). Every operation is recorded with its start and end
+//! time, and the history is checked afterwards:
+//!
+//! 1. no read returns a value that a *later* successful write (one that
+//!    started after the value's write ended) had replaced more than
+//!    [`STALENESS_BOUND`] before the read started;
+//! 2. no read returns a value past its TTL, plus [`CLOCK_TOLERANCE`];
+//! 3. a node's own writes are visible to its own later reads at once (1 with
+//!    a bound of zero for writes of the same node).
+//!
+//! Values are unique per write, so a read names the write it saw. A write
+//! that failed may still have landed: its value may be read, but it is never
+//! taken as proof that an older value was replaced.
+//!
+//! `KVTOWER_HISTORY_SECS` sets the run's length (default 8 s); BENCHMARKS.md
+//! has the long run and the staleness it observed.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kvtower::invalidation::RedisInvalidationBus;
+use kvtower::layers::CacheLayer;
+use kvtower::{kvkey, DynKvStore, KvKey, MemoryKvStore, RedisKvStore, SetOptions};
+use serde_json::json;
+use support::RedisServer;
+use tower::ServiceBuilder;
+
+/// How stale a read on another node may be: far above the bus's measured
+/// delay (milliseconds), far below the front TTL (which would be the
+/// staleness without the bus).
+const STALENESS_BOUND: Duration = Duration::from_millis(500);
+/// Slack for the TTL check: the front and Redis use different clocks.
+const CLOCK_TOLERANCE: Duration = Duration::from_millis(50);
+const FRONT_TTL: Duration = Duration::from_secs(120);
+const KEYS: u64 = 6;
+const NODES: usize = 3;
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// Wrote `value` (`None`: deleted) with `ttl`.
+    Write {
+        key: u64,
+        value: Option<u64>,
+        ttl: Option<Duration>,
+        ok: bool,
+    },
+    Read {
+        key: u64,
+        value: Option<u64>,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Event {
+    node: usize,
+    start: Instant,
+    end: Instant,
+    op: Op,
+}
+
+/// A small xorshift, so the test needs no random-number crate.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+async fn node(url: &str, namespace: &str) -> DynKvStore {
+    let bus = RedisInvalidationBus::builder(url)
+        .channel(format!("{namespace}:invalidate"))
+        .heartbeat(Duration::from_millis(200))
+        .connect()
+        .await
+        .unwrap();
+    let redis = RedisKvStore::builder()
+        .namespace(namespace)
+        .timeout(Duration::from_millis(500))
+        .connect(url)
+        .await
+        .unwrap();
+    Arc::new(
+        ServiceBuilder::new()
+            .layer(
+                CacheLayer::builder(MemoryKvStore::new())
+                    .front_max_ttl(FRONT_TTL)
+                    .invalidation_bus(bus)
+                    .build(),
+            )
+            .service(redis),
+    )
+}
+
+fn key(k: u64) -> KvKey {
+    kvkey!["h", k.to_string()]
+}
+
+async fn run_node(
+    store: DynKvStore,
+    node: usize,
+    until: Instant,
+    next_value: Arc<Mutex<u64>>,
+    log: Arc<Mutex<Vec<Event>>>,
+) {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (node as u64 + 1));
+    while Instant::now() < until {
+        let k = rng.next() % KEYS;
+        let choice = rng.next() % 10;
+        let start = Instant::now();
+        let op = if choice < 5 {
+            let value = store
+                .get(&key(k))
+                .await
+                .ok()
+                .map(|v| v.and_then(|v| v.as_u64()));
+            // A failed read says nothing.
+            value.map(|value| Op::Read { key: k, value })
+        } else {
+            let value = {
+                let mut next = next_value.lock().unwrap();
+                *next += 1;
+                *next
+            };
+            let ttl = (choice == 9).then(|| Duration::from_millis(300 + rng.next() % 400));
+            let options = ttl.map(SetOptions::ttl).unwrap_or_default();
+            let (value, ok) = match choice {
+                5 => (None, store.delete(&key(k)).await.is_ok()),
+                6 => (
+                    Some(value),
+                    store
+                        .set_many(vec![(key(k), json!(value))], options)
+                        .await
+                        .is_ok(),
+                ),
+                _ => (
+                    Some(value),
+                    store.set(&key(k), json!(value), options).await.is_ok(),
+                ),
+            };
+            Some(Op::Write {
+                key: k,
+                value,
+                ttl,
+                ok,
+            })
+        };
+        let end = Instant::now();
+        if let Some(op) = op {
+            log.lock().unwrap().push(Event {
+                node,
+                start,
+                end,
+                op,
+            });
+        }
+        tokio::time::sleep(Duration::from_micros(200 + rng.next() % 800)).await;
+    }
+}
+
+/// Checks the three properties; returns the largest staleness seen (how
+/// long before a read started its value had been replaced on another node).
+fn check(history: &[Event]) -> Duration {
+    let mut writes_by_value: HashMap<u64, &Event> = HashMap::new();
+    for event in history {
+        if let Op::Write { value: Some(v), .. } = event.op {
+            writes_by_value.insert(v, event);
+        }
+    }
+    let mut max_staleness = Duration::ZERO;
+    for read in history {
+        let Op::Read {
+            key: k,
+            value: Some(v),
+        } = read.op
+        else {
+            continue;
+        };
+        let write = writes_by_value
+            .get(&v)
+            .unwrap_or_else(|| panic!("read {v} that nobody wrote"));
+        let Op::Write {
+            key: wk, ttl, ok, ..
+        } = write.op
+        else {
+            unreachable!()
+        };
+        assert_eq!(wk, k, "read {v} under the wrong key");
+        if !ok {
+            continue; // it may have landed whenever
+        }
+        if let Some(ttl) = ttl {
+            assert!(
+                read.start < write.end + ttl + CLOCK_TOLERANCE,
+                "node {} read {v} {:?} after its write ended, past its TTL {ttl:?}",
+                read.node,
+                read.start - write.end
+            );
+        }
+        // Every successful write of the key that started after `write`
+        // ended replaced it, at the latest when it returned.
+        for later in history {
+            let Op::Write {
+                key: lk, ok: true, ..
+            } = later.op
+            else {
+                continue;
+            };
+            if lk != k || later.start <= write.end || later.end >= read.start {
+                continue;
+            }
+            let staleness = read.start - later.end;
+            if later.node == read.node {
+                panic!(
+                    "node {} read {v} although its own later write ended {staleness:?} before",
+                    read.node
+                );
+            }
+            max_staleness = max_staleness.max(staleness);
+            assert!(
+                staleness <= STALENESS_BOUND,
+                "node {} read {v}, replaced on node {} {staleness:?} before the read started",
+                read.node,
+                later.node
+            );
+        }
+    }
+    max_staleness
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn histories_under_faults_keep_the_three_properties() {
+    let secs = std::env::var("KVTOWER_HISTORY_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8);
+    let mut server = RedisServer::start();
+    let url = server.url();
+    let namespace = support::unique_namespace();
+    let mut nodes = Vec::new();
+    for _ in 0..NODES {
+        nodes.push(node(&url, &namespace).await);
+    }
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let next_value = Arc::new(Mutex::new(0));
+    let until = Instant::now() + Duration::from_secs(secs);
+    let tasks: Vec<_> = nodes
+        .into_iter()
+        .enumerate()
+        .map(|(i, store)| tokio::spawn(run_node(store, i, until, next_value.clone(), log.clone())))
+        .collect();
+    // Faults: kill the bus connections every second; restart Redis once.
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut restarted = false;
+    while Instant::now() + Duration::from_secs(1) < until {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if !restarted && Instant::now() + Duration::from_secs(secs / 2) >= until {
+            server.restart();
+            restarted = true;
+            continue;
+        }
+        if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
+            let _: redis::RedisResult<i64> = redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("TYPE")
+                .arg("pubsub")
+                .query_async(&mut conn)
+                .await;
+        }
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let history = log.lock().unwrap().clone();
+    let reads = history
+        .iter()
+        .filter(|e| matches!(e.op, Op::Read { .. }))
+        .count();
+    assert!(reads > 100, "only {reads} reads in {secs} s");
+    let max = check(&history);
+    println!(
+        "history: {} operations, {reads} reads, max staleness observed {max:?} (bound {STALENESS_BOUND:?})",
+        history.len()
+    );
+}
