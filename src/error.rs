@@ -322,7 +322,7 @@ impl Error {
     /// alone is kept as it is.
     pub(crate) fn redacted(mut self, hide: impl Fn(&str) -> String) -> Self {
         self.message = hide(&self.message);
-        if let Some(source) = &self.source {
+        if let Some(source) = &self.cause {
             let mut chain = source.to_string();
             let mut next = source.source();
             while let Some(cause) = next {
@@ -332,7 +332,7 @@ impl Error {
             let debug = format!("{source:?}");
             let hidden = hide(&chain);
             if hidden != chain || hide(&debug) != debug {
-                self.source = Some(Box::new(Redacted(hidden)));
+                self.cause = Some(Arc::new(Redacted(hidden)));
             }
         }
         self
