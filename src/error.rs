@@ -1,6 +1,7 @@
 //! [`Error`], [`ErrorKind`] and [`Result`]: the one error type of the crate.
 
 use std::fmt;
+use std::sync::Arc;
 
 use crate::key::KvKey;
 
@@ -83,16 +84,49 @@ impl fmt::Display for ErrorKind {
 /// assert!(err.is_retryable());
 /// assert_eq!(err.to_string(), r#"timeout error in get of ["user","42"]: no answer in 50ms"#);
 /// ```
-#[derive(thiserror::Error)]
-#[error("{kind} error{context}: {message}", context = Context::new(.operation, .key))]
+///
+/// Errors are `Clone` (the source is shared) and compare equal when their
+/// kind, message, operation, key and retryability are (sources are not
+/// compared), so that a response carrying errors (a listing's, through the
+/// tower bridge) is a plain value.
+#[derive(Clone)]
 pub struct Error {
     kind: ErrorKind,
     message: String,
     operation: Option<&'static str>,
     key: Option<KvKey>,
     retryable: Option<bool>,
-    #[source]
-    source: Option<BoxError>,
+    cause: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} error{}: {}",
+            self.kind,
+            Context::new(&self.operation, &self.key),
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl PartialEq for Error {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind
+            && self.message == other.message
+            && self.operation == other.operation
+            && self.key == other.key
+            && self.is_retryable() == other.is_retryable()
+    }
 }
 
 struct Context<'a> {
@@ -132,7 +166,7 @@ impl fmt::Debug for Error {
             d.field("key", key);
         }
         d.field("retryable", &self.is_retryable());
-        if let Some(source) = &self.source {
+        if let Some(source) = &self.cause {
             d.field("source", source);
         }
         d.finish()
@@ -153,7 +187,7 @@ impl Error {
             operation: None,
             key: None,
             retryable: None,
-            source: None,
+            cause: None,
         }
     }
 
@@ -198,7 +232,7 @@ impl Error {
     /// ```
     #[must_use]
     pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
-        self.source = Some(source.into());
+        self.cause = Some(Arc::from(source.into()));
         self
     }
 
@@ -214,6 +248,14 @@ impl Error {
     #[must_use]
     pub fn with_retryable(mut self, retryable: bool) -> Self {
         self.retryable = Some(retryable);
+        self
+    }
+
+    /// This error, marked not retryable, with `why` added to its message:
+    /// what a retry policy says when it gives up on a retryable error.
+    pub(crate) fn no_longer_retryable(mut self, why: &str) -> Self {
+        self.message = format!("{} ({why})", self.message);
+        self.retryable = Some(false);
         self
     }
 
@@ -271,6 +313,44 @@ impl Error {
         Self::new(ErrorKind::Config, message)
     }
 }
+
+impl Error {
+    /// This error with `hide` applied to its message and, when it changes
+    /// anything there, to the text of its source chain, which then stands
+    /// in for the source (a driver's error may quote a password). Kind,
+    /// operation, key and retryability are kept; a source `hide` leaves
+    /// alone is kept as it is.
+    pub(crate) fn redacted(mut self, hide: impl Fn(&str) -> String) -> Self {
+        self.message = hide(&self.message);
+        if let Some(source) = &self.cause {
+            let mut chain = source.to_string();
+            let mut next = source.source();
+            while let Some(cause) = next {
+                chain.push_str(&format!(": {cause}"));
+                next = cause.source();
+            }
+            let debug = format!("{source:?}");
+            let hidden = hide(&chain);
+            if hidden != chain || hide(&debug) != debug {
+                self.cause = Some(Arc::new(Redacted(hidden)));
+            }
+        }
+        self
+    }
+}
+
+/// A source error's text with its secrets removed, standing in for the
+/// original.
+#[derive(Debug)]
+struct Redacted(String);
+
+impl fmt::Display for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Redacted {}
 
 impl From<serde_json::Error> for Error {
     fn from(err: serde_json::Error) -> Self {

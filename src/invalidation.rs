@@ -126,15 +126,9 @@ impl fmt::Debug for RedisInvalidationBusBuilder {
     }
 }
 
-/// The URL without its password, for `Debug` and errors.
+/// The URL without its passwords, for `Debug` and errors.
 fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => match url[s + 3..at].find(':') {
-            Some(colon) => format!("{}:***{}", &url[..s + 3 + colon], &url[at..]),
-            None => url.to_owned(),
-        },
-        _ => url.to_owned(),
-    }
+    crate::redact::redact_url(url)
 }
 
 impl RedisInvalidationBusBuilder {
@@ -218,7 +212,10 @@ impl RedisInvalidationBusBuilder {
             ));
         }
         let client = redis::Client::open(self.url.as_str()).map_err(|e| {
-            Error::config(format!("invalidation bus url `{}`: {e}", redact(&self.url)))
+            crate::redact::scrub(
+                Error::config(format!("invalidation bus url `{}`: {e}", redact(&self.url))),
+                [self.url.as_str()],
+            )
         })?;
         let publisher =
             tokio::time::timeout(self.connect_timeout, ConnectionManager::new(client.clone()))

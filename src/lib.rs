@@ -71,6 +71,7 @@ pub mod __fuzz;
 pub mod invalidation;
 pub mod key;
 pub mod layers;
+mod redact;
 pub mod service;
 pub mod store;
 pub mod stores;

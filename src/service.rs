@@ -6,7 +6,7 @@
 //! `tower::load_shed` sit anywhere in a stack: [`ServiceStoreLayer`] turns
 //! what is below it back into a store, [`KvServiceLayer`] turns a store into
 //! a service. [`RetryPolicy`] is a `tower::retry::Policy` for these requests
-//! (retryable errors only, doubling backoff, no replay of a timed-out `cas`).
+//! (retryable errors only, doubling backoff, no replay of a `cas` that may have been applied).
 //!
 //! ```
 //! use kvtower::layers::CacheLayer;
@@ -83,7 +83,8 @@ pub enum KvRequest {
     },
     /// [`KvStore::get_with_ttl`]; answered with [`KvResponse::ValueWithTtl`].
     GetWithTtl(KvKey),
-    /// [`KvStore::list`]; answered with [`KvResponse::Entries`], collected.
+    /// [`KvStore::list`]; answered with [`KvResponse::Entries`], collected (or
+    /// [`KvResponse::Listing`] when some items are errors).
     List(Option<KvKey>),
     /// [`KvStore::get_many`]; answered with [`KvResponse::Values`].
     GetMany(Vec<KvKey>),
@@ -131,7 +132,7 @@ impl KvRequest {
     /// # }
     /// ```
     pub async fn run<S: KvStore + ?Sized>(self, store: &S) -> Result<KvResponse> {
-        use futures::TryStreamExt;
+        use futures::StreamExt as _;
         Ok(match self {
             KvRequest::Get(key) => KvResponse::Value(store.get(&key).await?),
             KvRequest::Set {
@@ -152,7 +153,16 @@ impl KvRequest {
                 new,
                 options,
             } => KvResponse::Swapped(store.cas(&key, expected.as_ref(), new, options).await?),
-            KvRequest::List(prefix) => KvResponse::Entries(store.list(prefix).try_collect().await?),
+            KvRequest::List(prefix) => {
+                // Every item, errors in place: one undecodable entry must not
+                // hide the others (a store's listing goes on past it).
+                let items: Vec<Result<KvEntry>> = store.list(prefix).collect().await;
+                if items.iter().all(Result::is_ok) {
+                    KvResponse::Entries(items.into_iter().flatten().collect())
+                } else {
+                    KvResponse::Listing(items)
+                }
+            }
             KvRequest::GetMany(keys) => KvResponse::Values(store.get_many(&keys).await?),
             KvRequest::GetWithTtl(key) => KvResponse::ValueWithTtl(store.get_with_ttl(&key).await?),
             KvRequest::GetManyWithTtl(keys) => {
@@ -184,8 +194,13 @@ pub enum KvResponse {
     Done,
     /// Whether a `cas` swapped.
     Swapped(bool),
-    /// The entries of a `list`.
+    /// The entries of a `list` (every one read fine).
     Entries(Vec<KvEntry>),
+    /// The items of a `list` of which some are errors (an entry another
+    /// program wrote that does not decode, say), in the order the store
+    /// yielded them: [`ServiceStore`] yields each in turn, so the good entries
+    /// still arrive.
+    Listing(Vec<Result<KvEntry>>),
     /// The values of a `get_many`, in order.
     Values(Vec<Option<Value>>),
     /// The value of a `get_with_ttl` with its remaining lifetime.
@@ -467,9 +482,10 @@ where
     fn list(&self, prefix: Option<KvKey>) -> BoxStream<'_, Result<KvEntry>> {
         stream::once(self.call(KvRequest::List(prefix)))
             .map(|response| match response {
-                Ok(KvResponse::Entries(entries)) => stream::iter(entries).map(Ok).left_stream(),
-                Ok(other) => stream::iter([Err(unexpected("list", &other))]).right_stream(),
-                Err(e) => stream::iter([Err(e)]).right_stream(),
+                Ok(KvResponse::Entries(entries)) => stream::iter(entries).map(Ok).boxed(),
+                Ok(KvResponse::Listing(items)) => stream::iter(items).boxed(),
+                Ok(other) => stream::iter([Err(unexpected("list", &other))]).boxed(),
+                Err(e) => stream::iter([Err(e)]).boxed(),
             })
             .flatten()
             .boxed()
@@ -518,9 +534,17 @@ where
 /// `attempts` calls in all, pausing `backoff` before the first retry and
 /// twice as long before each next one.
 ///
-/// A `cas` that *timed out* is not replayed: it may have swapped, and a
-/// replay would then report the swap as a mismatch. Every other request is
-/// idempotent and replayed as is (requests are `Clone`).
+/// A `cas` is never replayed after an error that may have left it applied
+/// (a timeout, a dropped connection whose reply was lost: anything but
+/// tower's load shedding, which rejects before calling): a replay would
+/// compare against its own write and report the swap as a mismatch. Every
+/// other request is idempotent and replayed as is (requests are `Clone`).
+///
+/// A retryable error the policy does not retry (a `cas`, or the last
+/// attempt's) comes out with its kind unchanged but
+/// [`is_retryable`](Error::is_retryable) false, and its message says why: a
+/// caller that retried it blindly would be wrong (read the key after a
+/// failed `cas`), or would repeat what the policy already did.
 ///
 /// It works below or above a [`ServiceStore`]: the error type may be
 /// kvtower's [`Error`] or tower's `BoxError` (what `tower::timeout` yields).
@@ -582,20 +606,41 @@ impl RetryPolicy {
         self.backoff
     }
 
-    /// Whether to retry after an error that is `retryable` and may have been
-    /// a timeout (`timed_out`); counts the attempt and returns the pause.
-    fn next(&mut self, request: &KvRequest, retryable: bool, timed_out: bool) -> Option<Sleep> {
-        if !retryable
-            || self.attempts <= 1
-            || (timed_out && matches!(request, KvRequest::Cas { .. }))
-        {
-            return None;
+    /// What to do after an error that is `retryable`; `never_sent` when the
+    /// request certainly never reached the store (tower's load shedding).
+    /// Counts the attempt when it retries.
+    fn next(&mut self, request: &KvRequest, retryable: bool, never_sent: bool) -> Verdict {
+        if !retryable {
+            return Verdict::Keep;
+        }
+        // A failed call may still have been applied (the reply was lost, or
+        // the deadline passed after the store swapped): replaying a `cas`
+        // would then compare against its own write and answer `false`.
+        if matches!(request, KvRequest::Cas { .. }) && !never_sent {
+            return Verdict::GiveUp(
+                "cas not replayed: it may have been applied before the error; read the key to know",
+            );
+        }
+        if self.attempts <= 1 {
+            return Verdict::GiveUp("no retries left");
         }
         self.attempts -= 1;
         let pause = self.backoff;
         self.backoff = self.backoff.saturating_mul(2);
-        Some(tokio::time::sleep(pause))
+        Verdict::Retry(tokio::time::sleep(pause))
     }
+}
+
+/// What [`RetryPolicy::next`] decided.
+enum Verdict {
+    /// Replay after the pause.
+    Retry(Sleep),
+    /// Not retryable to begin with: the error goes out unchanged.
+    Keep,
+    /// A retryable error that is not retried: it goes out marked not
+    /// retryable, saying why, since retrying the same call blindly would be
+    /// wrong (a `cas`) or was already done.
+    GiveUp(&'static str),
 }
 
 impl Default for RetryPolicy {
@@ -614,9 +659,10 @@ type Sleep = tokio::time::Sleep;
 /// error is not retryable.
 fn clone_for_retry(attempts: u32, request: &KvRequest) -> Option<KvRequest> {
     use crate::value::check_depth;
-    if attempts <= 1 {
-        return None;
-    }
+    // Cloned even for the last attempt: tower only asks the policy about a
+    // result when it holds a copy, and the policy must see the last error to
+    // mark it no longer retryable.
+    let _ = attempts;
     let shallow = match request {
         KvRequest::Set { value, .. } => check_depth(value).is_ok(),
         KvRequest::Cas { expected, new, .. } => {
@@ -636,9 +682,15 @@ impl tower::retry::Policy<KvRequest, KvResponse, Error> for RetryPolicy {
         request: &mut KvRequest,
         result: &mut Result<KvResponse>,
     ) -> Option<Self::Future> {
-        match result {
-            Ok(_) => None,
-            Err(e) => self.next(request, e.is_retryable(), e.kind() == ErrorKind::Timeout),
+        let Err(e) = result else { return None };
+        match self.next(request, e.is_retryable(), false) {
+            Verdict::Retry(sleep) => Some(sleep),
+            Verdict::Keep => None,
+            Verdict::GiveUp(why) => {
+                let placeholder = Error::new(ErrorKind::Backend, "");
+                *e = std::mem::replace(e, placeholder).no_longer_retryable(why);
+                None
+            }
         }
     }
 
@@ -656,12 +708,22 @@ impl tower::retry::Policy<KvRequest, KvResponse, tower::BoxError> for RetryPolic
         result: &mut std::result::Result<KvResponse, tower::BoxError>,
     ) -> Option<Self::Future> {
         let Err(e) = result else { return None };
-        let (retryable, timed_out) = match e.downcast_ref::<Error>() {
-            Some(e) => (e.is_retryable(), e.kind() == ErrorKind::Timeout),
-            None if e.is::<tower::timeout::error::Elapsed>() => (true, true),
-            None => (e.is::<tower::load_shed::error::Overloaded>(), false),
+        let overloaded = e.is::<tower::load_shed::error::Overloaded>();
+        let retryable = match e.downcast_ref::<Error>() {
+            Some(e) => e.is_retryable(),
+            None => overloaded || e.is::<tower::timeout::error::Elapsed>(),
         };
-        self.next(request, retryable, timed_out)
+        match self.next(request, retryable, overloaded) {
+            Verdict::Retry(sleep) => Some(sleep),
+            Verdict::Keep => None,
+            Verdict::GiveUp(why) => {
+                let operation = request.operation();
+                let placeholder: tower::BoxError = Box::new(Error::new(ErrorKind::Backend, ""));
+                let error = into_error(std::mem::replace(e, placeholder), operation);
+                *e = Box::new(error.no_longer_retryable(why));
+                None
+            }
+        }
     }
 
     fn clone_request(&mut self, request: &KvRequest) -> Option<KvRequest> {

@@ -197,3 +197,76 @@ fn from_file_names_the_file() {
     assert!(e.to_string().contains("missing.toml"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn jitter_that_is_not_a_fraction_is_a_config_error() {
+    // TOML's nan and inf used to reach the layer as "no jitter".
+    for jitter in ["nan", "+nan", "-nan", "inf", "+inf", "-inf", "-0.5", "1.5"] {
+        let e = err(&format!(
+            "backend = \"memory://\"\n[[layers]]\ntype = \"default_ttl\"\nttl = \"1s\"\njitter = {jitter}"
+        ));
+        assert!(
+            e.contains("layers[0].default_ttl.jitter") && e.contains("0 to 1"),
+            "{jitter}: {e}"
+        );
+    }
+    for jitter in ["0.0", "-0.0", "0.25", "1.0"] {
+        StoreConfig::from_toml_str(&format!(
+            "backend = \"memory://\"\n[[layers]]\ntype = \"default_ttl\"\nttl = \"1s\"\njitter = {jitter}"
+        ))
+        .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn cache_ttls_beyond_what_the_front_tier_takes_are_config_errors() {
+    for field in ["ttl", "negative_ttl"] {
+        let text = format!(
+            "backend = \"memory://\"\n[[layers]]\ntype = \"cache\"\n{field} = \"2000years\""
+        );
+        let e = err(&text);
+        assert!(
+            e.contains(&format!("layers[0].cache.{field}")) && e.contains("1000 years"),
+            "{e}"
+        );
+        // Under 100 years is fine, and builds.
+        let ok = text.replace("2000years", "99years");
+        StoreConfig::from_toml_str(&ok)
+            .unwrap()
+            .build()
+            .await
+            .unwrap();
+    }
+    // Built in code (never parsed): build() refuses it, no panic.
+    let mut cache = kvtower::config::CacheConfig::default();
+    cache.negative_ttl = Some(Duration::MAX);
+    let config = StoreConfig::new(BackendConfig::from_url("memory://").unwrap())
+        .layer(LayerConfig::Cache(cache));
+    let e = match config.build().await {
+        Ok(_) => panic!("built"),
+        Err(e) => e,
+    };
+    assert_eq!(e.kind(), ErrorKind::Config);
+    assert!(
+        e.message().starts_with("layers[0].cache.negative_ttl"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn cache_builder_takes_duration_max() {
+    use kvtower::{kvkey, KvStore, SetOptions};
+    use tower::Layer as _;
+    let front = kvtower::MemoryKvStore::new();
+    let layer = kvtower::layers::CacheLayer::builder(front)
+        .front_max_ttl(Duration::MAX)
+        .negative_ttl(Duration::MAX)
+        .build();
+    let store = layer.layer(kvtower::MemoryKvStore::new());
+    assert_eq!(store.get(&kvkey!["missing"]).await.unwrap(), None);
+    store
+        .set(&kvkey!["a"], 1.into(), SetOptions::ttl(Duration::MAX))
+        .await
+        .unwrap();
+    assert_eq!(store.get(&kvkey!["a"]).await.unwrap(), Some(1.into()));
+}

@@ -562,3 +562,157 @@ async fn unix_socket_urls_connect() {
         .unwrap();
     assert_eq!(server.cli(&["GET", "kvtower:via:socket"]).trim(), "true");
 }
+
+/// A TCP proxy in front of the shared Redis that, once armed, forwards the
+/// next `EVALSHA`/`EVAL` (a `cas` script), waits for Redis's reply (so the
+/// script has run) and then drops the connection instead of forwarding it:
+/// a lost reply, which no mock store could show on the real wire.
+struct LostReplyProxy {
+    port: u16,
+    armed: Arc<std::sync::atomic::AtomicBool>,
+    dropped: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl LostReplyProxy {
+    async fn start() -> Self {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let upstream = redis_url()
+            .trim_start_matches("redis://")
+            .split('/')
+            .next()
+            .unwrap_or("127.0.0.1:6379")
+            .to_owned();
+        let armed = Arc::new(AtomicBool::new(false));
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let (armed2, dropped2) = (armed.clone(), dropped.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let (armed, dropped) = (armed2.clone(), dropped2.clone());
+                tokio::spawn(async move {
+                    let (mut up, mut down) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+                    let mut drop_reply = false;
+                    loop {
+                        tokio::select! {
+                            n = client.read(&mut up) => {
+                                let Ok(n) = n else { return };
+                                if n == 0 { return }
+                                let chunk = &up[..n];
+                                let is_script = chunk.windows(4).any(|w| w.eq_ignore_ascii_case(b"EVAL"));
+                                if is_script && armed.swap(false, Ordering::SeqCst) {
+                                    drop_reply = true;
+                                }
+                                if server.write_all(chunk).await.is_err() { return }
+                            }
+                            n = server.read(&mut down) => {
+                                let Ok(n) = n else { return };
+                                if n == 0 { return }
+                                if drop_reply {
+                                    // The script ran; its reply is lost with
+                                    // the connection (both streams drop here).
+                                    dropped.fetch_add(1, Ordering::SeqCst);
+                                    return;
+                                }
+                                if client.write_all(&down[..n]).await.is_err() { return }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Self {
+            port,
+            armed,
+            dropped,
+        }
+    }
+}
+
+#[tokio::test]
+async fn cas_is_not_replayed_after_its_reply_was_lost() {
+    use kvtower::service::{KvServiceLayer, RetryPolicy, ServiceStoreLayer};
+    use std::sync::atomic::Ordering;
+    let proxy = LostReplyProxy::start().await;
+    let store = RedisKvStore::builder()
+        .namespace(unique_namespace())
+        .connect(&format!("redis://127.0.0.1:{}", proxy.port))
+        .await
+        .expect("connect through the proxy");
+    let _cleanup = CleanedUp(store.clone());
+    let stack = tower::ServiceBuilder::new()
+        .layer(ServiceStoreLayer)
+        .retry(RetryPolicy::new(3, Duration::from_millis(10)))
+        .layer(KvServiceLayer)
+        .service(store.clone());
+    let key = kvkey!["counter"];
+    stack
+        .set(&key, json!(1), SetOptions::default())
+        .await
+        .unwrap();
+    // Loads the script, so that the armed call is one EVALSHA.
+    assert!(stack
+        .cas(&key, Some(&json!(1)), Some(json!(2)), SetOptions::default())
+        .await
+        .unwrap());
+
+    proxy.armed.store(true, Ordering::SeqCst);
+    let result = stack
+        .cas(&key, Some(&json!(2)), Some(json!(3)), SetOptions::default())
+        .await;
+    assert_eq!(
+        proxy.dropped.load(Ordering::SeqCst),
+        1,
+        "the reply was dropped"
+    );
+    // A replay would compare 3 with the expected 2 and answer Ok(false),
+    // although this very call swapped.
+    let err = result.expect_err("the cas's outcome is unknown: an error, not false");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(!err.is_retryable(), "replaying it blindly is wrong: {err}");
+    assert_eq!(store.get(&key).await.unwrap(), Some(json!(3)), "it swapped");
+}
+
+#[tokio::test]
+async fn a_listing_through_the_tower_bridge_goes_past_a_bad_entry() {
+    use kvtower::service::{KvServiceLayer, RetryPolicy, ServiceStoreLayer};
+    let server = RedisServer::start();
+    let store = RedisKvStore::builder()
+        .namespace("ns")
+        .connect(&server.url())
+        .await
+        .unwrap();
+    store
+        .set_many(
+            vec![(kvkey!["l", "1"], json!(1)), (kvkey!["l", "3"], json!(3))],
+            SetOptions::default(),
+        )
+        .await
+        .unwrap();
+    server.cli(&["SET", "ns:l:2", "not json {"]);
+    let stack = tower::ServiceBuilder::new()
+        .layer(ServiceStoreLayer)
+        .retry(RetryPolicy::default())
+        .timeout(Duration::from_secs(5))
+        .layer(KvServiceLayer)
+        .service(store);
+    let items: Vec<_> = stack.list(Some(kvkey!["l"])).collect().await;
+    assert_eq!(items.len(), 3, "{items:?}");
+    let mut good: Vec<_> = items
+        .iter()
+        .filter_map(|i| i.as_ref().ok().map(|e| e.value.clone()))
+        .collect();
+    good.sort_by_key(|v| v.as_i64());
+    assert_eq!(
+        good,
+        vec![json!(1), json!(3)],
+        "the good entries still arrive"
+    );
+    let bad: Vec<_> = items.iter().filter_map(|i| i.as_ref().err()).collect();
+    assert_eq!(bad.len(), 1);
+    assert_eq!(bad[0].kind(), ErrorKind::InvalidValue);
+}

@@ -514,3 +514,39 @@ async fn no_read_connections_still_reads_and_writes() {
     assert_eq!(store.get(&kvkey!["a"]).await.unwrap(), Some(json!(1)));
     assert_eq!(store.list_all(None).await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn a_listing_through_the_tower_bridge_goes_past_a_bad_entry() {
+    use kvtower::service::{KvServiceLayer, RetryPolicy, ServiceStoreLayer};
+    let dir = TempDir::new();
+    let store = SqliteKvStore::open(dir.file()).await.unwrap();
+    for (i, key) in ["a", "b", "c"].into_iter().enumerate() {
+        store
+            .set(&kvkey!["l", key], json!(i), SetOptions::default())
+            .await
+            .unwrap();
+    }
+    // Another program writes garbage into the middle row.
+    let conn = rusqlite::Connection::open(dir.file()).unwrap();
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    conn.execute(
+        "UPDATE kvtower SET v = '{not json' WHERE k = (SELECT k FROM kvtower ORDER BY k LIMIT 1 OFFSET 1)",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let stack = tower::ServiceBuilder::new()
+        .layer(ServiceStoreLayer)
+        .retry(RetryPolicy::default())
+        .timeout(Duration::from_secs(5))
+        .layer(KvServiceLayer)
+        .service(store);
+    let items: Vec<_> = futures::StreamExt::collect(stack.list(Some(kvkey!["l"]))).await;
+    assert_eq!(items.len(), 3, "{items:?}");
+    let good: Vec<_> = items.iter().filter_map(|i| i.as_ref().ok()).collect();
+    assert_eq!(good.len(), 2, "the good entries still arrive: {items:?}");
+    let bad: Vec<_> = items.iter().filter_map(|i| i.as_ref().err()).collect();
+    assert_eq!(bad.len(), 1);
+    assert_eq!(bad[0].kind(), ErrorKind::InvalidValue);
+    assert_eq!(bad[0].key(), Some(&kvkey!["l", "b"]));
+}

@@ -17,6 +17,11 @@ use crate::key::KvKey;
 use crate::service::{KvService, RetryPolicy, ServiceStore};
 use crate::store::DynKvStore;
 
+/// The longest `ttl` or `negative_ttl` a cache layer takes: 100 years, the
+/// bound `CacheLayerBuilder::negative_ttl` clamps to, well inside moka's
+/// 1000-year limit (which panics).
+const MAX_CACHE_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
 /// The front-tier bound of a cache layer when it names none, in entries.
 const DEFAULT_CACHE_CAPACITY: u64 = 10_000;
 
@@ -47,7 +52,7 @@ const LAYER_TYPES: &str = "cache, prefix, default_ttl, metrics, tracing, timeout
 impl<'de> Deserialize<'de> for LayerConfig {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
         use serde::de::Error as _;
-        let mut fields = serde_json::Map::deserialize(deserializer)?;
+        let mut fields = toml::Table::deserialize(deserializer)?;
         let ty = take_tag::<D::Error>(&mut fields, "type", LAYER_TYPES)?;
         Ok(match ty.as_str() {
             "cache" => LayerConfig::Cache(variant(&ty, fields)?),
@@ -228,11 +233,25 @@ impl LayerConfig {
             }) => Err(Error::config(
                 "cache: set one of capacity and max_bytes, not both",
             )),
+            // NaN is in no range: refused here too.
             LayerConfig::DefaultTtl(DefaultTtlConfig {
                 jitter: Some(j), ..
-            }) if !(0.0..=1.0).contains(j) => Err(Error::config(format!(
+            }) if !(j.is_finite() && (0.0..=1.0).contains(j)) => Err(Error::config(format!(
                 "default_ttl.jitter: {j} is out of range; expected a fraction from 0 to 1"
             ))),
+            LayerConfig::Cache(c) => {
+                for (field, ttl) in [("ttl", c.ttl), ("negative_ttl", c.negative_ttl)] {
+                    if let Some(ttl) = ttl.filter(|ttl| *ttl > MAX_CACHE_TTL) {
+                        return Err(Error::config(format!(
+                            "cache.{field}: {} is longer than the front tier can keep \
+                             (at most {}; moka refuses more than 1000 years)",
+                            humantime_serde::re::humantime::format_duration(ttl),
+                            humantime_serde::re::humantime::format_duration(MAX_CACHE_TTL),
+                        )));
+                    }
+                }
+                Ok(())
+            }
             LayerConfig::Retry(RetryConfig { attempts: 0, .. }) => Err(Error::config(
                 "retry.attempts: must be at least 1 (the first attempt counts)",
             )),

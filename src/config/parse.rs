@@ -119,12 +119,13 @@ fn describe_toml_error(text: &str, path: &str, err: &toml::de::Error) -> String 
 }
 
 /// Deserializes the options of one tagged variant from what is left of its
-/// table, naming the offending field in errors (`.capacity: invalid type…`).
+/// table (held as TOML values, which keep `nan` and `inf` for the checks to
+/// refuse, where JSON values would turn them into absent fields), naming the offending field in errors (`.capacity: invalid type…`).
 pub(super) fn variant<'de, T: Deserialize<'de>, E: serde::de::Error>(
     what: &str,
-    fields: serde_json::Map<String, serde_json::Value>,
+    fields: toml::Table,
 ) -> std::result::Result<T, E> {
-    serde_path_to_error::deserialize(serde_json::Value::Object(fields)).map_err(|e| {
+    serde_path_to_error::deserialize(toml::Value::Table(fields)).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if path == "." {
@@ -137,12 +138,12 @@ pub(super) fn variant<'de, T: Deserialize<'de>, E: serde::de::Error>(
 
 /// Removes the tag field from a variant's table.
 pub(super) fn take_tag<E: serde::de::Error>(
-    fields: &mut serde_json::Map<String, serde_json::Value>,
+    fields: &mut toml::Table,
     tag: &str,
     allowed: &str,
 ) -> std::result::Result<String, E> {
     match fields.remove(tag) {
-        Some(serde_json::Value::String(s)) => Ok(s),
+        Some(toml::Value::String(s)) => Ok(s),
         Some(other) => Err(E::custom(format_args!(
             ".{tag}: expected a string, one of {allowed}; found {other}"
         ))),

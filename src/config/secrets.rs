@@ -122,18 +122,15 @@ pub(super) fn userinfo_secret(rest: &str) -> (Option<&str>, String) {
     }
 }
 
-/// Query parameters whose values are secrets.
-const SECRET_PARAMS: &[&str] = &[
-    "password",
-    "passwd",
-    "pass",
-    "secret",
-    "token",
-    "access_token",
-];
-
-/// `url` with the password of its user info and the values of secret query
-/// parameters replaced by `***`.
+/// `url` (or a libpq `key=value` string) with its passwords and tokens
+/// replaced by `***`: the crate's one redactor, also behind [`SecretUrl`],
+/// the stores' `Debug` output and their URL errors.
+///
+/// It reads credentials the way each driver does: a PostgreSQL URL's
+/// password runs to the first `@` (so it may hold `#`, `?` or `/`); query
+/// parameters are matched on their percent-decoded name (`p%61ssword`);
+/// libpq's key-value form is parsed with its quotes and escapes. A URL it
+/// cannot read without doubt shows its scheme only.
 ///
 /// ```
 /// use kvtower::config::redact_url;
@@ -141,145 +138,31 @@ const SECRET_PARAMS: &[&str] = &[
 ///            "postgres://u:***@h/db?password=***&sslmode=require");
 /// assert_eq!(redact_url("redis://:token@h"), "redis://:***@h");
 /// assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
+/// assert_eq!(redact_url("postgres://u:a#b/c@h/db"), "postgres://u:***@h/db");
+/// assert_eq!(redact_url("redis+unix:///run/redis.sock?pass=s3cr3t"),
+///            "redis+unix:///run/redis.sock?pass=***");
+/// assert_eq!(redact_url("host=db password='a b' user=u"), "host=db password=*** user=u");
+/// assert_eq!(redact_url("redis://:a#b@h"), "redis://***");
 /// ```
 pub fn redact_url(url: &str) -> String {
-    let (scheme, rest) = match url.find("://") {
-        Some(i) => (&url[..i + 3], &url[i + 3..]),
-        None => ("", url),
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let authority = match authority.rfind('@') {
-        Some(at) => {
-            let (userinfo, host) = authority.split_at(at);
-            match userinfo.find(':') {
-                Some(colon) => format!("{}:***{host}", &userinfo[..colon]),
-                None => format!("{userinfo}{host}"),
-            }
-        }
-        None => authority.to_owned(),
-    };
-    let tail = match tail.find('?') {
-        Some(q) => {
-            let (path, query) = tail.split_at(q + 1);
-            let (query, fragment) = match query.find('#') {
-                Some(h) => query.split_at(h),
-                None => (query, ""),
-            };
-            let query: Vec<String> = query
-                .split('&')
-                .map(|pair| match pair.split_once('=') {
-                    Some((k, _)) if SECRET_PARAMS.contains(&k.to_ascii_lowercase().as_str()) => {
-                        format!("{k}=***")
-                    }
-                    _ => pair.to_owned(),
-                })
-                .collect();
-            format!("{path}{}{fragment}", query.join("&"))
-        }
-        None => tail.to_owned(),
-    };
-    format!("{scheme}{authority}{tail}")
+    crate::redact::redact_url(url)
 }
 
-/// Redacts every URL-looking word of a free text (an error message quoting a
-/// configuration line, for example).
-pub(super) fn redact_text(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(i) = rest.find("://") {
-        // The URL starts after the last delimiter before the scheme separator.
-        let start = rest[..i]
-            .rfind(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`' | '=' | ',' | '['))
-            .map_or(0, |d| d + 1);
-        let end = rest[i..]
-            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`' | ',' | ']'))
-            .map_or(rest.len(), |e| i + e);
-        out.push_str(&rest[..start]);
-        out.push_str(&redact_url(&rest[start..end]));
-        rest = &rest[end..];
-    }
-    out.push_str(rest);
-    out
-}
+pub(super) use crate::redact::redact_text;
 
 /// `err` with every password and token of `urls` replaced by `***`, in its
 /// message and in its source chain (a driver's message may quote the URL).
 /// An error that holds none comes back unchanged, source included.
 #[allow(dead_code)] // only the network backends use it
 pub(super) fn scrub<'a>(err: Error, urls: impl IntoIterator<Item = &'a SecretUrl>) -> Error {
-    scrub_secrets(
-        err,
-        urls.into_iter().flat_map(|url| url_secrets(url.expose())),
-    )
+    crate::redact::scrub(err, urls.into_iter().map(SecretUrl::expose))
 }
 
-/// `err` with each of `secrets` replaced by `***`, in its message and in its
-/// source chain.
-pub(super) fn scrub_secrets(err: Error, secrets: impl IntoIterator<Item = String>) -> Error {
-    let secrets: Vec<String> = secrets.into_iter().filter(|s| !s.is_empty()).collect();
-    let source_text = std::error::Error::source(&err).map(|source| {
-        let mut text = format!("{source}");
-        let mut next = source.source();
-        while let Some(cause) = next {
-            text.push_str(&format!(": {cause}"));
-            next = cause.source();
-        }
-        text
-    });
-    let leaks = |text: &str| secrets.iter().any(|s| text.contains(s.as_str()));
-    let source_leaks = source_text.as_deref().is_some_and(|text| {
-        leaks(text) || std::error::Error::source(&err).is_some_and(|s| leaks(&format!("{s:?}")))
-    });
-    if !leaks(err.message()) && !source_leaks {
-        return err;
-    }
-    let hide = |text: &str| {
-        secrets.iter().fold(text.to_owned(), |text, secret| {
-            text.replace(secret.as_str(), "***")
-        })
-    };
-    let mut out = Error::new(err.kind(), hide(err.message())).with_retryable(err.is_retryable());
-    if let Some(operation) = err.operation() {
-        out = out.with_operation(operation);
-    }
-    if let Some(key) = err.key() {
-        out = out.with_key(key);
-    }
-    match source_text {
-        Some(text) if source_leaks => out.with_source(Redacted(hide(&text))),
-        _ => out,
-    }
-}
-
-/// The password of `url`'s user info and the values of its secret query
-/// parameters, raw and percent-decoded (a driver may print either).
-pub(super) fn url_secrets(url: &str) -> Vec<String> {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let mut secrets = Vec::new();
-    if let Some((userinfo, _)) = authority.rsplit_once('@') {
-        if let Some((_, password)) = userinfo.split_once(':') {
-            secrets.push(password.to_owned());
-        }
-    }
-    if let Some((_, query)) = tail.split_once('?') {
-        let query = query.split('#').next().unwrap_or_default();
-        for pair in query.split('&') {
-            if let Some((k, v)) = pair.split_once('=') {
-                if SECRET_PARAMS.contains(&k.to_ascii_lowercase().as_str()) {
-                    secrets.push(v.to_owned());
-                }
-            }
-        }
-    }
-    let decoded: Vec<String> = secrets.iter().filter_map(|s| percent_decode(s)).collect();
-    secrets.extend(decoded);
-    secrets
-}
+#[allow(unused_imports)] // only the token-holding backends use them
+pub(super) use crate::redact::{scrub_secrets, secrets as url_secrets};
 
 /// `%XX`-decodes `text` when it has escapes and decodes to UTF-8.
+#[allow(dead_code)] // only the token-holding backends use it
 pub(super) fn percent_decode(text: &str) -> Option<String> {
     if !text.contains('%') {
         return None;
@@ -306,19 +189,6 @@ pub(super) fn percent_decode(text: &str) -> Option<String> {
     }
     String::from_utf8(out).ok()
 }
-
-/// A source error's text with its secrets removed, standing in for the
-/// original (which may quote a password).
-#[derive(Debug)]
-struct Redacted(String);
-
-impl fmt::Display for Redacted {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Redacted {}
 
 #[cfg(test)]
 mod tests {

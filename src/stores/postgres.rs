@@ -265,8 +265,9 @@ impl PostgresKvStoreBuilder {
         sql::validate_table(&self.table_name()).map_err(|e| e.with_operation("connect"))?;
         let config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
             // The message does not repeat the URL: it may hold a password.
-            Error::config(format!("url: not a PostgreSQL connection string ({e})"))
-                .with_operation("connect")
+            let err = Error::config(format!("url: not a PostgreSQL connection string ({e})"))
+                .with_operation("connect");
+            crate::redact::scrub(err, [url])
         })?;
         let manager = Manager::new(config, NoTls);
         let pool = Pool::builder(manager)
@@ -279,7 +280,11 @@ impl PostgresKvStoreBuilder {
                 Error::config(format!("max_connections: cannot build the pool ({e})"))
                     .with_operation("connect")
             })?;
-        self.from_pool(pool).await
+        // A server's message may quote what it was given: no password of
+        // `url` survives in the error.
+        self.from_pool(pool)
+            .await
+            .map_err(|e| crate::redact::scrub(e, [url]))
     }
 
     /// Uses an existing pool (sharing it with the rest of the application)

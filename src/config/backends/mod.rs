@@ -139,7 +139,7 @@ macro_rules! backends {
             /// The backend of kind `kind`, from the rest of its table.
             fn from_table<E: serde::de::Error>(
                 kind: &str,
-                fields: serde_json::Map<String, serde_json::Value>,
+                fields: toml::Table,
             ) -> Option<std::result::Result<Self, E>> {
                 $(
                     if kind == $kind {
@@ -244,7 +244,7 @@ impl BackendConfig {
 impl<'de> Deserialize<'de> for BackendConfig {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
         use serde::de::Error as _;
-        let mut fields = serde_json::Map::deserialize(deserializer)?;
+        let mut fields = toml::Table::deserialize(deserializer)?;
         let kind = take_tag::<D::Error>(&mut fields, "kind", BACKEND_KINDS)?;
         let backend = Self::from_table(&kind, fields).unwrap_or_else(|| {
             Err(D::Error::custom(format_args!(

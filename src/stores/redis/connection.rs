@@ -109,19 +109,10 @@ pub(super) fn cluster_nodes(url: &str) -> Result<Option<Vec<String>>> {
     Ok(Some(nodes))
 }
 
-/// `url` with the password, if any, replaced by `***`.
+/// `url` with its passwords replaced by `***` (the crate's one redactor,
+/// which reads `?pass=` and `?password=` too).
 pub(super) fn redact(url: &str) -> String {
-    let Some(start) = url.find("://").map(|i| i + 3) else {
-        return url.to_owned();
-    };
-    let authority_end = url[start..].find('/').map_or(url.len(), |i| start + i);
-    let Some(at) = url[start..authority_end].rfind('@').map(|i| start + i) else {
-        return url.to_owned();
-    };
-    match url[start..at].find(':').map(|i| start + i) {
-        Some(colon) => format!("{}:***{}", &url[..colon], &url[at..]),
-        None => url.to_owned(),
-    }
+    crate::redact::redact_url(url)
 }
 
 #[cfg(test)]
@@ -137,6 +128,11 @@ mod tests {
         );
         assert_eq!(redact("redis://host:6379"), "redis://host:6379");
         assert_eq!(redact("redis://:pw@h"), "redis://:***@h");
+        assert_eq!(
+            redact("redis+unix:///run/redis.sock?db=0&pass=s3cr3t"),
+            "redis+unix:///run/redis.sock?db=0&pass=***"
+        );
+        assert!(!redact("redis://:a#s3cr3t@h").contains("s3cr3t"));
     }
 
     #[test]

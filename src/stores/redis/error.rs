@@ -40,6 +40,15 @@ pub(super) fn map_redis_error(err: RedisError) -> Error {
     Error::new(kind, format!("Redis: {err}")).with_source(err)
 }
 
-pub(super) fn config_error(url: &str, err: RedisError) -> Error {
-    Error::config(format!("Redis URL {url}: {err}")).with_source(err)
+/// A malformed URL: the message shows `shown` (already redacted), and the
+/// secrets of `urls` are scrubbed from the driver's text too.
+pub(super) fn config_error<'a>(
+    shown: &str,
+    err: RedisError,
+    urls: impl IntoIterator<Item = &'a str>,
+) -> Error {
+    crate::redact::scrub(
+        Error::config(format!("Redis URL {shown}: {err}")).with_source(err),
+        urls,
+    )
 }

@@ -363,7 +363,7 @@ impl RedisKvStoreBuilder {
             return self.cluster(nodes).await;
         }
         check_tls(url)?;
-        let client = redis::Client::open(url).map_err(|e| config_error(&redact(url), e))?;
+        let client = redis::Client::open(url).map_err(|e| config_error(&redact(url), e, [url]))?;
         // No response timeout inside redis-rs: the store's own per-operation
         // timeout bounds every call (the wait for a reconnection included,
         // which redis-rs's would not), and one timer per call is cheaper
@@ -377,7 +377,7 @@ impl RedisKvStoreBuilder {
             ConnectionManager::new_with_config(client, config),
         )
         .await
-        .map_err(|e| e.with_operation("connect"))?;
+        .map_err(|e| crate::redact::scrub(e.with_operation("connect"), [url]))?;
         Ok(self.build(Conn::Single(manager), redact(url)))
     }
 
@@ -406,7 +406,7 @@ impl RedisKvStoreBuilder {
             .connection_timeout(self.connect_timeout)
             .response_timeout(self.timeout)
             .build()
-            .map_err(|e| config_error(&endpoint, e))?;
+            .map_err(|e| config_error(&endpoint, e, urls.iter().map(String::as_str)))?;
         let conn = with_timeout(
             self.connect_timeout.saturating_add(self.timeout),
             client.get_async_connection(),

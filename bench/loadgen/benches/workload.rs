@@ -1,21 +1,21 @@
 //! The Zipf read-heavy workload mix (Zipf 1.1 over 100k keys, 90% cache-aside
 //! reads, 100-byte JSON values, one task) on every contender of
-//! `examples/loadgen`, as criterion benches against one private
+//! `bench/loadgen`, as criterion benches against one private
 //! `redis-server` (never the shared one on 6379).
 //!
-//! `cargo bench --bench workload --features redis -- --warm-up-time 1 --measurement-time 3`
+//! `cargo bench -p kvtower-loadgen --bench workload -- --warm-up-time 1 --measurement-time 3`
 //!
-//! The load generator (`examples/loadgen`) is the main tool: it covers the
+//! The load generator (`bench/loadgen`) is the main tool: it covers the
 //! whole matrix, concurrency, latency percentiles, hit ratios and memory.
 //! This bench is the same mix under criterion's statistics.
 
-#[path = "../examples/loadgen/contenders.rs"]
+#[path = "../src/contenders.rs"]
 #[allow(dead_code)]
 mod contenders;
-#[path = "../examples/loadgen/server.rs"]
+#[path = "../src/server.rs"]
 #[allow(dead_code)]
 mod server;
-#[path = "../examples/loadgen/workload.rs"]
+#[path = "../src/workload.rs"]
 #[allow(dead_code)]
 mod workload;
 

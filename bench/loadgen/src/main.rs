@@ -6,9 +6,9 @@
 //! SVG plots. See BENCHMARKS.md, "Workloads against peer crates".
 //!
 //! ```sh
-//! cargo run --release --example loadgen --features redis -- --quick   # ~2 minutes
-//! cargo run --release --example loadgen --features redis -- --goals   # the cells the goals name
-//! cargo run --release --example loadgen --features redis -- --full    # the whole matrix
+//! cargo run --release -p kvtower-loadgen -- --quick   # ~2 minutes
+//! cargo run --release -p kvtower-loadgen -- --goals   # the cells the goals name
+//! cargo run --release -p kvtower-loadgen -- --full    # the whole matrix
 //! ```
 //!
 //! Each contender runs each cell in its own child process (this binary with
@@ -18,7 +18,7 @@
 //! Options: `--warmup-ms N`, `--measure-ms N`, `--contenders a,b,...`,
 //! `--experiments matrix,capacity,budget` (which parts to run),
 //! `--sweep-read-pct N` (read share of the capacity sweep, default 90),
-//! `--out DIR` (CSV and tables; default `bench-results/MODE`), `--plots DIR`
+//! `--out DIR` (CSV and tables; default `bench/loadgen/bench-results/MODE`), `--plots DIR`
 //! (SVGs; default `docs/bench/MODE`), `--report-only` (re-render the tables and
 //! plots from the CSV in `--out`).
 
@@ -289,7 +289,7 @@ fn main() -> Result<(), BoxError> {
     let out = o
         .out
         .clone()
-        .unwrap_or_else(|| PathBuf::from("bench-results").join(o.mode.name()));
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/bench-results")).join(o.mode.name()));
     let plots_dir = o
         .plots
         .clone()
