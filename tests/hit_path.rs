@@ -65,7 +65,10 @@ fn allocations_of(f: impl FnOnce()) -> usize {
 /// Polls `future` once: a front hit must complete without waiting.
 fn poll_once<F: Future>(future: F) -> Option<F::Output> {
     let mut future = pin!(future);
-    match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
         Poll::Ready(output) => Some(output),
         Poll::Pending => None,
     }
@@ -92,9 +95,15 @@ async fn a_front_hit_through_the_recommended_stack_allocates_at_most_once() {
         .service(redis.clone());
     let key = kvkey!["user", "42"];
     let value = json!({"name": "Ada", "roles": ["admin", "dev"], "age": 36});
-    stack.set(&key, value.clone(), SetOptions::default()).await.unwrap();
+    stack
+        .set(&key, value.clone(), SetOptions::default())
+        .await
+        .unwrap();
     // The write put the value in front; one read makes sure moka has it.
-    assert_eq!(stack.get_shared(&key).await.unwrap().as_deref(), Some(&value));
+    assert_eq!(
+        stack.get_shared(&key).await.unwrap().as_deref(),
+        Some(&value)
+    );
 
     const HITS: usize = 1_000;
     let mut answered = 0;
@@ -128,7 +137,13 @@ async fn a_front_hit_through_the_recommended_stack_allocates_at_most_once() {
         age: u32,
     }
     let user: Option<User> = stack.get_as(&key).await.unwrap();
-    assert_eq!(user, Some(User { name: "Ada".into(), age: 36 }));
+    assert_eq!(
+        user,
+        Some(User {
+            name: "Ada".into(),
+            age: 36
+        })
+    );
 
     redis.delete(&kvkey!["app", "user", "42"]).await.unwrap();
 }
@@ -150,8 +165,14 @@ async fn a_probe_never_answers_what_get_would_not() {
     let cache = CacheLayer::new(MemoryKvStore::new());
     let handle = cache.handle();
     let stack = tower::Layer::layer(&cache, MemoryKvStore::new());
-    stack.set(&key, json!(2), SetOptions::default()).await.unwrap();
-    assert_eq!(stack.get_shared(&key).await.unwrap().as_deref(), Some(&json!(2)));
+    stack
+        .set(&key, json!(2), SetOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        stack.get_shared(&key).await.unwrap().as_deref(),
+        Some(&json!(2))
+    );
     assert_eq!(stack.probe(&key).as_deref(), Some(&json!(2)));
     handle.invalidate(&key).await.unwrap();
     assert_eq!(stack.probe(&key), None);

@@ -286,10 +286,9 @@ fn main() -> Result<(), BoxError> {
         return Ok(());
     }
     let o = parse_args(&args)?;
-    let out = o
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/bench-results")).join(o.mode.name()));
+    let out = o.out.clone().unwrap_or_else(|| {
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/bench-results")).join(o.mode.name())
+    });
     let plots_dir = o
         .plots
         .clone()
