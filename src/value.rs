@@ -202,6 +202,7 @@ pub(crate) fn from_slice(bytes: &[u8]) -> std::result::Result<Value, serde_json:
 }
 
 /// [`from_slice`] of text.
+#[cfg(any(test, feature = "sqlite", feature = "postgres", feature = "cfworkers"))]
 pub(crate) fn from_str(text: &str) -> std::result::Result<Value, serde_json::Error> {
     from_slice(text.as_bytes())
 }
