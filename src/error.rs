@@ -320,6 +320,7 @@ impl Error {
     /// in for the source (a driver's error may quote a password). Kind,
     /// operation, key and retryability are kept; a source `hide` leaves
     /// alone is kept as it is.
+    #[cfg(any(feature = "config", feature = "redis", feature = "postgres"))]
     pub(crate) fn redacted(mut self, hide: impl Fn(&str) -> String) -> Self {
         self.message = hide(&self.message);
         if let Some(source) = &self.cause {
@@ -341,15 +342,18 @@ impl Error {
 
 /// A source error's text with its secrets removed, standing in for the
 /// original.
+#[cfg(any(feature = "config", feature = "redis", feature = "postgres"))]
 #[derive(Debug)]
 struct Redacted(String);
 
+#[cfg(any(feature = "config", feature = "redis", feature = "postgres"))]
 impl fmt::Display for Redacted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
 }
 
+#[cfg(any(feature = "config", feature = "redis", feature = "postgres"))]
 impl std::error::Error for Redacted {}
 
 impl From<serde_json::Error> for Error {

@@ -71,6 +71,8 @@ pub mod __fuzz;
 pub mod invalidation;
 pub mod key;
 pub mod layers;
+// Only the stores and the config that take URLs with credentials need it.
+#[cfg(any(feature = "config", feature = "redis", feature = "postgres"))]
 mod redact;
 pub mod service;
 pub mod store;
