@@ -442,6 +442,10 @@ where
     }
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
+        // Refuse a value past the nesting limit here, before tower's
+        // middleware clones, formats or drops it recursively.
+        let value =
+            crate::value::checked(value).map_err(|e| e.with_operation("set").with_key(key))?;
         let request = KvRequest::Set {
             key: key.clone(),
             value,
@@ -467,6 +471,8 @@ where
         new: Option<Value>,
         options: SetOptions,
     ) -> Result<bool> {
+        let new = crate::value::checked_cas(expected, new)
+            .map_err(|e| e.with_operation("cas").with_key(key))?;
         let request = KvRequest::Cas {
             key: key.clone(),
             expected: expected.cloned(),
@@ -509,6 +515,8 @@ where
     }
 
     async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {
+        let entries =
+            crate::value::checked_entries(entries).map_err(|e| e.with_operation("set_many"))?;
         match self.call(KvRequest::SetMany { entries, options }).await? {
             KvResponse::Done => Ok(()),
             other => Err(unexpected("set_many", &other)),
