@@ -889,13 +889,14 @@ impl KvStore for PostgresKvStore {
     }
 
     async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {
+        // One nesting limit for every layout: check before handing off.
+        let entries = checked_entries(entries).map_err(|e| e.with_operation("set_many"))?;
         if let Some(fedify) = &self.inner.fedify {
             return fedify.set_many(entries, options).await;
         }
         if entries.is_empty() {
             return Ok(());
         }
-        let entries = checked_entries(entries).map_err(|e| e.with_operation("set_many"))?;
         if options.is_expired() {
             let keys: Vec<KvKey> = entries.into_iter().map(|(k, _)| k).collect();
             return self.delete_many(&keys).await;

@@ -1027,13 +1027,14 @@ impl KvStore for SqliteKvStore {
     }
 
     async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {
+        // One nesting limit for every layout: check before handing off.
+        let entries = checked_entries(entries).map_err(|e| e.with_operation("set_many"))?;
         if let Some(fedify) = &self.inner.fedify {
             return fedify.set_many(entries, options).await;
         }
         if entries.is_empty() {
             return Ok(());
         }
-        let entries = checked_entries(entries).map_err(|e| e.with_operation("set_many"))?;
         let rows: Vec<(Vec<u8>, String)> = entries
             .iter()
             .map(|(key, value)| (encode_key(key), value_text(value)))
