@@ -83,7 +83,9 @@ pub mod value;
 
 pub use error::{Error, ErrorKind, Result};
 pub use key::KvKey;
-pub use store::{Capabilities, DynKvStore, KvEntry, KvStore, KvStoreExt, SetOptions, Value};
+pub use store::{
+    Capabilities, DynKvStore, KvEntry, KvStore, KvStoreExt, SetOptions, SharedGet, Value,
+};
 #[cfg(feature = "cfworkers")]
 pub use stores::cfworkers::{WorkersKvStore, WorkersKvStoreBuilder};
 #[cfg(feature = "denokv")]

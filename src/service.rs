@@ -46,7 +46,7 @@ use tower::{Service, ServiceExt};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
-use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
+use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, SharedGet, Value};
 
 /// One [`KvStore`] call as a value. `Clone`, so `tower::retry` can replay it.
 ///
@@ -437,8 +437,8 @@ where
     }
 
     // A service answers owned values, so a shared read is a get wrapped once.
-    async fn get_shared(&self, key: &KvKey) -> Result<Option<Arc<Value>>> {
-        Ok(self.get(key).await?.map(Arc::new))
+    fn get_shared<'a>(&'a self, key: &'a KvKey) -> SharedGet<'a> {
+        SharedGet::boxed(async move { Ok(self.get(key).await?.map(Arc::new)) })
     }
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {

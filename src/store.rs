@@ -180,6 +180,114 @@ impl Default for Capabilities {
     }
 }
 
+/// What [`KvStore::get_shared`] answers: the shared value of a key, now or
+/// later.
+///
+/// Ready at once when the store (or the front tier of a cache inside it)
+/// answered from memory: then awaiting it allocates nothing and never waits.
+/// Otherwise it holds the boxed rest of the read. Layers look at
+/// [`into_ready`](Self::into_ready) to count or time only what did not
+/// answer at once.
+///
+/// ```
+/// use kvtower::{SharedGet, Value};
+/// use std::sync::Arc;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> kvtower::Result<()> {
+/// let now = SharedGet::ready(Ok(Some(Arc::new(Value::from(1)))));
+/// assert!(now.is_ready());
+/// let later = SharedGet::boxed(async { Ok(None) });
+/// assert!(!later.is_ready());
+/// assert_eq!(later.await?, None);
+/// # Ok(())
+/// # }
+/// ```
+#[must_use = "a SharedGet does nothing unless awaited"]
+pub struct SharedGet<'a> {
+    state: SharedGetState<'a>,
+}
+
+type SharedAnswer = Result<Option<Arc<Value>>>;
+
+// Small on purpose (three words): a `SharedGet` is returned by value through
+// every layer of a stack, and an inline `Error` would make each of those moves
+// an 80-byte copy on the hit path.
+enum SharedGetState<'a> {
+    Found(Option<Arc<Value>>),
+    Failed(Box<Error>),
+    Pending(futures::future::BoxFuture<'a, SharedAnswer>),
+    /// The answer was taken.
+    Done,
+}
+
+impl<'a> SharedGet<'a> {
+    /// An answer at hand.
+    pub fn ready(answer: Result<Option<Arc<Value>>>) -> Self {
+        let state = match answer {
+            Ok(found) => SharedGetState::Found(found),
+            Err(e) => SharedGetState::Failed(Box::new(e)),
+        };
+        Self { state }
+    }
+
+    /// An answer still to come from `future`.
+    pub fn boxed(future: impl std::future::Future<Output = SharedAnswer> + Send + 'a) -> Self {
+        Self {
+            state: SharedGetState::Pending(Box::pin(future)),
+        }
+    }
+
+    /// Whether the answer is at hand (awaiting it does not wait).
+    pub fn is_ready(&self) -> bool {
+        matches!(
+            self.state,
+            SharedGetState::Found(_) | SharedGetState::Failed(_)
+        )
+    }
+
+    /// The answer when it is at hand, else this read, unchanged.
+    ///
+    /// ```
+    /// use kvtower::SharedGet;
+    /// let read = SharedGet::ready(Ok(None));
+    /// assert!(matches!(read.into_ready(), Ok(Ok(None))));
+    /// ```
+    pub fn into_ready(self) -> std::result::Result<Result<Option<Arc<Value>>>, Self> {
+        match self.state {
+            SharedGetState::Found(found) => Ok(Ok(found)),
+            SharedGetState::Failed(e) => Ok(Err(*e)),
+            state => Err(Self { state }),
+        }
+    }
+}
+
+impl std::future::Future for SharedGet<'_> {
+    type Output = SharedAnswer;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<SharedAnswer> {
+        if let SharedGetState::Pending(future) = &mut self.state {
+            return future.as_mut().poll(cx);
+        }
+        match std::mem::replace(&mut self.state, SharedGetState::Done) {
+            SharedGetState::Found(found) => std::task::Poll::Ready(Ok(found)),
+            SharedGetState::Failed(e) => std::task::Poll::Ready(Err(*e)),
+            _ => panic!("SharedGet polled after it completed"),
+        }
+    }
+}
+
+impl std::fmt::Debug for SharedGet<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedGet")
+            .field("ready", &self.is_ready())
+            .finish()
+    }
+}
+
 /// A key–value store of JSON values: the one interface every backend and every
 /// layer stack implements.
 ///
@@ -285,8 +393,19 @@ pub trait KvStore: Send + Sync {
 
     /// The value stored under `key`, shared: a store that keeps decoded
     /// values behind an [`Arc`] (the memory store, the cache layer's front)
-    /// answers without copying the value tree. The default wraps
+    /// answers without copying the value tree.
+    ///
+    /// This is the hit path of a stack. The returned [`SharedGet`] is ready at
+    /// once when the answer came from memory (no allocation, no `.await` that
+    /// waits); otherwise it boxes the rest of the read. Layers call the
+    /// `get_shared` of the store they wrap and only box (or time) what is
+    /// not ready, so a front hit through a whole stack allocates nothing.
+    /// The default [`probe`](Self::probe)s, then falls back to
     /// [`get`](Self::get).
+    ///
+    /// Implement it by hand, not as an `async fn` under `#[async_trait]`:
+    /// return [`SharedGet::ready`] when the answer is at hand and
+    /// [`SharedGet::boxed`] around an `async` block otherwise.
     ///
     /// ```
     /// use kvtower::{kvkey, KvStore, MemoryKvStore, SetOptions};
@@ -295,12 +414,40 @@ pub trait KvStore: Send + Sync {
     /// # async fn main() -> kvtower::Result<()> {
     /// let store = MemoryKvStore::new();
     /// store.set(&kvkey!["a"], 1.into(), SetOptions::default()).await?;
-    /// assert_eq!(store.get_shared(&kvkey!["a"]).await?.as_deref(), Some(&1.into()));
+    /// let read = store.get_shared(&kvkey!["a"]);
+    /// assert!(read.is_ready()); // answered from memory
+    /// assert_eq!(read.await?.as_deref(), Some(&1.into()));
     /// # Ok(())
     /// # }
     /// ```
-    async fn get_shared(&self, key: &KvKey) -> Result<Option<Arc<Value>>> {
-        Ok(self.get(key).await?.map(Arc::new))
+    fn get_shared<'a>(&'a self, key: &'a KvKey) -> SharedGet<'a> {
+        match self.probe(key) {
+            Some(value) => SharedGet::ready(Ok(Some(value))),
+            None => SharedGet::boxed(async move { Ok(self.get(key).await?.map(Arc::new)) }),
+        }
+    }
+
+    /// Stores a shared value: [`set`](Self::set) for a caller that holds
+    /// the value behind an [`Arc`] (a cache filling its front with what it
+    /// also returns). A store that keeps values behind an `Arc` (the memory
+    /// store) keeps this one without copying the tree; the default copies it
+    /// out (or unwraps it when nobody else holds it) and calls `set`.
+    ///
+    /// ```
+    /// use kvtower::{kvkey, KvStore, MemoryKvStore, SetOptions};
+    /// use std::sync::Arc;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> kvtower::Result<()> {
+    /// let store = MemoryKvStore::new();
+    /// let value = Arc::new(serde_json::json!({"name": "Ada"}));
+    /// store.set_shared(&kvkey!["a"], value.clone(), SetOptions::default()).await?;
+    /// assert!(Arc::ptr_eq(&store.get_shared(&kvkey!["a"]).await?.unwrap(), &value));
+    /// # Ok(())
+    /// # }
+    /// ```
+    async fn set_shared(&self, key: &KvKey, value: Arc<Value>, options: SetOptions) -> Result<()> {
+        self.set(key, Arc::unwrap_or_clone(value), options).await
     }
 
     /// A synchronous read from memory: the value of `key` when this store (or
@@ -308,9 +455,9 @@ pub trait KvStore: Send + Sync {
     /// can answer without I/O or waiting; `None` means "ask
     /// [`get_shared`](Self::get_shared)", not "absent".
     ///
-    /// This is the hit path of a stack: each layer's `get_shared` probes the
-    /// layers below it before awaiting anything, so a front hit through a
-    /// stack costs one boxed future (the outermost) instead of one per layer.
+    /// The default [`get_shared`](Self::get_shared) answers a probe's value
+    /// at once, without a boxed future; a layer that must rewrite the key
+    /// first (a prefix) probes with the rewritten key before boxing anything.
     /// A probe never answers a value `get` would not (an expired entry, a key
     /// whose front copy may be stale). Layers forward it; stores that keep
     /// nothing in memory keep the default, which answers `None`.
@@ -405,8 +552,16 @@ macro_rules! forward_kv_store {
             async fn get_with_ttl(&self, key: &KvKey) -> Result<Option<(Value, Option<Duration>)>> {
                 (**self).get_with_ttl(key).await
             }
-            async fn get_shared(&self, key: &KvKey) -> Result<Option<Arc<Value>>> {
-                (**self).get_shared(key).await
+            fn get_shared<'a>(&'a self, key: &'a KvKey) -> SharedGet<'a> {
+                (**self).get_shared(key)
+            }
+            async fn set_shared(
+                &self,
+                key: &KvKey,
+                value: Arc<Value>,
+                options: SetOptions,
+            ) -> Result<()> {
+                (**self).set_shared(key, value, options).await
             }
             fn probe(&self, key: &KvKey) -> Option<Arc<Value>> {
                 (**self).probe(key)

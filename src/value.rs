@@ -137,6 +137,20 @@ pub(crate) fn checked(value: Value) -> Result<Value> {
     }
 }
 
+/// [`checked`] for a shared value: when it is too deep and this was its last
+/// holder, it is dropped without recursing.
+pub(crate) fn checked_shared(value: std::sync::Arc<Value>) -> Result<std::sync::Arc<Value>> {
+    match check_depth(&value) {
+        Ok(()) => Ok(value),
+        Err(e) => {
+            if let Some(value) = std::sync::Arc::into_inner(value) {
+                drop_deep(value);
+            }
+            Err(e)
+        }
+    }
+}
+
 /// [`checked`] for the new value of a `cas` and a borrowed expected value.
 pub(crate) fn checked_cas(expected: Option<&Value>, new: Option<Value>) -> Result<Option<Value>> {
     let new = new.map(checked).transpose()?;

@@ -51,28 +51,55 @@ impl Entry {
     /// Reads a stored value: an entry object, or any other value as a fresh
     /// foreign one.
     pub(crate) fn from_stored(stored: Value) -> Self {
-        let Value::Object(mut map) = stored else {
-            return Self::foreign(stored);
-        };
+        match &stored {
+            Value::Object(map) => match Self::times(map) {
+                Some((created_ms, expires_ms, stale_until_ms)) => {
+                    let Value::Object(mut map) = stored else {
+                        unreachable!("matched an object above")
+                    };
+                    Self {
+                        value: map.remove(VALUE),
+                        created_ms,
+                        expires_ms,
+                        stale_until_ms,
+                    }
+                }
+                None => Self::foreign(stored),
+            },
+            _ => Self::foreign(stored),
+        }
+    }
+
+    /// [`from_stored`](Self::from_stored) of a shared value: copies only
+    /// the entry's value out (what a hit returns), not the whole object.
+    pub(crate) fn from_shared(stored: &Value) -> Self {
+        match stored {
+            Value::Object(map) => match Self::times(map) {
+                Some((created_ms, expires_ms, stale_until_ms)) => Self {
+                    value: map.get(VALUE).cloned(),
+                    created_ms,
+                    expires_ms,
+                    stale_until_ms,
+                },
+                None => Self::foreign(stored.clone()),
+            },
+            _ => Self::foreign(stored.clone()),
+        }
+    }
+
+    /// The times of a stored entry object, or `None` when `map` is not one
+    /// (a foreign value).
+    fn times(map: &Map<String, Value>) -> Option<(u64, u64, u64)> {
         let meta = match map.get(META) {
             Some(Value::Object(meta)) if map.len() <= 2 => meta,
-            _ => return Self::foreign(Value::Object(map)),
+            _ => return None,
         };
         let field = |name| meta.get(name).and_then(Value::as_u64);
-        let (Some(created_ms), Some(expires_ms), Some(stale_until_ms)) =
-            (field(CREATED), field(EXPIRES), field(STALE_UNTIL))
-        else {
-            return Self::foreign(Value::Object(map));
-        };
+        let times = (field(CREATED)?, field(EXPIRES)?, field(STALE_UNTIL)?);
         if map.len() == 2 && !map.contains_key(VALUE) {
-            return Self::foreign(Value::Object(map));
+            return None;
         }
-        Self {
-            value: map.remove(VALUE),
-            created_ms,
-            expires_ms,
-            stale_until_ms,
-        }
+        Some(times)
     }
 
     /// The stored form (see the module docs).

@@ -515,9 +515,11 @@ impl<S: KvStore + 'static> CacheAside<S> {
     {
         options.validate()?;
         let s = &self.shared;
-        let entry = match s.store.get(key).await {
+        // Shared: a front hit copies only the entry's value, and answers
+        // without a boxed future (see `KvStore::get_shared`).
+        let entry = match s.store.get_shared(key).await {
             Ok(stored) => stored
-                .map(Entry::from_stored)
+                .map(|stored| Entry::from_shared(&stored))
                 // A remembered "absent" answers only loaders that may say so.
                 .filter(|entry| accept_absent || entry.value.is_some()),
             Err(e) => {

@@ -68,7 +68,7 @@ use metrics::{Counter, Gauge};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
-use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
+use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, SharedGet, Value};
 
 /// `kvtower_circuit_breaker_state`: `0` closed, `1` open, `2` half-open.
 pub const BREAKER_STATE: &str = "kvtower_circuit_breaker_state";
@@ -486,8 +486,13 @@ impl<S: KvStore> KvStore for CircuitBreaker<S> {
             .await
     }
 
-    async fn get_shared(&self, key: &KvKey) -> Result<Option<Arc<Value>>> {
-        self.call("get_shared", self.inner.get_shared(key)).await
+    fn get_shared<'a>(&'a self, key: &'a KvKey) -> SharedGet<'a> {
+        SharedGet::boxed(self.call("get_shared", self.inner.get_shared(key)))
+    }
+
+    async fn set_shared(&self, key: &KvKey, value: Arc<Value>, options: SetOptions) -> Result<()> {
+        self.call("set", self.inner.set_shared(key, value, options))
+            .await
     }
 
     async fn get_many(&self, keys: &[KvKey]) -> Result<Vec<Option<Value>>> {

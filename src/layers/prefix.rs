@@ -35,7 +35,7 @@ use futures::stream::{BoxStream, StreamExt};
 
 use crate::error::Result;
 use crate::key::KvKey;
-use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
+use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, SharedGet, Value};
 
 /// A [`tower::Layer`] that wraps a store in a [`Prefix`].
 ///
@@ -160,12 +160,18 @@ impl<S: KvStore> KvStore for Prefix<S> {
         self.inner.get_with_ttl(&self.full(key)).await
     }
 
-    async fn get_shared(&self, key: &KvKey) -> Result<Option<Arc<Value>>> {
+    fn get_shared<'a>(&'a self, key: &'a KvKey) -> SharedGet<'a> {
+        // The rewritten key is this call's own, so what is not answered from
+        // memory at once is boxed with it.
         let key = self.full(key);
         if let Some(value) = self.inner.probe(&key) {
-            return Ok(Some(value));
+            return SharedGet::ready(Ok(Some(value)));
         }
-        self.inner.get_shared(&key).await
+        SharedGet::boxed(async move { self.inner.get_shared(&key).await })
+    }
+
+    async fn set_shared(&self, key: &KvKey, value: Arc<Value>, options: SetOptions) -> Result<()> {
+        self.inner.set_shared(&self.full(key), value, options).await
     }
 
     // Rewriting the key costs an allocation, which is why the recommended

@@ -35,7 +35,7 @@ use tracing::{Instrument, Span};
 use super::metrics::{Op, OUTCOME_ERROR, OUTCOME_HIT, OUTCOME_MISS, OUTCOME_OK};
 use crate::error::{Error, Result};
 use crate::key::KvKey;
-use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
+use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, SharedGet, Value};
 
 /// A [`tower::Layer`] that wraps a store in [`Tracing`].
 ///
@@ -165,13 +165,30 @@ impl<S: KvStore> KvStore for Tracing<S> {
         traced(span, self.inner.get_with_ttl(key), hit_or_miss).await
     }
 
-    async fn get_shared(&self, key: &KvKey) -> Result<Option<Arc<Value>>> {
-        if let Some(value) = self.probe(key) {
-            return Ok(Some(value));
-        }
+    fn get_shared<'a>(&'a self, key: &'a KvKey) -> SharedGet<'a> {
+        let start = Instant::now();
         let span = self.span(Op::Get);
+        match self.inner.get_shared(key).into_ready() {
+            // Answered from memory: the span is recorded at once (a no-op
+            // with no subscriber interested).
+            Ok(answer) => {
+                if !span.is_disabled() {
+                    tracing::debug!(parent: &span, key = %key, "kvtower operation");
+                    finish(&span, start, answer.as_ref(), hit_or_miss);
+                }
+                SharedGet::ready(answer)
+            }
+            Err(pending) => {
+                tracing::debug!(parent: &span, key = %key, "kvtower operation");
+                SharedGet::boxed(traced(span, pending, hit_or_miss))
+            }
+        }
+    }
+
+    async fn set_shared(&self, key: &KvKey, value: Arc<Value>, options: SetOptions) -> Result<()> {
+        let span = self.span(Op::Set);
         tracing::debug!(parent: &span, key = %key, "kvtower operation");
-        traced(span, self.inner.get_shared(key), hit_or_miss).await
+        traced(span, self.inner.set_shared(key, value, options), ok).await
     }
 
     // A hit answered in memory gets its span too, so traces show every read;

@@ -37,7 +37,7 @@ use futures::stream::BoxStream;
 
 use crate::error::Result;
 use crate::key::KvKey;
-use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
+use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, SharedGet, Value};
 
 /// A [`tower::Layer`] that wraps a store in a [`DefaultTtl`]. Options are
 /// consuming setters.
@@ -222,13 +222,15 @@ impl<S: KvStore> KvStore for DefaultTtl<S> {
         self.inner.get_with_ttl(key).await
     }
 
-    async fn get_shared(&self, key: &KvKey) -> Result<Option<Arc<Value>>> {
-        // Probe before awaiting: a front hit below answers without a boxed
-        // future per layer (see `KvStore::probe`).
-        if let Some(value) = self.inner.probe(key) {
-            return Ok(Some(value));
-        }
-        self.inner.get_shared(key).await
+    fn get_shared<'a>(&'a self, key: &'a KvKey) -> SharedGet<'a> {
+        // Reads are the inner store's: no box of its own.
+        self.inner.get_shared(key)
+    }
+
+    async fn set_shared(&self, key: &KvKey, value: Arc<Value>, options: SetOptions) -> Result<()> {
+        self.inner
+            .set_shared(key, value, self.policy.effective(options))
+            .await
     }
 
     fn probe(&self, key: &KvKey) -> Option<Arc<Value>> {

@@ -23,13 +23,13 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
-use futures::FutureExt;
 use moka::future::Cache;
 use moka::Expiry;
+use std::future::Future;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
-use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
+use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, SharedGet, Value};
 use crate::value::{checked, checked_cas, checked_entries};
 
 /// How many entries one chunk of a listing holds at most.
@@ -97,9 +97,10 @@ impl std::fmt::Debug for MemoryKvStore {
 
 /// A stored value and the instant it expires.
 ///
-/// moka expires entries through [`StoredExpiry`], but its housekeeping is
-/// lazy and its clock is its own; `expires_at` is checked on every read too,
-/// so an entry is never returned past its TTL.
+/// moka expires entries through [`StoredExpiry`]: its housekeeping (which
+/// frees them) is lazy, but every read checks the entry's expiry first, on
+/// the same clock (`std::time::Instant`), so a `get` never returns an entry
+/// at or past `expires_at` and needs no clock read of its own.
 ///
 /// The value is behind an [`Arc`]: moka hands out clones of what it stores,
 /// and a clone of an `Arc` is a counter increment where a clone of the value
@@ -351,6 +352,10 @@ impl MemoryKvStore {
     }
 
     fn stored(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<Stored> {
+        self.stored_shared(key, Arc::new(value), options)
+    }
+
+    fn stored_shared(&self, key: &KvKey, value: Arc<Value>, options: SetOptions) -> Result<Stored> {
         if let Some(max) = self.max_value_bytes {
             let len = json_len(&value);
             if len > max {
@@ -364,10 +369,7 @@ impl MemoryKvStore {
         // `checked_add` guards against a TTL so long the instant overflows: such
         // a value simply never expires.
         let expires_at = options.ttl.and_then(|ttl| Instant::now().checked_add(ttl));
-        Ok(Stored {
-            value: Arc::new(value),
-            expires_at,
-        })
+        Ok(Stored { value, expires_at })
     }
 
     /// The write lock of `key`'s stripe.
@@ -389,8 +391,22 @@ impl MemoryKvStore {
         }
     }
 
+    /// The value of a read entry. moka returned it, so it is live: moka
+    /// checked `expires_at` against its clock (see [`Stored`]).
     fn live(stored: Option<Stored>) -> Option<Arc<Value>> {
-        stored.filter(|s| s.is_live(Instant::now)).map(|s| s.value)
+        stored.map(|s| s.value)
+    }
+
+    /// moka's read of `key` when it completes without waiting (`None`: its
+    /// housekeeping is due and another task holds it). Polled once where it
+    /// stands: moka's read future is large, and `now_or_never` would copy it.
+    fn get_now(&self, key: &KvKey) -> Option<Option<Stored>> {
+        let mut read = std::pin::pin!(self.cache.get(key));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match read.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(stored) => Some(stored),
+            std::task::Poll::Pending => None,
+        }
     }
 
     /// A live entry with what is left of its TTL.
@@ -416,14 +432,35 @@ impl KvStore for MemoryKvStore {
         Ok(Self::live_with_ttl(self.cache.get(key).await))
     }
 
-    async fn get_shared(&self, key: &KvKey) -> Result<Option<Arc<Value>>> {
-        Ok(Self::live(self.cache.get(key).await))
+    fn get_shared<'a>(&'a self, key: &'a KvKey) -> SharedGet<'a> {
+        // Absent is a definite answer here too: this store holds everything
+        // it has in memory. Only moka's due housekeeping makes it wait.
+        match self.get_now(key) {
+            Some(stored) => SharedGet::ready(Ok(Self::live(stored))),
+            None => SharedGet::boxed(async move { Ok(Self::live(self.cache.get(key).await)) }),
+        }
+    }
+
+    async fn set_shared(&self, key: &KvKey, value: Arc<Value>, options: SetOptions) -> Result<()> {
+        let value = crate::value::checked_shared(value)
+            .map_err(|e| e.with_operation("set").with_key(key))?;
+        let stored = if options.is_expired() {
+            None
+        } else {
+            Some(
+                self.stored_shared(key, value, options)
+                    .map_err(|e| e.with_operation("set"))?,
+            )
+        };
+        let _guard = self.write_lock(key).await;
+        self.apply(key, stored).await;
+        Ok(())
     }
 
     fn probe(&self, key: &KvKey) -> Option<Arc<Value>> {
         // moka's read completes without waiting unless its housekeeping is
         // due; then this answers "don't know" and the async path does it.
-        Self::live(self.cache.get(key).now_or_never()?)
+        Self::live(self.get_now(key)?)
     }
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use tokio::sync::watch;
@@ -20,7 +20,9 @@ use crate::store::Value;
 /// What a read-through answers: the value and when the inner entry dies
 /// (`None` inside: never, or the inner store cannot tell). A deadline rather
 /// than a duration, so a follower that waited reports what is left *now*.
-pub(super) type Answer = Result<Option<(Value, Option<Instant>)>>;
+/// The value is shared with the front and with every follower: handing it
+/// out costs a counter increment, not a copy of the tree.
+pub(super) type Answer = Result<Option<(Arc<Value>, Option<Instant>)>>;
 
 /// What a leader shares with the callers waiting on it.
 pub(super) type Outcome = Option<Answer>;

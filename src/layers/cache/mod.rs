@@ -105,7 +105,7 @@ pub use coherence::{CacheHandle, CacheId, Coherence, WeakCacheHandle};
 
 use crate::error::Result;
 use crate::key::KvKey;
-use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
+use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, SharedGet, Value};
 use flight::Role;
 use tier::{InnerTtl, Outcome, Tier};
 
@@ -118,10 +118,11 @@ fn deadline(reports_ttl: bool, ttl: InnerTtl, start: Instant) -> Option<Instant>
     }
 }
 
-/// A value with a deadline as a value with its remaining lifetime.
-fn remaining((value, deadline): (Value, Option<Instant>)) -> (Value, Option<Duration>) {
+/// A value with a deadline as a value (copied out) with its remaining
+/// lifetime.
+fn remaining((value, deadline): (Arc<Value>, Option<Instant>)) -> (Value, Option<Duration>) {
     let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-    (value, left)
+    (Arc::unwrap_or_clone(value), left)
 }
 
 /// A [`tower::Layer`] putting a front tier in front of a store: see the
@@ -281,7 +282,8 @@ impl<S: KvStore, F: KvStore + 'static> Cache<S, F> {
                         .inner
                         .get_with_ttl(key)
                         .await
-                        .inspect(|found| tier.count_inner(found.is_some()));
+                        .inspect(|found| tier.count_inner(found.is_some()))
+                        .map(|found| found.map(|(value, ttl)| (Arc::new(value), ttl)));
                     let answer = match result {
                         Ok(found) => {
                             let ttl = if reports_ttl {
@@ -302,12 +304,27 @@ impl<S: KvStore, F: KvStore + 'static> Cache<S, F> {
         }
     }
 
+    /// The rest of a `get_shared` once the front answered `front` (not a
+    /// hit): the negative cache, then a read-through.
+    async fn shared_after_front(
+        &self,
+        key: &KvKey,
+        front: Result<Option<Arc<Value>>>,
+    ) -> Result<Option<Arc<Value>>> {
+        match self.tier.after_front(key, front).await {
+            Some(answer) => Ok(answer),
+            None => Ok(self.read_through(key).await?.map(|(value, _)| value)),
+        }
+    }
+
     /// `get_with_ttl` and `get`, by the front when it can answer.
     async fn get_with_deadline(&self, key: &KvKey) -> flight::Answer {
         if !self.tier.serves(key) {
             let start = Instant::now();
             let found = self.inner.get_with_ttl(key).await?;
-            return Ok(found.map(|(value, ttl)| (value, ttl.and_then(|t| start.checked_add(t)))));
+            return Ok(
+                found.map(|(value, ttl)| (Arc::new(value), ttl.and_then(|t| start.checked_add(t))))
+            );
         }
         match self.tier.lookup_with_deadline(key).await {
             Some(answer) => Ok(answer),
@@ -325,7 +342,7 @@ impl<S: KvStore, F: KvStore + 'static> Cache<S, F> {
         key: &KvKey,
         ttl: Option<Duration>,
         write: impl std::future::Future<Output = Result<T>>,
-        update: impl FnOnce(&Result<T>) -> Option<Option<Value>>,
+        update: impl FnOnce(&Result<T>) -> Option<Option<Arc<Value>>>,
     ) -> Result<T> {
         let tier = &*self.tier;
         let result = {
@@ -392,7 +409,10 @@ impl<S: KvStore, F: KvStore + 'static> KvStore for Cache<S, F> {
         }
         match self.tier.lookup(key).await {
             Some(answer) => Ok(answer),
-            None => Ok(self.read_through(key).await?.map(|(value, _)| value)),
+            None => Ok(self
+                .read_through(key)
+                .await?
+                .map(|(value, _)| Arc::unwrap_or_clone(value))),
         }
     }
 
@@ -407,11 +427,40 @@ impl<S: KvStore, F: KvStore + 'static> KvStore for Cache<S, F> {
         Ok(self.get_with_deadline(key).await?.map(remaining))
     }
 
-    async fn get_shared(&self, key: &KvKey) -> Result<Option<Arc<Value>>> {
-        if let Some(value) = self.tier.probe(key) {
-            return Ok(Some(value));
+    /// [`get`](Self::get) without copying the value: a front hit is ready at
+    /// once (nothing boxed, nothing awaited); a miss reads through and
+    /// shares the value it puts in front.
+    fn get_shared<'a>(&'a self, key: &'a KvKey) -> SharedGet<'a> {
+        let tier = &*self.tier;
+        if !tier.serves(key) {
+            return self.inner.get_shared(key);
         }
-        Ok(self.get(key).await?.map(Arc::new))
+        // One front lookup serves both the hit and the miss: a definite
+        // "absent" goes straight to the negative cache and the inner store.
+        match tier.front.get_shared(key).into_ready() {
+            Ok(Ok(Some(value))) => {
+                tier.count_front_hit();
+                SharedGet::ready(Ok(Some(value)))
+            }
+            Ok(front) => SharedGet::boxed(self.shared_after_front(key, front)),
+            Err(pending) => SharedGet::boxed(async move {
+                let front = pending.await;
+                self.shared_after_front(key, front).await
+            }),
+        }
+    }
+
+    async fn set_shared(&self, key: &KvKey, value: Arc<Value>, options: SetOptions) -> Result<()> {
+        let value = crate::value::checked_shared(value)
+            .map_err(|e| e.with_operation("set").with_key(key))?;
+        let front_copy = value.clone();
+        self.write_one(
+            key,
+            options.ttl,
+            self.inner.set_shared(key, value, options),
+            |_| Some(Some(front_copy)),
+        )
+        .await
     }
 
     fn probe(&self, key: &KvKey) -> Option<Arc<Value>> {
@@ -457,19 +506,15 @@ impl<S: KvStore, F: KvStore + 'static> KvStore for Cache<S, F> {
             if fill {
                 tier.count_inner(found.is_some());
                 let ttl = InnerTtl::Reported(found.as_ref().and_then(|(_, ttl)| *ttl));
-                tier.fill(
-                    &keys[i],
-                    generation,
-                    found.as_ref().map(|(v, _)| v),
-                    ttl,
-                    start,
-                )
-                .await;
+                let shared = found.as_ref().map(|(v, _)| Arc::new(v.clone()));
+                tier.fill(&keys[i], generation, shared.as_ref(), ttl, start)
+                    .await;
             }
             // Counted from before the call, like the fill.
             answers[i] = found.map(|(value, ttl)| {
                 let deadline = ttl.and_then(|t| start.checked_add(t));
-                remaining((value, deadline))
+                let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+                (value, left)
             });
         }
         Ok(answers)
@@ -478,13 +523,16 @@ impl<S: KvStore, F: KvStore + 'static> KvStore for Cache<S, F> {
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
         // Inner first: the front may only claim what the inner store holds.
         // The depth check comes before the clone, which recurses per level.
+        // The front and the inner store share one tree: a store that
+        // encodes values (Redis) reads it through `set_shared` without a copy.
         let value =
             crate::value::checked(value).map_err(|e| e.with_operation("set").with_key(key))?;
+        let value = Arc::new(value);
         let front_copy = value.clone();
         self.write_one(
             key,
             options.ttl,
-            self.inner.set(key, value, options),
+            self.inner.set_shared(key, value, options),
             |_| Some(Some(front_copy)),
         )
         .await
@@ -506,7 +554,7 @@ impl<S: KvStore, F: KvStore + 'static> KvStore for Cache<S, F> {
         // store's compare-and-swap is atomic.
         let new = crate::value::checked_cas(expected, new)
             .map_err(|e| e.with_operation("cas").with_key(key))?;
-        let front_copy = new.clone();
+        let front_copy = new.clone().map(Arc::new);
         // A swap to `None` deletes the key: no TTL left to remember.
         let ttl = front_copy.as_ref().and(options.ttl);
         self.write_one(
@@ -564,10 +612,11 @@ impl<S: KvStore, F: KvStore + 'static> KvStore for Cache<S, F> {
         for (((i, fill), generation), value) in missing.into_iter().zip(generations).zip(fetched) {
             if fill {
                 tier.count_inner(value.is_some());
+                let shared = value.as_ref().map(|v| Arc::new(v.clone()));
                 tier.fill(
                     &keys[i],
                     generation,
-                    value.as_ref(),
+                    shared.as_ref(),
                     InnerTtl::Unknown,
                     start,
                 )

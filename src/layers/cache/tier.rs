@@ -326,16 +326,38 @@ impl<F: KvStore + 'static> Tier<F> {
             return None;
         }
         let value = self.front.probe(key)?;
-        self.counters.front_hit.increment(1);
+        self.count_front_hit();
         Some(value)
     }
 
-    /// A front lookup: `Some(answer)` when the front (or the negative cache)
-    /// answers. A front error is a miss: the inner store can serve it.
+    pub(super) fn count_front_hit(&self) {
+        self.counters.front_hit.increment(1);
+    }
+
+    /// A front lookup (a copy of the value): `Some(answer)` when the front
+    /// (or the negative cache) answers. A front error is a miss: the inner
+    /// store can serve it.
     pub(super) async fn lookup(&self, key: &KvKey) -> Option<Option<Value>> {
-        match self.front.get(key).await {
+        let found = self.lookup_shared(key).await?;
+        Some(found.map(Arc::unwrap_or_clone))
+    }
+
+    /// [`lookup`](Self::lookup), sharing the front's value.
+    async fn lookup_shared(&self, key: &KvKey) -> Option<Option<Arc<Value>>> {
+        let front = self.front.get_shared(key).await;
+        self.after_front(key, front).await
+    }
+
+    /// A lookup once the front answered `front`: the front's value, else the
+    /// negative cache's "absent", else `None` (a miss, counted).
+    pub(super) async fn after_front(
+        &self,
+        key: &KvKey,
+        front: Result<Option<Arc<Value>>>,
+    ) -> Option<Option<Arc<Value>>> {
+        match front {
             Ok(Some(value)) => {
-                self.counters.front_hit.increment(1);
+                self.count_front_hit();
                 return Some(Some(value));
             }
             Ok(None) => {}
@@ -343,7 +365,7 @@ impl<F: KvStore + 'static> Tier<F> {
         }
         if let Some(negative) = &self.negative {
             if negative.get(key).await.is_some() {
-                self.counters.front_hit.increment(1);
+                self.count_front_hit();
                 return Some(None);
             }
         }
@@ -357,8 +379,8 @@ impl<F: KvStore + 'static> Tier<F> {
     pub(super) async fn lookup_with_deadline(
         &self,
         key: &KvKey,
-    ) -> Option<Option<(Value, Option<Instant>)>> {
-        match self.lookup(key).await? {
+    ) -> Option<Option<(Arc<Value>, Option<Instant>)>> {
+        match self.lookup_shared(key).await? {
             None => Some(None),
             Some(value) => match self.deadlines.get(key).await {
                 Some(Some(deadline)) if deadline > Instant::now() => {
@@ -377,14 +399,14 @@ impl<F: KvStore + 'static> Tier<F> {
     async fn install(
         &self,
         guard: &KeyGuard<'_>,
-        value: Value,
+        value: Arc<Value>,
         options: SetOptions,
         generation: u64,
     ) {
         if guard.generation() != generation {
             return;
         }
-        if let Err(e) = self.front.set(guard.key, value, options).await {
+        if let Err(e) = self.front.set_shared(guard.key, value, options).await {
             self.front_failed("set", &e);
             // The old front entry may still be there: drop it.
             self.delete_front(guard.key).await;
@@ -408,7 +430,7 @@ impl<F: KvStore + 'static> Tier<F> {
         &self,
         key: &KvKey,
         generation: u64,
-        value: Option<&Value>,
+        value: Option<&Arc<Value>>,
         ttl: InnerTtl,
         start: Instant,
     ) {
@@ -457,7 +479,7 @@ impl<F: KvStore + 'static> Tier<F> {
         &self,
         guard: &KeyGuard<'_>,
         outcome: Outcome,
-        update: Option<Value>,
+        update: Option<Arc<Value>>,
         ttl: Option<Duration>,
         start: Instant,
         before: u64,

@@ -530,6 +530,21 @@ impl RedisKvStore {
         String::from_utf8_lossy(&self.inner.codec.encode(key)).into_owned()
     }
 
+    /// `SET` (or `DEL`, for an expired write) of `value`, already checked.
+    async fn set_encoded(&self, key: &KvKey, value: &Value, options: SetOptions) -> Result<()> {
+        let rkey = self.inner.codec.encode(key);
+        let cmd = if options.is_expired() {
+            del_cmd(std::slice::from_ref(&rkey))
+        } else {
+            let text = encode_value(value).map_err(|e| e.with_operation("set").with_key(key))?;
+            set_cmd(&rkey, &text, options)
+        };
+        let mut conn = self.conn();
+        self.run(cmd.query_async::<()>(&mut conn))
+            .await
+            .map_err(|e| e.with_operation("set").with_key(key))
+    }
+
     fn conn(&self) -> Conn {
         self.inner.conn.clone()
     }
@@ -565,17 +580,14 @@ impl KvStore for RedisKvStore {
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
         let value =
             crate::value::checked(value).map_err(|e| e.with_operation("set").with_key(key))?;
-        let rkey = self.inner.codec.encode(key);
-        let cmd = if options.is_expired() {
-            del_cmd(std::slice::from_ref(&rkey))
-        } else {
-            let text = encode_value(&value).map_err(|e| e.with_operation("set").with_key(key))?;
-            set_cmd(&rkey, &text, options)
-        };
-        let mut conn = self.conn();
-        self.run(cmd.query_async::<()>(&mut conn))
-            .await
-            .map_err(|e| e.with_operation("set").with_key(key))
+        self.set_encoded(key, &value, options).await
+    }
+
+    // Redis stores the JSON text: encoding reads the shared tree, no copy.
+    async fn set_shared(&self, key: &KvKey, value: Arc<Value>, options: SetOptions) -> Result<()> {
+        let value = crate::value::checked_shared(value)
+            .map_err(|e| e.with_operation("set").with_key(key))?;
+        self.set_encoded(key, &value, options).await
     }
 
     async fn delete(&self, key: &KvKey) -> Result<()> {
