@@ -50,6 +50,15 @@
 //!   keys are folded first, the last one winning), `delete_many` one
 //!   `DELETE ... = ANY($1)`.
 //!
+//! * Every operation is bounded by the per-operation
+//!   [`timeout`](PostgresKvStoreBuilder::timeout) (default 30 s; for `list`,
+//!   each page), waiting for a pooled connection included: past it, a
+//!   retryable [`Timeout`](ErrorKind::Timeout) error. A connection whose
+//!   operation was interrupted (by that timeout, or by the caller dropping
+//!   the future) never returns to the pool, and its statement is cancelled
+//!   on the server, so a write stuck behind another session's row lock
+//!   neither lands later nor blocks the next call.
+//!
 //! The store handle is cheap to clone; clones share the pool.
 
 use std::collections::HashMap;
@@ -75,10 +84,23 @@ use crate::stores::sql::{
 };
 use crate::value::{checked, checked_cas, checked_entries};
 
+mod bound;
 mod fedify;
+
+use self::bound::{run, Bounds};
 
 /// The default number of pooled connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16;
+
+/// The per-operation timeout by default (see
+/// [`PostgresKvStoreBuilder::timeout`]). Longer than Redis's 2 s: one SQL
+/// statement may legitimately write a 100 MB value or wait its turn in the
+/// pool.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The timeout of each connection attempt by default (see
+/// [`PostgresKvStoreBuilder::connect_timeout`]).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How many times `cas` goes around when concurrent inserts of an absent key
 /// keep beating it (each round means another writer succeeded).
@@ -103,6 +125,7 @@ pub struct PostgresKvStore {
 
 struct Inner {
     pool: Pool,
+    bounds: Bounds,
     table: String,
     sql: Statements,
     /// `Some` in [`Layout::Fedify`]: every call goes there.
@@ -116,6 +139,7 @@ impl std::fmt::Debug for PostgresKvStore {
             .field("table", &self.inner.table)
             .field("layout", &self.layout())
             .field("pool_size", &self.inner.pool.status().size)
+            .field("timeout", &self.inner.bounds.timeout)
             .finish()
     }
 }
@@ -146,6 +170,8 @@ pub struct PostgresKvStoreBuilder {
     decode_double_encoded: bool,
     sweep_interval: Option<Duration>,
     max_connections: usize,
+    timeout: Duration,
+    connect_timeout: Duration,
 }
 
 impl Default for PostgresKvStoreBuilder {
@@ -156,6 +182,8 @@ impl Default for PostgresKvStoreBuilder {
             decode_double_encoded: false,
             sweep_interval: Some(sql::DEFAULT_SWEEP_INTERVAL),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            timeout: DEFAULT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         }
     }
 }
@@ -240,6 +268,62 @@ impl PostgresKvStoreBuilder {
         self
     }
 
+    /// How long one operation may take, from waiting for a pooled
+    /// connection to the last reply (default [`DEFAULT_TIMEOUT`]; for
+    /// `list`, each page of rows). Past it the operation fails with a
+    /// retryable [`Timeout`](ErrorKind::Timeout) error: a write waiting on a
+    /// row another session holds locked, or a server that stopped answering,
+    /// no longer leaves the call pending. The interrupted statement is
+    /// cancelled on the server and its connection leaves the pool, so the
+    /// store keeps working. Zero is a [`Config`](ErrorKind::Config) error.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() -> kvtower::Result<()> {
+    /// let store = kvtower::PostgresKvStore::builder()
+    ///     .timeout(Duration::from_secs(2))
+    ///     .connect_timeout(Duration::from_secs(1))
+    ///     .connect("postgres://postgres@127.0.0.1:5432/test")
+    ///     .await?;
+    /// # let _ = store;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How long one connection attempt may take (default
+    /// [`DEFAULT_CONNECT_TIMEOUT`]), and a cancel request after a timeout.
+    /// [`connect`](Self::connect) waits at most this plus the
+    /// [`timeout`](Self::timeout). A `connect_timeout` in the URL takes
+    /// precedence for the attempt itself. Zero is a
+    /// [`Config`](ErrorKind::Config) error.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The timeouts, checked.
+    fn bounds(&self) -> Result<Bounds> {
+        for (name, value) in [
+            ("timeout", self.timeout),
+            ("connect_timeout", self.connect_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(Error::config(format!("{name}: must be more than zero"))
+                    .with_operation("connect"));
+            }
+        }
+        Ok(Bounds {
+            timeout: self.timeout,
+            connect_timeout: self.connect_timeout,
+        })
+    }
+
     /// The table: the one set, else the layout's default.
     fn table_name(&self) -> String {
         self.table.clone().unwrap_or_else(|| {
@@ -263,18 +347,25 @@ impl PostgresKvStoreBuilder {
     /// created.
     pub async fn connect(self, url: &str) -> Result<PostgresKvStore> {
         sql::validate_table(&self.table_name()).map_err(|e| e.with_operation("connect"))?;
-        let config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
-            // The message does not repeat the URL: it may hold a password.
-            let err = Error::config(format!("url: not a PostgreSQL connection string ({e})"))
-                .with_operation("connect");
-            crate::redact::scrub(err, [url])
-        })?;
+        let bounds = self.bounds()?;
+        let mut config: tokio_postgres::Config =
+            url.parse().map_err(|e: tokio_postgres::Error| {
+                // The message does not repeat the URL: it may hold a password.
+                let err = Error::config(format!("url: not a PostgreSQL connection string ({e})"))
+                    .with_operation("connect");
+                crate::redact::scrub(err, [url])
+            })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(bounds.connect_timeout);
+        }
         let manager = Manager::new(config, NoTls);
+        // The operation's own timeout bounds the wait for a connection too;
+        // these only keep the pool's own waits from outliving it.
         let pool = Pool::builder(manager)
             .max_size(self.max_connections)
             .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(Duration::from_secs(30)))
-            .create_timeout(Some(Duration::from_secs(10)))
+            .wait_timeout(Some(bounds.timeout))
+            .create_timeout(Some(bounds.connect_timeout))
             .build()
             .map_err(|e| {
                 Error::config(format!("max_connections: cannot build the pool ({e})"))
@@ -296,10 +387,18 @@ impl PostgresKvStoreBuilder {
     pub async fn from_pool(self, pool: Pool) -> Result<PostgresKvStore> {
         let table = self.table_name();
         sql::validate_table(&table).map_err(|e| e.with_operation("connect"))?;
+        let bounds = self.bounds()?;
+        // Setting up may have to connect first.
+        let setup_bounds = Bounds {
+            timeout: bounds.timeout.saturating_add(bounds.connect_timeout),
+            ..bounds
+        };
         let sql = Statements::new(&table);
         if self.layout == Layout::Fedify {
             let fedify = fedify::FedifyPostgres::start(
                 pool.clone(),
+                bounds,
+                setup_bounds,
                 &table,
                 self.decode_double_encoded,
                 self.sweep_interval,
@@ -308,31 +407,35 @@ impl PostgresKvStoreBuilder {
             return Ok(PostgresKvStore {
                 inner: Arc::new(Inner {
                     pool,
+                    bounds,
                     table,
                     sql,
                     fedify: Some(fedify),
                 }),
             });
         }
-        let mut client = pool.get().await.map_err(|e| pool_error(e, "connect"))?;
-        let mut attempt = 0;
-        while let Err(e) = setup(&mut client, &table, &sql).await {
-            // Setups through this version take turns (an advisory lock), but
-            // an older version creating the table at the same moment can
-            // still win the race on the catalog's unique index: then the
-            // table exists, and a second attempt finds it.
-            let raced = e.code().is_some_and(|c| {
-                *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::DUPLICATE_TABLE
-            });
-            attempt += 1;
-            if !raced || attempt > 1 {
-                return Err(pg_error(e, "connect"));
+        run(&pool, setup_bounds, "connect", async |client| {
+            let mut attempt = 0;
+            while let Err(e) = setup(client, &table, &sql).await {
+                // Setups through this version take turns (an advisory lock),
+                // but an older version creating the table at the same moment
+                // can still win the race on the catalog's unique index: then
+                // the table exists, and a second attempt finds it.
+                let raced = e.code().is_some_and(|c| {
+                    *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::DUPLICATE_TABLE
+                });
+                attempt += 1;
+                if !raced || attempt > 1 {
+                    return Err(pg_error(e, "connect"));
+                }
             }
-        }
-        drop(client);
+            Ok(())
+        })
+        .await?;
         let store = PostgresKvStore {
             inner: Arc::new(Inner {
                 pool,
+                bounds,
                 table,
                 sql,
                 fedify: None,
@@ -404,15 +507,19 @@ fn spawn_sweeper(store: Weak<Inner>, every: Duration) {
 }
 
 async fn sweep_all(inner: &Inner) -> Result<u64> {
-    let client = inner.client("sweep").await?;
-    let stmt = prepare(&client, &inner.sql.sweep, "sweep").await?;
     let batch = i64::try_from(sql::SWEEP_BATCH).unwrap_or(i64::MAX);
     let mut total = 0;
     loop {
-        let deleted = client
-            .execute(&stmt, &[&batch])
-            .await
-            .map_err(|e| pg_error(e, "sweep"))?;
+        // Each batch is one operation, within the timeout.
+        let deleted = inner
+            .run("sweep", async |client| {
+                let stmt = prepare(client, &inner.sql.sweep, "sweep").await?;
+                client
+                    .execute(&stmt, &[&batch])
+                    .await
+                    .map_err(|e| pg_error(e, "sweep"))
+            })
+            .await?;
         total += deleted;
         if deleted < sql::SWEEP_BATCH as u64 {
             return Ok(total);
@@ -558,8 +665,13 @@ fn entry(row: &tokio_postgres::Row, operation: &'static str) -> Result<(Vec<u8>,
 }
 
 impl Inner {
-    async fn client(&self, operation: &'static str) -> Result<Object> {
-        self.pool.get().await.map_err(|e| pool_error(e, operation))
+    /// Runs `work` on a pooled connection within the per-operation timeout.
+    async fn run<T>(
+        &self,
+        operation: &'static str,
+        work: impl AsyncFnOnce(&mut Object) -> Result<T>,
+    ) -> Result<T> {
+        run(&self.pool, self.bounds, operation, work).await
     }
 }
 
@@ -638,13 +750,17 @@ impl PostgresKvStore {
         start: Vec<u8>,
         end: &[u8],
     ) -> Result<(Vec<Result<KvEntry>>, Option<Vec<u8>>)> {
-        let client = self.inner.client("list").await?;
-        let stmt = prepare(&client, &self.inner.sql.list, "list").await?;
         let limit = i64::try_from(sql::LIST_PAGE).unwrap_or(i64::MAX);
-        let rows = client
-            .query(&stmt, &[&start, &end, &limit])
-            .await
-            .map_err(|e| pg_error(e, "list"))?;
+        let rows = self
+            .inner
+            .run("list", async |client| {
+                let stmt = prepare(client, &self.inner.sql.list, "list").await?;
+                client
+                    .query(&stmt, &[&start, &end, &limit])
+                    .await
+                    .map_err(|e| pg_error(e, "list"))
+            })
+            .await?;
         let full = rows.len() == sql::LIST_PAGE;
         let mut entries = Vec::with_capacity(rows.len());
         let mut last = None;
@@ -668,85 +784,88 @@ impl PostgresKvStore {
         options: SetOptions,
     ) -> Result<bool> {
         let sql = &self.inner.sql;
-        let mut client = self.inner.client("cas").await?;
-        let select = prepare(&client, &sql.cas_select, "cas").await?;
-        let tx = client.transaction().await.map_err(|e| pg_error(e, "cas"))?;
         let enc = encode_key(key);
         let new_text = match new {
             Some(value) if !options.is_expired() => Some(value_text(&value)),
             _ => None,
         };
         let ttl = ttl_ms(options.ttl);
-        for _ in 0..CAS_ROUNDS {
-            // Read committed: each statement sees the latest committed rows,
-            // and FOR UPDATE holds the row until commit, so no writer can
-            // change it between this comparison and the write below.
-            let row = tx
-                .query_opt(&select, &[&enc])
-                .await
-                .map_err(|e| pg_error(e, "cas"))?;
-            let current = match &row {
-                Some(row) => {
-                    let live: bool = row.try_get(1).map_err(|e| pg_error(e, "cas"))?;
-                    if live {
-                        let text: &str = row.try_get(0).map_err(|e| pg_error(e, "cas"))?;
-                        Some(parse_value(text, key, "cas")?)
-                    } else {
-                        None
+        self.inner
+            .run("cas", async |client| {
+                let select = prepare(client, &sql.cas_select, "cas").await?;
+                let tx = client.transaction().await.map_err(|e| pg_error(e, "cas"))?;
+                for _ in 0..CAS_ROUNDS {
+                    // Read committed: each statement sees the latest committed rows,
+                    // and FOR UPDATE holds the row until commit, so no writer can
+                    // change it between this comparison and the write below.
+                    let row = tx
+                        .query_opt(&select, &[&enc])
+                        .await
+                        .map_err(|e| pg_error(e, "cas"))?;
+                    let current = match &row {
+                        Some(row) => {
+                            let live: bool = row.try_get(1).map_err(|e| pg_error(e, "cas"))?;
+                            if live {
+                                let text: &str = row.try_get(0).map_err(|e| pg_error(e, "cas"))?;
+                                Some(parse_value(text, key, "cas")?)
+                            } else {
+                                None
+                            }
+                        }
+                        None => None,
+                    };
+                    // serde_json's equality is structural: objects compare as maps.
+                    if current.as_ref() != expected {
+                        return Ok(false); // dropping the transaction rolls back
                     }
-                }
-                None => None,
-            };
-            // serde_json's equality is structural: objects compare as maps.
-            if current.as_ref() != expected {
-                return Ok(false); // dropping the transaction rolls back
-            }
-            match (&new_text, row.is_some()) {
-                (Some(text), true) => {
-                    let stmt = tx
-                        .prepare_cached(&sql.cas_update)
-                        .await
-                        .map_err(|e| pg_error(e, "cas"))?;
-                    tx.execute(&stmt, &[&enc, text, &ttl])
-                        .await
-                        .map_err(|e| pg_error(e, "cas"))?;
-                }
-                (Some(text), false) => {
-                    let stmt = tx
-                        .prepare_cached(&sql.cas_insert)
-                        .await
-                        .map_err(|e| pg_error(e, "cas"))?;
-                    let inserted = tx
-                        .execute(&stmt, &[&enc, text, &ttl])
-                        .await
-                        .map_err(|e| pg_error(e, "cas"))?;
-                    if inserted == 0 {
-                        // Another writer inserted the key after our SELECT
-                        // (and committed: ON CONFLICT waited for it). Read
-                        // and lock its row, and compare again.
-                        continue;
+                    match (&new_text, row.is_some()) {
+                        (Some(text), true) => {
+                            let stmt = tx
+                                .prepare_cached(&sql.cas_update)
+                                .await
+                                .map_err(|e| pg_error(e, "cas"))?;
+                            tx.execute(&stmt, &[&enc, text, &ttl])
+                                .await
+                                .map_err(|e| pg_error(e, "cas"))?;
+                        }
+                        (Some(text), false) => {
+                            let stmt = tx
+                                .prepare_cached(&sql.cas_insert)
+                                .await
+                                .map_err(|e| pg_error(e, "cas"))?;
+                            let inserted = tx
+                                .execute(&stmt, &[&enc, text, &ttl])
+                                .await
+                                .map_err(|e| pg_error(e, "cas"))?;
+                            if inserted == 0 {
+                                // Another writer inserted the key after our SELECT
+                                // (and committed: ON CONFLICT waited for it). Read
+                                // and lock its row, and compare again.
+                                continue;
+                            }
+                        }
+                        (None, true) => {
+                            let stmt = tx
+                                .prepare_cached(&sql.delete)
+                                .await
+                                .map_err(|e| pg_error(e, "cas"))?;
+                            tx.execute(&stmt, &[&enc])
+                                .await
+                                .map_err(|e| pg_error(e, "cas"))?;
+                        }
+                        (None, false) => {}
                     }
+                    tx.commit().await.map_err(|e| pg_error(e, "cas"))?;
+                    return Ok(true);
                 }
-                (None, true) => {
-                    let stmt = tx
-                        .prepare_cached(&sql.delete)
-                        .await
-                        .map_err(|e| pg_error(e, "cas"))?;
-                    tx.execute(&stmt, &[&enc])
-                        .await
-                        .map_err(|e| pg_error(e, "cas"))?;
-                }
-                (None, false) => {}
-            }
-            tx.commit().await.map_err(|e| pg_error(e, "cas"))?;
-            return Ok(true);
-        }
-        Err(Error::new(
-            ErrorKind::Backend,
-            "cas lost too many insert races in a row",
-        )
-        .with_operation("cas")
-        .with_retryable(true))
+                Err(Error::new(
+                    ErrorKind::Backend,
+                    "cas lost too many insert races in a row",
+                )
+                .with_operation("cas")
+                .with_retryable(true))
+            })
+            .await
     }
 }
 
@@ -756,24 +875,24 @@ impl KvStore for PostgresKvStore {
         if let Some(fedify) = &self.inner.fedify {
             return fedify.get(key).await.map_err(|e| e.with_key(key));
         }
-        let with_key = |e: Error| e.with_key(key);
-        let client = self.inner.client("get").await.map_err(with_key)?;
-        let stmt = prepare(&client, &self.inner.sql.get, "get")
+        let enc = encode_key(key);
+        self.inner
+            .run("get", async |client| {
+                let stmt = prepare(client, &self.inner.sql.get, "get").await?;
+                let row = client
+                    .query_opt(&stmt, &[&enc])
+                    .await
+                    .map_err(|e| pg_error(e, "get"))?;
+                match row {
+                    Some(row) => {
+                        let text: &str = row.try_get(0).map_err(|e| pg_error(e, "get"))?;
+                        parse_value(text, key, "get").map(Some)
+                    }
+                    None => Ok(None),
+                }
+            })
             .await
-            .map_err(with_key)?;
-        let row = client
-            .query_opt(&stmt, &[&encode_key(key)])
-            .await
-            .map_err(|e| pg_error(e, "get").with_key(key))?;
-        match row {
-            Some(row) => {
-                let text: &str = row
-                    .try_get(0)
-                    .map_err(|e| pg_error(e, "get").with_key(key))?;
-                parse_value(text, key, "get").map(Some)
-            }
-            None => Ok(None),
-        }
+            .map_err(|e| e.with_key(key))
     }
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
@@ -787,35 +906,36 @@ impl KvStore for PostgresKvStore {
         if options.is_expired() {
             return self.delete(key).await;
         }
-        let with_key = |e: Error| e.with_key(key);
-        let client = self.inner.client("set").await.map_err(with_key)?;
-        let stmt = prepare(&client, &self.inner.sql.upsert, "set")
+        let (enc, text, ttl) = (encode_key(key), value_text(&value), ttl_ms(options.ttl));
+        self.inner
+            .run("set", async |client| {
+                let stmt = prepare(client, &self.inner.sql.upsert, "set").await?;
+                client
+                    .execute(&stmt, &[&enc, &text, &ttl])
+                    .await
+                    .map_err(|e| pg_error(e, "set"))?;
+                Ok(())
+            })
             .await
-            .map_err(with_key)?;
-        client
-            .execute(
-                &stmt,
-                &[&encode_key(key), &value_text(&value), &ttl_ms(options.ttl)],
-            )
-            .await
-            .map_err(|e| pg_error(e, "set").with_key(key))?;
-        Ok(())
+            .map_err(|e| e.with_key(key))
     }
 
     async fn delete(&self, key: &KvKey) -> Result<()> {
         if let Some(fedify) = &self.inner.fedify {
             return fedify.delete(key).await.map_err(|e| e.with_key(key));
         }
-        let with_key = |e: Error| e.with_key(key);
-        let client = self.inner.client("delete").await.map_err(with_key)?;
-        let stmt = prepare(&client, &self.inner.sql.delete, "delete")
+        let enc = encode_key(key);
+        self.inner
+            .run("delete", async |client| {
+                let stmt = prepare(client, &self.inner.sql.delete, "delete").await?;
+                client
+                    .execute(&stmt, &[&enc])
+                    .await
+                    .map_err(|e| pg_error(e, "delete"))?;
+                Ok(())
+            })
             .await
-            .map_err(with_key)?;
-        client
-            .execute(&stmt, &[&encode_key(key)])
-            .await
-            .map_err(|e| pg_error(e, "delete").with_key(key))?;
-        Ok(())
+            .map_err(|e| e.with_key(key))
     }
 
     async fn cas(
@@ -867,12 +987,16 @@ impl KvStore for PostgresKvStore {
             return Ok(Vec::new());
         }
         let encoded: Vec<Vec<u8>> = keys.iter().map(encode_key).collect();
-        let client = self.inner.client("get_many").await?;
-        let stmt = prepare(&client, &self.inner.sql.get_many, "get_many").await?;
-        let rows = client
-            .query(&stmt, &[&encoded])
-            .await
-            .map_err(|e| pg_error(e, "get_many"))?;
+        let rows = self
+            .inner
+            .run("get_many", async |client| {
+                let stmt = prepare(client, &self.inner.sql.get_many, "get_many").await?;
+                client
+                    .query(&stmt, &[&encoded])
+                    .await
+                    .map_err(|e| pg_error(e, "get_many"))
+            })
+            .await?;
         let mut found: HashMap<Vec<u8>, &str> = HashMap::with_capacity(rows.len());
         for row in &rows {
             let enc: Vec<u8> = row.try_get(0).map_err(|e| pg_error(e, "get_many"))?;
@@ -918,13 +1042,17 @@ impl KvStore for PostgresKvStore {
                 }
             }
         }
-        let client = self.inner.client("set_many").await?;
-        let stmt = prepare(&client, &self.inner.sql.set_many, "set_many").await?;
-        client
-            .execute(&stmt, &[&encoded, &texts, &ttl_ms(options.ttl)])
+        let ttl = ttl_ms(options.ttl);
+        self.inner
+            .run("set_many", async |client| {
+                let stmt = prepare(client, &self.inner.sql.set_many, "set_many").await?;
+                client
+                    .execute(&stmt, &[&encoded, &texts, &ttl])
+                    .await
+                    .map_err(|e| pg_error(e, "set_many"))?;
+                Ok(())
+            })
             .await
-            .map_err(|e| pg_error(e, "set_many"))?;
-        Ok(())
     }
 
     async fn delete_many(&self, keys: &[KvKey]) -> Result<()> {
@@ -935,13 +1063,16 @@ impl KvStore for PostgresKvStore {
             return Ok(());
         }
         let encoded: Vec<Vec<u8>> = keys.iter().map(encode_key).collect();
-        let client = self.inner.client("delete_many").await?;
-        let stmt = prepare(&client, &self.inner.sql.delete_many, "delete_many").await?;
-        client
-            .execute(&stmt, &[&encoded])
+        self.inner
+            .run("delete_many", async |client| {
+                let stmt = prepare(client, &self.inner.sql.delete_many, "delete_many").await?;
+                client
+                    .execute(&stmt, &[&encoded])
+                    .await
+                    .map_err(|e| pg_error(e, "delete_many"))?;
+                Ok(())
+            })
             .await
-            .map_err(|e| pg_error(e, "delete_many"))?;
-        Ok(())
     }
 
     // The trait's default get_with_ttl: the remaining lifetime is not read yet.

@@ -48,7 +48,8 @@ use futures::future::try_join_all;
 use futures::stream::{self, BoxStream, StreamExt};
 use tokio_postgres::error::SqlState;
 
-use super::{pg_error, pool_error, prepare};
+use super::bound::{run, Bounds};
+use super::{pg_error, prepare};
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
 use crate::store::{KvEntry, SetOptions, Value};
@@ -77,6 +78,7 @@ fn ttl_micros(ttl: Option<Duration>) -> Option<i64> {
 /// The Fedify-layout half of a [`PostgresKvStore`](super::PostgresKvStore).
 pub(super) struct FedifyPostgres {
     pool: Pool,
+    bounds: Bounds,
     sql: Statements,
     decode_double_encoded: bool,
 }
@@ -219,25 +221,30 @@ impl FedifyPostgres {
     /// Creates the table when missing and starts the sweep.
     pub(super) async fn start(
         pool: Pool,
+        bounds: Bounds,
+        setup_bounds: Bounds,
         table: &str,
         decode_double_encoded: bool,
         sweep_interval: Option<Duration>,
     ) -> Result<Arc<Self>> {
         let sql = Statements::new(table);
-        let client = pool.get().await.map_err(|e| pool_error(e, "connect"))?;
-        if let Err(e) = client.batch_execute(&sql.create).await {
-            // Two processes creating the table at once: one loses the race
-            // on the catalog's unique index, and the table exists.
-            let raced = e.code().is_some_and(|c| {
-                *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::DUPLICATE_TABLE
-            });
-            if !raced {
-                return Err(pg_error(e, "connect"));
+        run(&pool, setup_bounds, "connect", async |client| {
+            if let Err(e) = client.batch_execute(&sql.create).await {
+                // Two processes creating the table at once: one loses the
+                // race on the catalog's unique index, and the table exists.
+                let raced = e.code().is_some_and(|c| {
+                    *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::DUPLICATE_TABLE
+                });
+                if !raced {
+                    return Err(pg_error(e, "connect"));
+                }
             }
-        }
-        drop(client);
+            Ok(())
+        })
+        .await?;
         let store = Arc::new(Self {
             pool,
+            bounds,
             sql,
             decode_double_encoded,
         });
@@ -247,8 +254,13 @@ impl FedifyPostgres {
         Ok(store)
     }
 
-    async fn client(&self, operation: &'static str) -> Result<Object> {
-        self.pool.get().await.map_err(|e| pool_error(e, operation))
+    /// Runs `work` on a pooled connection within the per-operation timeout.
+    async fn run<T>(
+        &self,
+        operation: &'static str,
+        work: impl AsyncFnOnce(&mut Object) -> Result<T>,
+    ) -> Result<T> {
+        run(&self.pool, self.bounds, operation, work).await
     }
 
     /// Parses a stored `value::text`, undoing a double encoding when asked.
@@ -265,15 +277,19 @@ impl FedifyPostgres {
     }
 
     pub(super) async fn sweep_expired(&self) -> Result<u64> {
-        let client = self.client("sweep").await?;
-        let stmt = prepare(&client, &self.sql.sweep, "sweep").await?;
         let batch = i64::try_from(sql::SWEEP_BATCH).unwrap_or(i64::MAX);
         let mut total = 0;
         loop {
-            let deleted = client
-                .execute(&stmt, &[&batch])
-                .await
-                .map_err(|e| pg_error(e, "sweep"))?;
+            // Each batch is one operation, within the timeout.
+            let deleted = self
+                .run("sweep", async |client| {
+                    let stmt = prepare(client, &self.sql.sweep, "sweep").await?;
+                    client
+                        .execute(&stmt, &[&batch])
+                        .await
+                        .map_err(|e| pg_error(e, "sweep"))
+                })
+                .await?;
             total += deleted;
             if deleted < sql::SWEEP_BATCH as u64 {
                 return Ok(total);
@@ -283,19 +299,21 @@ impl FedifyPostgres {
 
     pub(super) async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
         let parts = key_parts(key).map_err(|e| e.with_operation("get"))?;
-        let client = self.client("get").await?;
-        let stmt = prepare(&client, &self.sql.get, "get").await?;
-        let row = client
-            .query_opt(&stmt, &[&parts])
-            .await
-            .map_err(|e| pg_error(e, "get"))?;
-        match row {
-            Some(row) => {
-                let text: &str = row.try_get(0).map_err(|e| pg_error(e, "get"))?;
-                self.value(text, key, "get").map(Some)
+        self.run("get", async |client| {
+            let stmt = prepare(client, &self.sql.get, "get").await?;
+            let row = client
+                .query_opt(&stmt, &[&parts])
+                .await
+                .map_err(|e| pg_error(e, "get"))?;
+            match row {
+                Some(row) => {
+                    let text: &str = row.try_get(0).map_err(|e| pg_error(e, "get"))?;
+                    self.value(text, key, "get").map(Some)
+                }
+                None => Ok(None),
             }
-            None => Ok(None),
-        }
+        })
+        .await
     }
 
     pub(super) async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
@@ -304,24 +322,29 @@ impl FedifyPostgres {
         }
         let parts = key_parts(key).map_err(|e| e.with_operation("set"))?;
         let text = json_text(&value, key).map_err(|e| e.with_operation("set"))?;
-        let client = self.client("set").await?;
-        let stmt = prepare(&client, &self.sql.upsert, "set").await?;
-        client
-            .execute(&stmt, &[&parts, &text, &ttl_micros(options.ttl)])
-            .await
-            .map_err(|e| pg_error(e, "set"))?;
-        Ok(())
+        let ttl = ttl_micros(options.ttl);
+        self.run("set", async |client| {
+            let stmt = prepare(client, &self.sql.upsert, "set").await?;
+            client
+                .execute(&stmt, &[&parts, &text, &ttl])
+                .await
+                .map_err(|e| pg_error(e, "set"))?;
+            Ok(())
+        })
+        .await
     }
 
     pub(super) async fn delete(&self, key: &KvKey) -> Result<()> {
         let parts = key_parts(key).map_err(|e| e.with_operation("delete"))?;
-        let client = self.client("delete").await?;
-        let stmt = prepare(&client, &self.sql.delete, "delete").await?;
-        client
-            .execute(&stmt, &[&parts])
-            .await
-            .map_err(|e| pg_error(e, "delete"))?;
-        Ok(())
+        self.run("delete", async |client| {
+            let stmt = prepare(client, &self.sql.delete, "delete").await?;
+            client
+                .execute(&stmt, &[&parts])
+                .await
+                .map_err(|e| pg_error(e, "delete"))?;
+            Ok(())
+        })
+        .await
     }
 
     pub(super) async fn cas(
@@ -340,66 +363,68 @@ impl FedifyPostgres {
         };
         let ttl = ttl_micros(options.ttl);
         let sql = &self.sql;
-        let mut client = self.client("cas").await?;
-        let select = prepare(&client, &sql.cas_select, "cas").await?;
-        let tx = client.transaction().await.map_err(|e| pg_error(e, "cas"))?;
-        for _ in 0..CAS_ROUNDS {
-            // Read committed: FOR UPDATE holds the row until commit, so no
-            // writer (Fedify's included) changes it between the comparison
-            // and the write.
-            let row = tx
-                .query_opt(&select, &[&parts])
-                .await
-                .map_err(|e| pg_error(e, "cas"))?;
-            let current = match &row {
-                Some(row) => {
-                    let live: bool = row.try_get(1).map_err(|e| pg_error(e, "cas"))?;
-                    if live {
-                        let text: &str = row.try_get(0).map_err(|e| pg_error(e, "cas"))?;
-                        Some(self.value(text, key, "cas")?)
-                    } else {
-                        None
+        self.run("cas", async |client| {
+            let select = prepare(client, &sql.cas_select, "cas").await?;
+            let tx = client.transaction().await.map_err(|e| pg_error(e, "cas"))?;
+            for _ in 0..CAS_ROUNDS {
+                // Read committed: FOR UPDATE holds the row until commit, so no
+                // writer (Fedify's included) changes it between the comparison
+                // and the write.
+                let row = tx
+                    .query_opt(&select, &[&parts])
+                    .await
+                    .map_err(|e| pg_error(e, "cas"))?;
+                let current = match &row {
+                    Some(row) => {
+                        let live: bool = row.try_get(1).map_err(|e| pg_error(e, "cas"))?;
+                        if live {
+                            let text: &str = row.try_get(0).map_err(|e| pg_error(e, "cas"))?;
+                            Some(self.value(text, key, "cas")?)
+                        } else {
+                            None
+                        }
                     }
+                    None => None,
+                };
+                // serde_json's equality is structural, like jsonb's.
+                if current.as_ref() != expected {
+                    return Ok(false); // dropping the transaction rolls back
                 }
-                None => None,
-            };
-            // serde_json's equality is structural, like jsonb's.
-            if current.as_ref() != expected {
-                return Ok(false); // dropping the transaction rolls back
-            }
-            let statement = match (&new_text, row.is_some()) {
-                (Some(_), true) => &sql.cas_update,
-                (Some(_), false) => &sql.cas_insert,
-                (None, true) => &sql.delete,
-                (None, false) => {
-                    tx.commit().await.map_err(|e| pg_error(e, "cas"))?;
-                    return Ok(true);
+                let statement = match (&new_text, row.is_some()) {
+                    (Some(_), true) => &sql.cas_update,
+                    (Some(_), false) => &sql.cas_insert,
+                    (None, true) => &sql.delete,
+                    (None, false) => {
+                        tx.commit().await.map_err(|e| pg_error(e, "cas"))?;
+                        return Ok(true);
+                    }
+                };
+                let stmt = tx
+                    .prepare_cached(statement)
+                    .await
+                    .map_err(|e| pg_error(e, "cas"))?;
+                let changed = match &new_text {
+                    Some(text) => tx.execute(&stmt, &[&parts, text, &ttl]).await,
+                    None => tx.execute(&stmt, &[&parts]).await,
                 }
-            };
-            let stmt = tx
-                .prepare_cached(statement)
-                .await
                 .map_err(|e| pg_error(e, "cas"))?;
-            let changed = match &new_text {
-                Some(text) => tx.execute(&stmt, &[&parts, text, &ttl]).await,
-                None => tx.execute(&stmt, &[&parts]).await,
+                if changed == 0 && row.is_none() {
+                    // Another writer inserted the key after our SELECT (and
+                    // committed: ON CONFLICT waited for it). Read and lock its
+                    // row, and compare again.
+                    continue;
+                }
+                tx.commit().await.map_err(|e| pg_error(e, "cas"))?;
+                return Ok(true);
             }
-            .map_err(|e| pg_error(e, "cas"))?;
-            if changed == 0 && row.is_none() {
-                // Another writer inserted the key after our SELECT (and
-                // committed: ON CONFLICT waited for it). Read and lock its
-                // row, and compare again.
-                continue;
-            }
-            tx.commit().await.map_err(|e| pg_error(e, "cas"))?;
-            return Ok(true);
-        }
-        Err(Error::new(
-            ErrorKind::Backend,
-            "cas lost too many insert races in a row",
-        )
-        .with_operation("cas")
-        .with_retryable(true))
+            Err(Error::new(
+                ErrorKind::Backend,
+                "cas lost too many insert races in a row",
+            )
+            .with_operation("cas")
+            .with_retryable(true))
+        })
+        .await
     }
 
     /// One page of a listing after `after` (`None`: from the start).
@@ -408,20 +433,23 @@ impl FedifyPostgres {
         prefix: Option<&[String]>,
         after: Option<Vec<String>>,
     ) -> Result<(Vec<Result<KvEntry>>, Option<Vec<String>>)> {
-        let client = self.client("list").await?;
         let limit = i64::try_from(sql::LIST_PAGE).unwrap_or(i64::MAX);
-        let rows = match prefix {
-            Some(prefix) => {
-                let stmt = prepare(&client, &self.sql.list_prefix, "list").await?;
-                let n = i32::try_from(prefix.len()).unwrap_or(i32::MAX);
-                client.query(&stmt, &[&after, &limit, &prefix, &n]).await
-            }
-            None => {
-                let stmt = prepare(&client, &self.sql.list_all, "list").await?;
-                client.query(&stmt, &[&after, &limit]).await
-            }
-        }
-        .map_err(|e| pg_error(e, "list"))?;
+        let rows = self
+            .run("list", async |client| {
+                match prefix {
+                    Some(prefix) => {
+                        let stmt = prepare(client, &self.sql.list_prefix, "list").await?;
+                        let n = i32::try_from(prefix.len()).unwrap_or(i32::MAX);
+                        client.query(&stmt, &[&after, &limit, &prefix, &n]).await
+                    }
+                    None => {
+                        let stmt = prepare(client, &self.sql.list_all, "list").await?;
+                        client.query(&stmt, &[&after, &limit]).await
+                    }
+                }
+                .map_err(|e| pg_error(e, "list"))
+            })
+            .await?;
         let full = rows.len() == sql::LIST_PAGE;
         let mut entries = Vec::with_capacity(rows.len());
         let mut last = None;
@@ -479,18 +507,22 @@ impl FedifyPostgres {
             .iter()
             .map(|k| key_parts(k).map_err(|e| e.with_operation("get_many")))
             .collect::<Result<Vec<_>>>()?;
-        let client = self.client("get_many").await?;
-        let stmt = prepare(&client, &self.sql.get, "get_many").await?;
-        // Ragged text[] keys do not fit one array parameter: the queries are
-        // pipelined on one connection instead (one round trip's wait).
-        let (client, stmt) = (&client, &stmt);
-        let rows = try_join_all(
-            parts
-                .iter()
-                .map(|p| async move { client.query_opt(stmt, &[p]).await }),
-        )
-        .await
-        .map_err(|e| pg_error(e, "get_many"))?;
+        let rows = self
+            .run("get_many", async |client| {
+                let stmt = prepare(client, &self.sql.get, "get_many").await?;
+                // Ragged text[] keys do not fit one array parameter: the
+                // queries are pipelined on one connection instead (one round
+                // trip's wait).
+                let (client, stmt) = (&*client, &stmt);
+                try_join_all(
+                    parts
+                        .iter()
+                        .map(|p| async move { client.query_opt(stmt, &[p]).await }),
+                )
+                .await
+                .map_err(|e| pg_error(e, "get_many"))
+            })
+            .await?;
         keys.iter()
             .zip(rows)
             .map(|(key, row)| match row {
@@ -530,20 +562,22 @@ impl FedifyPostgres {
             }
         }
         let ttl = ttl_micros(options.ttl);
-        let mut client = self.client("set_many").await?;
-        let stmt = prepare(&client, &self.sql.upsert, "set_many").await?;
-        // One transaction (all or nothing), its statements pipelined.
-        let tx = client
-            .transaction()
+        self.run("set_many", async |client| {
+            let stmt = prepare(client, &self.sql.upsert, "set_many").await?;
+            // One transaction (all or nothing), its statements pipelined.
+            let tx = client
+                .transaction()
+                .await
+                .map_err(|e| pg_error(e, "set_many"))?;
+            try_join_all(rows.iter().map(|(parts, text)| {
+                let (tx, stmt, ttl) = (&tx, &stmt, &ttl);
+                async move { tx.execute(stmt, &[parts, text, ttl]).await }
+            }))
             .await
             .map_err(|e| pg_error(e, "set_many"))?;
-        try_join_all(rows.iter().map(|(parts, text)| {
-            let (tx, stmt, ttl) = (&tx, &stmt, &ttl);
-            async move { tx.execute(stmt, &[parts, text, ttl]).await }
-        }))
+            tx.commit().await.map_err(|e| pg_error(e, "set_many"))
+        })
         .await
-        .map_err(|e| pg_error(e, "set_many"))?;
-        tx.commit().await.map_err(|e| pg_error(e, "set_many"))
     }
 
     pub(super) async fn delete_many(&self, keys: &[KvKey]) -> Result<()> {
@@ -554,21 +588,23 @@ impl FedifyPostgres {
             .iter()
             .map(|k| key_parts(k).map_err(|e| e.with_operation("delete_many")))
             .collect::<Result<Vec<_>>>()?;
-        let mut client = self.client("delete_many").await?;
-        let stmt = prepare(&client, &self.sql.delete, "delete_many").await?;
-        let tx = client
-            .transaction()
+        self.run("delete_many", async |client| {
+            let stmt = prepare(client, &self.sql.delete, "delete_many").await?;
+            let tx = client
+                .transaction()
+                .await
+                .map_err(|e| pg_error(e, "delete_many"))?;
+            let (txr, stmt) = (&tx, &stmt);
+            try_join_all(
+                parts
+                    .iter()
+                    .map(|p| async move { txr.execute(stmt, &[p]).await }),
+            )
             .await
             .map_err(|e| pg_error(e, "delete_many"))?;
-        let (txr, stmt) = (&tx, &stmt);
-        try_join_all(
-            parts
-                .iter()
-                .map(|p| async move { txr.execute(stmt, &[p]).await }),
-        )
+            tx.commit().await.map_err(|e| pg_error(e, "delete_many"))
+        })
         .await
-        .map_err(|e| pg_error(e, "delete_many"))?;
-        tx.commit().await.map_err(|e| pg_error(e, "delete_many"))
     }
 }
 
