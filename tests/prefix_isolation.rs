@@ -35,21 +35,16 @@ async fn isolated(left: &dyn KvStore, under: &KvKey, right: &dyn KvStore) {
     let none = SetOptions::default();
 
     // get / set
-    left.set(&l("k1"), json!("left"), none.clone())
-        .await
-        .unwrap();
+    left.set(&l("k1"), json!("left"), none).await.unwrap();
     assert_eq!(right.get(&r("k1")).await.unwrap(), None);
     assert_eq!(right.get_with_ttl(&r("k1")).await.unwrap(), None);
-    right
-        .set(&r("k1"), json!("right"), none.clone())
-        .await
-        .unwrap();
+    right.set(&r("k1"), json!("right"), none).await.unwrap();
     assert_eq!(left.get(&l("k1")).await.unwrap(), Some(json!("left")));
     assert_eq!(right.get(&r("k1")).await.unwrap(), Some(json!("right")));
 
     // set_many / get_many
     right
-        .set_many(vec![(r("k2"), json!(2)), (r("k3"), json!(3))], none.clone())
+        .set_many(vec![(r("k2"), json!(2)), (r("k3"), json!(3))], none)
         .await
         .unwrap();
     assert_eq!(
@@ -60,7 +55,7 @@ async fn isolated(left: &dyn KvStore, under: &KvKey, right: &dyn KvStore) {
         left.get_many_with_ttl(&[l("k2")]).await.unwrap(),
         vec![None]
     );
-    left.set_many(vec![(l("k2"), json!("l2"))], none.clone())
+    left.set_many(vec![(l("k2"), json!("l2"))], none)
         .await
         .unwrap();
     assert_eq!(
@@ -78,15 +73,15 @@ async fn isolated(left: &dyn KvStore, under: &KvKey, right: &dyn KvStore) {
 
     // cas: decided on each side's own value.
     assert!(!right
-        .cas(&r("k1"), Some(&json!("left")), None, none.clone())
+        .cas(&r("k1"), Some(&json!("left")), None, none)
         .await
         .unwrap());
     assert!(right
-        .cas(&r("k4"), None, Some(json!("r4")), none.clone())
+        .cas(&r("k4"), None, Some(json!("r4")), none)
         .await
         .unwrap());
     assert!(left
-        .cas(&l("k4"), None, Some(json!("l4")), none.clone())
+        .cas(&l("k4"), None, Some(json!("l4")), none)
         .await
         .unwrap());
     assert_eq!(right.get(&r("k4")).await.unwrap(), Some(json!("r4")));
