@@ -48,7 +48,8 @@ use futures::future::try_join_all;
 use futures::stream::{self, BoxStream, StreamExt};
 use tokio_postgres::error::SqlState;
 
-use super::{pg_error, pool_error, prepare};
+use super::error::{pg_error, pool_error};
+use super::prepare;
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
 use crate::store::{KvEntry, SetOptions, Value};

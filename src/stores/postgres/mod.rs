@@ -53,11 +53,11 @@
 //! The store handle is cheap to clone; clones share the pool.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_postgres::{Manager, Object, Pool, PoolError, Runtime};
+use deadpool_postgres::{Manager, Object, Pool, Runtime};
 use futures::stream::{self, BoxStream, StreamExt};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
@@ -66,23 +66,26 @@ use tokio_postgres::NoTls;
 /// `tokio_postgres`, as `deadpool_postgres::tokio_postgres`).
 pub use deadpool_postgres;
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::key::KvKey;
 use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
 use crate::stores::layout::Layout;
-use crate::stores::sql::{
-    self, after, decode_key, encode_key, parse_value, prefix_range, ttl_ms, value_text,
-};
+use crate::stores::sql::{self, encode_key, parse_value, prefix_range, ttl_ms, value_text};
 use crate::value::{checked, checked_cas, checked_entries};
 
+mod cas;
+mod error;
 mod fedify;
+mod list;
+mod schema;
+mod sweep;
+
+use self::error::{pg_error, pool_error};
+use self::schema::{setup, Statements};
+use self::sweep::{spawn_sweeper, sweep_all};
 
 /// The default number of pooled connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16;
-
-/// How many times `cas` goes around when concurrent inserts of an absent key
-/// keep beating it (each round means another writer succeeded).
-const CAS_ROUNDS: usize = 16;
 
 /// A key–value store in a PostgreSQL table.
 ///
@@ -101,7 +104,7 @@ pub struct PostgresKvStore {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(super) struct Inner {
     pool: Pool,
     table: String,
     sql: Statements,
@@ -163,7 +166,7 @@ impl Default for PostgresKvStoreBuilder {
 impl PostgresKvStoreBuilder {
     /// The table to use (default `kvtower`): a letter or `_`, then up to 62
     /// letters, digits or `_`, case-sensitive. Any other name is a
-    /// [`Config`](ErrorKind::Config) error; the name is never spliced into
+    /// [`Config`](crate::ErrorKind::Config) error; the name is never spliced into
     /// SQL unchecked.
     pub fn table(mut self, name: impl Into<String>) -> Self {
         self.table = Some(name.into());
@@ -257,9 +260,9 @@ impl PostgresKvStoreBuilder {
     ///
     /// # Errors
     ///
-    /// [`Config`](ErrorKind::Config) for an invalid URL, table name or pool
-    /// size; [`Unavailable`](ErrorKind::Unavailable) when the server cannot be
-    /// reached; [`Backend`](ErrorKind::Backend) when the table cannot be
+    /// [`Config`](crate::ErrorKind::Config) for an invalid URL, table name or pool
+    /// size; [`Unavailable`](crate::ErrorKind::Unavailable) when the server cannot be
+    /// reached; [`Backend`](crate::ErrorKind::Backend) when the table cannot be
     /// created.
     pub async fn connect(self, url: &str) -> Result<PostgresKvStore> {
         sql::validate_table(&self.table_name()).map_err(|e| e.with_operation("connect"))?;
@@ -345,195 +348,7 @@ impl PostgresKvStoreBuilder {
     }
 }
 
-/// Creates the table and its indexes when missing, and moves a table an
-/// older version created to the current layout, in one transaction.
-async fn setup(
-    client: &mut Object,
-    table: &str,
-    sql: &Statements,
-) -> std::result::Result<(), tokio_postgres::Error> {
-    let tx = client.transaction().await?;
-    // Stores starting at once on one table take turns: `CREATE ... IF NOT
-    // EXISTS` is not safe against itself, and a migration must run once.
-    // The lock ends with the transaction.
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtext($1))",
-        &[&format!("kvtower:{table}")],
-    )
-    .await?;
-    tx.batch_execute(&sql.create).await?;
-    // The expiry index used to be `{table}_expires_at`, a name another
-    // kvtower table may need: drop it when it is this table's (its
-    // replacement exists now). The name comes from the catalog, quoted by
-    // the server.
-    let legacy = tx
-        .query_opt(
-            "SELECT quote_ident(n.nspname) || '.' || quote_ident(i.relname) \
-             FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
-             JOIN pg_namespace n ON n.oid = i.relnamespace \
-             WHERE x.indrelid = to_regclass($1) AND i.relname = $2",
-            &[&format!("\"{table}\""), &sql::legacy_expiry_index(table)],
-        )
-        .await?;
-    if let Some(row) = legacy {
-        let name: String = row.try_get(0)?;
-        tx.batch_execute(&format!("DROP INDEX {name}")).await?;
-    }
-    tx.commit().await
-}
-
-/// Sweeps every `every` while the store lives: the task holds a `Weak`, so it
-/// ends at the first tick after the last handle is dropped.
-fn spawn_sweeper(store: Weak<Inner>, every: Duration) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        tracing::warn!("kvtower: no Tokio runtime, expired Postgres rows are not swept");
-        return;
-    };
-    runtime.spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await; // the first tick is immediate
-        loop {
-            tick.tick().await;
-            let Some(inner) = store.upgrade() else { return };
-            if let Err(e) = sweep_all(&inner).await {
-                tracing::warn!(error = %e, "kvtower: sweeping expired Postgres rows failed");
-            }
-        }
-    });
-}
-
-async fn sweep_all(inner: &Inner) -> Result<u64> {
-    let client = inner.client("sweep").await?;
-    let stmt = prepare(&client, &inner.sql.sweep, "sweep").await?;
-    let batch = i64::try_from(sql::SWEEP_BATCH).unwrap_or(i64::MAX);
-    let mut total = 0;
-    loop {
-        let deleted = client
-            .execute(&stmt, &[&batch])
-            .await
-            .map_err(|e| pg_error(e, "sweep"))?;
-        total += deleted;
-        if deleted < sql::SWEEP_BATCH as u64 {
-            return Ok(total);
-        }
-    }
-}
-
-/// The SQL of one table, built once from the validated name.
-struct Statements {
-    create: String,
-    get: String,
-    upsert: String,
-    delete: String,
-    cas_select: String,
-    cas_insert: String,
-    cas_update: String,
-    list: String,
-    get_many: String,
-    set_many: String,
-    delete_many: String,
-    sweep: String,
-}
-
-/// Now, in ms since the epoch, on the server's clock (fixed per statement).
-const NOW: &str = "(extract(epoch from statement_timestamp()) * 1000)::bigint";
-
-impl Statements {
-    fn new(table: &str) -> Self {
-        // `table` is validated: an identifier without quotes, safe to quote.
-        let t = format!("\"{table}\"");
-        let live = format!("(expires_at IS NULL OR expires_at > {NOW})");
-        let index = sql::expiry_index(table);
-        let upsert_tail = "ON CONFLICT (key) DO UPDATE \
-                           SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at";
-        Self {
-            create: format!(
-                "CREATE TABLE IF NOT EXISTS {t} (\
-                 key bytea PRIMARY KEY, value json NOT NULL, expires_at bigint);\
-                 CREATE INDEX IF NOT EXISTS \"{index}\" ON {t} (expires_at) \
-                 WHERE expires_at IS NOT NULL;"
-            ),
-            get: format!("SELECT value::text FROM {t} WHERE key = $1 AND {live}"),
-            // `NOW + NULL` is NULL: no TTL, never expires.
-            upsert: format!(
-                "INSERT INTO {t} (key, value, expires_at) \
-                 VALUES ($1, $2::text::json, {NOW} + $3::bigint) {upsert_tail}"
-            ),
-            delete: format!("DELETE FROM {t} WHERE key = $1"),
-            cas_select: format!(
-                "SELECT value::text, {live} FROM {t} WHERE key = $1 FOR UPDATE"
-            ),
-            cas_insert: format!(
-                "INSERT INTO {t} (key, value, expires_at) \
-                 VALUES ($1, $2::text::json, {NOW} + $3::bigint) ON CONFLICT (key) DO NOTHING"
-            ),
-            cas_update: format!(
-                "UPDATE {t} SET value = $2::text::json, expires_at = {NOW} + $3::bigint \
-                 WHERE key = $1"
-            ),
-            list: format!(
-                "SELECT key, value::text FROM {t} \
-                 WHERE key >= $1 AND key < $2 AND {live} ORDER BY key LIMIT $3"
-            ),
-            get_many: format!("SELECT key, value::text FROM {t} WHERE key = ANY($1) AND {live}"),
-            set_many: format!(
-                "INSERT INTO {t} (key, value, expires_at) \
-                 SELECT k, v::json, {NOW} + $3::bigint FROM unnest($1::bytea[], $2::text[]) AS u(k, v) \
-                 {upsert_tail}"
-            ),
-            delete_many: format!("DELETE FROM {t} WHERE key = ANY($1)"),
-            sweep: format!(
-                "DELETE FROM {t} WHERE key IN \
-                 (SELECT key FROM {t} WHERE expires_at <= {NOW} LIMIT $1)"
-            ),
-        }
-    }
-}
-
-/// Maps a tokio-postgres error: lost connections are `Unavailable`,
-/// serialization failures and deadlocks retryable `Backend` errors.
-fn pg_error(err: tokio_postgres::Error, operation: &'static str) -> Error {
-    let (kind, retryable) = if let Some(db) = err.as_db_error() {
-        let code = db.code();
-        let retryable = *code == SqlState::T_R_SERIALIZATION_FAILURE
-            || *code == SqlState::T_R_DEADLOCK_DETECTED
-            || *code == SqlState::ADMIN_SHUTDOWN
-            || *code == SqlState::CANNOT_CONNECT_NOW
-            || *code == SqlState::TOO_MANY_CONNECTIONS;
-        let kind = if *code == SqlState::PROGRAM_LIMIT_EXCEEDED {
-            ErrorKind::ValueTooLarge
-        } else if *code == SqlState::ADMIN_SHUTDOWN || *code == SqlState::CANNOT_CONNECT_NOW {
-            ErrorKind::Unavailable
-        } else {
-            ErrorKind::Backend
-        };
-        (kind, retryable)
-    } else if err.is_closed()
-        || std::error::Error::source(&err).is_some_and(|s| s.is::<std::io::Error>())
-    {
-        (ErrorKind::Unavailable, true)
-    } else {
-        (ErrorKind::Backend, false)
-    };
-    Error::new(kind, format!("postgres: {err}"))
-        .with_source(err)
-        .with_operation(operation)
-        .with_retryable(retryable)
-}
-
-fn pool_error(err: PoolError, operation: &'static str) -> Error {
-    match err {
-        PoolError::Backend(e) => pg_error(e, operation),
-        PoolError::Timeout(_) => Error::new(ErrorKind::Timeout, format!("postgres pool: {err}"))
-            .with_operation(operation),
-        other => Error::new(ErrorKind::Unavailable, format!("postgres pool: {other}"))
-            .with_source(other)
-            .with_operation(operation),
-    }
-}
-
-async fn prepare(
+pub(super) async fn prepare(
     client: &Object,
     query: &str,
     operation: &'static str,
@@ -542,19 +357,6 @@ async fn prepare(
         .prepare_cached(query)
         .await
         .map_err(|e| pg_error(e, operation))
-}
-
-/// Reads a `(key, value::text)` row of a listing.
-fn entry(row: &tokio_postgres::Row, operation: &'static str) -> Result<(Vec<u8>, Result<KvEntry>)> {
-    let enc: Vec<u8> = row.try_get(0).map_err(|e| pg_error(e, operation))?;
-    let entry = decode_key(&enc)
-        .map_err(|e| e.with_operation(operation))
-        .and_then(|key| {
-            let text: &str = row.try_get(1).map_err(|e| pg_error(e, operation))?;
-            let value = parse_value(text, &key, operation)?;
-            Ok(KvEntry { key, value })
-        });
-    Ok((enc, entry))
 }
 
 impl Inner {
@@ -631,122 +433,6 @@ impl PostgresKvStore {
             return fedify.sweep_expired().await;
         }
         sweep_all(&self.inner).await
-    }
-
-    async fn list_page(
-        &self,
-        start: Vec<u8>,
-        end: &[u8],
-    ) -> Result<(Vec<Result<KvEntry>>, Option<Vec<u8>>)> {
-        let client = self.inner.client("list").await?;
-        let stmt = prepare(&client, &self.inner.sql.list, "list").await?;
-        let limit = i64::try_from(sql::LIST_PAGE).unwrap_or(i64::MAX);
-        let rows = client
-            .query(&stmt, &[&start, &end, &limit])
-            .await
-            .map_err(|e| pg_error(e, "list"))?;
-        let full = rows.len() == sql::LIST_PAGE;
-        let mut entries = Vec::with_capacity(rows.len());
-        let mut last = None;
-        for row in &rows {
-            let (enc, entry) = entry(row, "list")?;
-            entries.push(entry);
-            last = Some(enc);
-        }
-        let next = match last {
-            Some(last) if full => Some(after(last)),
-            _ => None,
-        };
-        Ok((entries, next))
-    }
-
-    async fn cas_inner(
-        &self,
-        key: &KvKey,
-        expected: Option<&Value>,
-        new: Option<Value>,
-        options: SetOptions,
-    ) -> Result<bool> {
-        let sql = &self.inner.sql;
-        let mut client = self.inner.client("cas").await?;
-        let select = prepare(&client, &sql.cas_select, "cas").await?;
-        let tx = client.transaction().await.map_err(|e| pg_error(e, "cas"))?;
-        let enc = encode_key(key);
-        let new_text = match new {
-            Some(value) if !options.is_expired() => Some(value_text(&value)),
-            _ => None,
-        };
-        let ttl = ttl_ms(options.ttl);
-        for _ in 0..CAS_ROUNDS {
-            // Read committed: each statement sees the latest committed rows,
-            // and FOR UPDATE holds the row until commit, so no writer can
-            // change it between this comparison and the write below.
-            let row = tx
-                .query_opt(&select, &[&enc])
-                .await
-                .map_err(|e| pg_error(e, "cas"))?;
-            let current = match &row {
-                Some(row) => {
-                    let live: bool = row.try_get(1).map_err(|e| pg_error(e, "cas"))?;
-                    if live {
-                        let text: &str = row.try_get(0).map_err(|e| pg_error(e, "cas"))?;
-                        Some(parse_value(text, key, "cas")?)
-                    } else {
-                        None
-                    }
-                }
-                None => None,
-            };
-            // serde_json's equality is structural: objects compare as maps.
-            if current.as_ref() != expected {
-                return Ok(false); // dropping the transaction rolls back
-            }
-            match (&new_text, row.is_some()) {
-                (Some(text), true) => {
-                    let stmt = tx
-                        .prepare_cached(&sql.cas_update)
-                        .await
-                        .map_err(|e| pg_error(e, "cas"))?;
-                    tx.execute(&stmt, &[&enc, text, &ttl])
-                        .await
-                        .map_err(|e| pg_error(e, "cas"))?;
-                }
-                (Some(text), false) => {
-                    let stmt = tx
-                        .prepare_cached(&sql.cas_insert)
-                        .await
-                        .map_err(|e| pg_error(e, "cas"))?;
-                    let inserted = tx
-                        .execute(&stmt, &[&enc, text, &ttl])
-                        .await
-                        .map_err(|e| pg_error(e, "cas"))?;
-                    if inserted == 0 {
-                        // Another writer inserted the key after our SELECT
-                        // (and committed: ON CONFLICT waited for it). Read
-                        // and lock its row, and compare again.
-                        continue;
-                    }
-                }
-                (None, true) => {
-                    let stmt = tx
-                        .prepare_cached(&sql.delete)
-                        .await
-                        .map_err(|e| pg_error(e, "cas"))?;
-                    tx.execute(&stmt, &[&enc])
-                        .await
-                        .map_err(|e| pg_error(e, "cas"))?;
-                }
-                (None, false) => {}
-            }
-            tx.commit().await.map_err(|e| pg_error(e, "cas"))?;
-            return Ok(true);
-        }
-        Err(Error::new(
-            ErrorKind::Backend,
-            "cas lost too many insert races in a row",
-        )
-        .with_operation("cas")
-        .with_retryable(true))
     }
 }
 
