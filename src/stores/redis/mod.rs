@@ -94,7 +94,11 @@
 //!
 //! TTLs are sent in milliseconds (`SET ... PX`), rounded up to a whole
 //! millisecond, so sub-second TTLs work. A TTL of zero deletes the key. A TTL
-//! beyond about 31,000 years is capped there.
+//! beyond about 31,000 years is capped there. In the
+//! [Fedify layout](crate::stores::Layout::Fedify) TTLs are rounded up to
+//! whole seconds, as `@fedify/redis` writes them (`SETEX`), so the store
+//! declares `exact_expiry: false`: an entry may outlive its TTL by up to a
+//! second.
 //!
 //! # Compare-and-swap
 //!
@@ -572,7 +576,7 @@ impl KvStore for RedisKvStore {
         } else {
             let text =
                 encode_value(&value).map_err(|e| e.with_operation(Operation::Set).with_key(key))?;
-            set_cmd(&rkey, &text, options)
+            set_cmd(&rkey, &text, options.ttl.map(|ttl| self.ttl_ms(ttl)))
         };
         let mut conn = self.conn();
         self.run(cmd.query_async::<()>(&mut conn))
@@ -649,7 +653,7 @@ impl KvStore for RedisKvStore {
             if options.is_expired() {
                 del_cmd(std::slice::from_ref(rkey))
             } else {
-                set_cmd(rkey, text, options)
+                set_cmd(rkey, text, options.ttl.map(|ttl| self.ttl_ms(ttl)))
             }
         };
         let run = async {
@@ -726,17 +730,41 @@ impl KvStore for RedisKvStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::full()
+        match self.inner.layout {
+            // TTLs are rounded up to whole seconds, as Fedify writes them: an
+            // entry may outlive the TTL asked for by up to a second.
+            Layout::Fedify => Capabilities::full().with_exact_expiry(false),
+            _ => Capabilities::full(),
+        }
     }
 }
 
-fn set_cmd(rkey: &[u8], text: &[u8], options: SetOptions) -> Cmd {
+fn set_cmd(rkey: &[u8], text: &[u8], ttl_ms: Option<u64>) -> Cmd {
     let mut cmd = redis::cmd("SET");
     cmd.arg(rkey).arg(text);
-    if let Some(ttl) = options.ttl {
-        cmd.arg("PX").arg(ttl_millis(ttl));
+    if let Some(ttl_ms) = ttl_ms {
+        cmd.arg("PX").arg(ttl_ms);
     }
     cmd
+}
+
+impl RedisKvStore {
+    /// The `PX` argument for `ttl` in this store's layout: whole
+    /// milliseconds, or in [`Layout::Fedify`] whole seconds (rounded up), as
+    /// `@fedify/redis` writes them with `SETEX`, so a key kvtower writes
+    /// expires when one Fedify wrote with the same TTL would.
+    pub(super) fn ttl_ms(&self, ttl: Duration) -> u64 {
+        match self.inner.layout {
+            Layout::Fedify => ttl_millis(whole_seconds_up(ttl)),
+            _ => ttl_millis(ttl),
+        }
+    }
+}
+
+/// `ttl` rounded up to a whole number of seconds, at least one.
+fn whole_seconds_up(ttl: Duration) -> Duration {
+    let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+    Duration::from_secs(secs.max(1))
 }
 
 fn del_cmd(rkeys: &[Vec<u8>]) -> Cmd {
@@ -764,5 +792,25 @@ mod tests {
         assert_eq!(ttl_millis(Duration::from_micros(1_500)), 2);
         assert_eq!(ttl_millis(Duration::from_millis(250)), 250);
         assert_eq!(ttl_millis(Duration::MAX), MAX_TTL_MS);
+    }
+
+    #[test]
+    fn fedify_ttls_round_up_to_whole_seconds() {
+        assert_eq!(
+            whole_seconds_up(Duration::from_millis(1)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            whole_seconds_up(Duration::from_millis(1_000)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            whole_seconds_up(Duration::from_millis(1_001)),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            whole_seconds_up(Duration::MAX),
+            Duration::from_secs(u64::MAX)
+        );
     }
 }
