@@ -564,12 +564,15 @@ async fn prefixes_isolate_stacks_over_one_store() {
         .await
         .unwrap();
     assert_eq!(b.get_many(&[kvkey!["x"]]).await.unwrap(), vec![None]);
-    assert_eq!(shared.get(&kvkey!["a", "x"]).await.unwrap(), Some(json!(1)));
+    assert_eq!(
+        shared.get(&kvkey!["~a", "x"]).await.unwrap(),
+        Some(json!(1))
+    );
     b.delete_many(std::slice::from_ref(&key)).await.unwrap();
     assert_eq!(a.get(&key).await.unwrap(), Some(json!("a")));
     // The key equal to the prefix is not reachable through the layer.
     shared
-        .set(&kvkey!["a"], json!("bare"), SetOptions::default())
+        .set(&kvkey!["~a"], json!("bare"), SetOptions::default())
         .await
         .unwrap();
     let listed: Vec<KvKey> = a
