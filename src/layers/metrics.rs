@@ -27,7 +27,7 @@
 //! | `kvtower_operation_errors_total` | counter | `store`, `operation`, `error_kind` | one per failed call; `error_kind` is [`ErrorKind::as_str`](crate::ErrorKind::as_str) |
 //! | `kvtower_operation_duration_seconds` | histogram | `store`, `operation` | latency of each call (for `list`: until the stream ends) |
 //! | `kvtower_cache_requests_total` | counter | `cache`, `tier`, `outcome` | recorded by [`CacheLayer`](super::CacheLayer): `tier` is `front` or `inner`, `outcome` is `hit` or `miss`; the hit ratio of a tier is `hit / (hit + miss)` |
-//!
+//! | `kvtower_cache_stale_served_total` | counter | `cache` | reads a [`CacheLayer`](super::CacheLayer) answered from a stale copy because the inner store failed ([`stale_if_error`](super::CacheLayerBuilder::stale_if_error)) |
 //! | `kvtower_circuit_breaker_state` | gauge | `breaker` | recorded by [`CircuitBreakerLayer`](super::CircuitBreakerLayer): `0` closed, `1` open, `2` half-open |
 //! | `kvtower_circuit_breaker_transitions_total` | counter | `breaker`, `state` | breaker transitions, by the state entered |
 //! | `kvtower_circuit_breaker_rejected_total` | counter | `breaker` | calls failed fast by an open breaker |
@@ -67,6 +67,10 @@ pub const OPERATION_DURATION_SECONDS: &str = "kvtower_operation_duration_seconds
 /// `kvtower_cache_requests_total`: [`CacheLayer`](super::CacheLayer) lookups
 /// by cache, tier and outcome.
 pub const CACHE_REQUESTS_TOTAL: &str = "kvtower_cache_requests_total";
+/// `kvtower_cache_stale_served_total`: reads a
+/// [`CacheLayer`](super::CacheLayer) answered from a stale copy
+/// ([`stale_if_error`](super::CacheLayerBuilder::stale_if_error)).
+pub const CACHE_STALE_SERVED_TOTAL: &str = "kvtower_cache_stale_served_total";
 
 /// Label: the store name given to [`MetricsLayer::new`].
 pub const LABEL_STORE: &str = "store";
