@@ -157,7 +157,10 @@ impl Proxy {
         let upstream: tokio_postgres::Config = postgres_url().parse().unwrap();
         let target = match &upstream.get_hosts()[0] {
             tokio_postgres::config::Host::Tcp(host) => {
-                format!("{host}:{}", upstream.get_ports().first().copied().unwrap_or(5432))
+                format!(
+                    "{host}:{}",
+                    upstream.get_ports().first().copied().unwrap_or(5432)
+                )
             }
             #[allow(unreachable_patterns)]
             other => panic!("the proxy needs a TCP server, not {other:?}"),
@@ -193,7 +196,9 @@ impl Proxy {
         if let Some(password) = upstream.get_password() {
             url.push_str(&format!(
                 " password='{}'",
-                String::from_utf8_lossy(password).replace('\\', "\\\\").replace('\'', "\\'")
+                String::from_utf8_lossy(password)
+                    .replace('\\', "\\\\")
+                    .replace('\'', "\\'")
             ));
         }
         url

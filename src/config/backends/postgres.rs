@@ -8,14 +8,13 @@ use super::Backend;
 use crate::config::SecretUrl;
 use crate::error::{Error, Result};
 use crate::store::DynKvStore;
+use crate::stores::Layout;
 
 /// Options of a PostgreSQL backend.
 ///
 /// URL forms: `postgres://…` and `postgresql://…`, as tokio-postgres reads
 /// them; in the table form, `url` may also be libpq's key-value form
-/// (`host=… user=… password=…`). `timeout` and `connect_timeout` are
-/// durations like `"500ms"` or `"30s"` (defaults 30 s and 10 s, see
-/// `PostgresKvStoreBuilder::timeout`); zero is an error.
+/// (`host=… user=… password=…`).
 ///
 /// ```
 /// use kvtower::config::BackendConfig;
@@ -30,17 +29,28 @@ use crate::store::DynKvStore;
 pub struct PostgresConfig {
     /// `postgres://` URL.
     pub url: SecretUrl,
-    /// The table name (default `kvtower`).
+    /// The table name (default `kvtower`; `fedify_kv_v2` in the Fedify
+    /// layout).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table: Option<String>,
-    /// Per-operation timeout.
+    /// The data format: `kvtower` (the default) or `fedify`, Fedify's own
+    /// store's format for this backend, to share data with a Fedify server
+    /// (see [`Layout`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<Layout>,
+    /// In the Fedify layout, read the twice-encoded values older Fedify
+    /// versions wrote (`PostgresKvStoreBuilder::decode_double_encoded`;
+    /// default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decode_double_encoded: Option<bool>,
+    /// Per-operation timeout (default 30 s), a duration like `"500ms"`.
     #[serde(
         default,
         with = "humantime_serde",
         skip_serializing_if = "Option::is_none"
     )]
     pub timeout: Option<Duration>,
-    /// Timeout of each connection attempt.
+    /// Timeout of each connection attempt (default 10 s).
     #[serde(
         default,
         with = "humantime_serde",
@@ -54,6 +64,8 @@ impl Backend for PostgresConfig {
         Ok(Self {
             url: SecretUrl::new(url),
             table: None,
+            layout: None,
+            decode_double_encoded: None,
             timeout: None,
             connect_timeout: None,
         })
@@ -70,13 +82,19 @@ impl Backend for PostgresConfig {
                 )));
             }
         }
-        Ok(())
+        super::fedify_only(
+            self.layout,
+            "decode_double_encoded",
+            self.decode_double_encoded.is_some(),
+        )
     }
 
     async fn build(&self) -> Result<DynKvStore> {
         #[cfg(feature = "postgres")]
         {
-            let mut builder = crate::PostgresKvStore::builder();
+            let mut builder = crate::PostgresKvStore::builder()
+                .layout(self.layout.unwrap_or_default())
+                .decode_double_encoded(self.decode_double_encoded.unwrap_or(false));
             if let Some(table) = &self.table {
                 builder = builder.table(table.clone());
             }

@@ -15,8 +15,9 @@ use std::time::Duration;
 use deadpool_postgres::{Object, Pool};
 use tokio_postgres::NoTls;
 
-use super::pool_error;
+use super::error::{pool_error, timeout_error};
 use crate::error::{Error, ErrorKind, Result};
+use crate::operation::Operation;
 
 /// How long an operation and a connection attempt may take.
 #[derive(Debug, Clone, Copy)]
@@ -25,16 +26,6 @@ pub(super) struct Bounds {
     pub(super) timeout: Duration,
     /// One connection attempt (and one cancel request).
     pub(super) connect_timeout: Duration,
-}
-
-/// The error of an operation that got no answer within `timeout`:
-/// retryable, like every [`Timeout`](ErrorKind::Timeout).
-pub(super) fn timeout_error(timeout: Duration, operation: &'static str) -> Error {
-    Error::new(
-        ErrorKind::Timeout,
-        format!("no answer from Postgres within {timeout:?}"),
-    )
-    .with_operation(operation)
 }
 
 /// A pooled connection checked out for one operation. Dropped before
@@ -81,7 +72,7 @@ impl Drop for Checkout {
 pub(super) async fn run<T>(
     pool: &Pool,
     bounds: Bounds,
-    operation: &'static str,
+    operation: Operation,
     work: impl AsyncFnOnce(&mut Object) -> Result<T>,
 ) -> Result<T> {
     let bounded = async {

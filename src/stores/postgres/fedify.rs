@@ -49,9 +49,11 @@ use futures::stream::{self, BoxStream, StreamExt};
 use tokio_postgres::error::SqlState;
 
 use super::bound::{run, Bounds};
-use super::{pg_error, prepare};
+use super::error::pg_error;
+use super::prepare;
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
+use crate::operation::Operation;
 use crate::store::{KvEntry, SetOptions, Value};
 use crate::stores::sql::{self, parse_value, value_text};
 
@@ -187,7 +189,7 @@ fn json_text(value: &Value, key: &KvKey) -> Result<String> {
 
 /// Reads a stored `key text[]`; an [`InvalidKey`](ErrorKind::InvalidKey)
 /// error for an array Fedify never writes (empty, or with `NULL` parts).
-fn read_key(row: &tokio_postgres::Row, operation: &'static str) -> Result<(Vec<String>, KvKey)> {
+fn read_key(row: &tokio_postgres::Row, operation: Operation) -> Result<(Vec<String>, KvKey)> {
     let parts: Vec<Option<String>> = row.try_get(0).map_err(|e| pg_error(e, operation))?;
     let parts: Option<Vec<String>> = parts.into_iter().collect();
     let parts = parts.ok_or_else(|| {
@@ -228,7 +230,7 @@ impl FedifyPostgres {
         sweep_interval: Option<Duration>,
     ) -> Result<Arc<Self>> {
         let sql = Statements::new(table);
-        run(&pool, setup_bounds, "connect", async |client| {
+        run(&pool, setup_bounds, Operation::Connect, async |client| {
             if let Err(e) = client.batch_execute(&sql.create).await {
                 // Two processes creating the table at once: one loses the
                 // race on the catalog's unique index, and the table exists.
@@ -236,7 +238,7 @@ impl FedifyPostgres {
                     *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::DUPLICATE_TABLE
                 });
                 if !raced {
-                    return Err(pg_error(e, "connect"));
+                    return Err(pg_error(e, Operation::Connect));
                 }
             }
             Ok(())
@@ -257,14 +259,14 @@ impl FedifyPostgres {
     /// Runs `work` on a pooled connection within the per-operation timeout.
     async fn run<T>(
         &self,
-        operation: &'static str,
+        operation: Operation,
         work: impl AsyncFnOnce(&mut Object) -> Result<T>,
     ) -> Result<T> {
         run(&self.pool, self.bounds, operation, work).await
     }
 
     /// Parses a stored `value::text`, undoing a double encoding when asked.
-    fn value(&self, text: &str, key: &KvKey, operation: &'static str) -> Result<Value> {
+    fn value(&self, text: &str, key: &KvKey, operation: Operation) -> Result<Value> {
         let value = parse_value(text, key, operation)?;
         if self.decode_double_encoded {
             if let Value::String(inner) = &value {
@@ -282,12 +284,12 @@ impl FedifyPostgres {
         loop {
             // Each batch is one operation, within the timeout.
             let deleted = self
-                .run("sweep", async |client| {
-                    let stmt = prepare(client, &self.sql.sweep, "sweep").await?;
+                .run(Operation::Sweep, async |client| {
+                    let stmt = prepare(client, &self.sql.sweep, Operation::Sweep).await?;
                     client
                         .execute(&stmt, &[&batch])
                         .await
-                        .map_err(|e| pg_error(e, "sweep"))
+                        .map_err(|e| pg_error(e, Operation::Sweep))
                 })
                 .await?;
             total += deleted;
@@ -298,17 +300,17 @@ impl FedifyPostgres {
     }
 
     pub(super) async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
-        let parts = key_parts(key).map_err(|e| e.with_operation("get"))?;
-        self.run("get", async |client| {
-            let stmt = prepare(client, &self.sql.get, "get").await?;
+        let parts = key_parts(key).map_err(|e| e.with_operation(Operation::Get))?;
+        self.run(Operation::Get, async |client| {
+            let stmt = prepare(client, &self.sql.get, Operation::Get).await?;
             let row = client
                 .query_opt(&stmt, &[&parts])
                 .await
-                .map_err(|e| pg_error(e, "get"))?;
+                .map_err(|e| pg_error(e, Operation::Get))?;
             match row {
                 Some(row) => {
-                    let text: &str = row.try_get(0).map_err(|e| pg_error(e, "get"))?;
-                    self.value(text, key, "get").map(Some)
+                    let text: &str = row.try_get(0).map_err(|e| pg_error(e, Operation::Get))?;
+                    self.value(text, key, Operation::Get).map(Some)
                 }
                 None => Ok(None),
             }
@@ -320,28 +322,28 @@ impl FedifyPostgres {
         if options.is_expired() {
             return self.delete(key).await;
         }
-        let parts = key_parts(key).map_err(|e| e.with_operation("set"))?;
-        let text = json_text(&value, key).map_err(|e| e.with_operation("set"))?;
+        let parts = key_parts(key).map_err(|e| e.with_operation(Operation::Set))?;
+        let text = json_text(&value, key).map_err(|e| e.with_operation(Operation::Set))?;
         let ttl = ttl_micros(options.ttl);
-        self.run("set", async |client| {
-            let stmt = prepare(client, &self.sql.upsert, "set").await?;
+        self.run(Operation::Set, async |client| {
+            let stmt = prepare(client, &self.sql.upsert, Operation::Set).await?;
             client
                 .execute(&stmt, &[&parts, &text, &ttl])
                 .await
-                .map_err(|e| pg_error(e, "set"))?;
+                .map_err(|e| pg_error(e, Operation::Set))?;
             Ok(())
         })
         .await
     }
 
     pub(super) async fn delete(&self, key: &KvKey) -> Result<()> {
-        let parts = key_parts(key).map_err(|e| e.with_operation("delete"))?;
-        self.run("delete", async |client| {
-            let stmt = prepare(client, &self.sql.delete, "delete").await?;
+        let parts = key_parts(key).map_err(|e| e.with_operation(Operation::Delete))?;
+        self.run(Operation::Delete, async |client| {
+            let stmt = prepare(client, &self.sql.delete, Operation::Delete).await?;
             client
                 .execute(&stmt, &[&parts])
                 .await
-                .map_err(|e| pg_error(e, "delete"))?;
+                .map_err(|e| pg_error(e, Operation::Delete))?;
             Ok(())
         })
         .await
@@ -354,18 +356,21 @@ impl FedifyPostgres {
         new: Option<Value>,
         options: SetOptions,
     ) -> Result<bool> {
-        let parts = key_parts(key).map_err(|e| e.with_operation("cas"))?;
+        let parts = key_parts(key).map_err(|e| e.with_operation(Operation::Cas))?;
         let new_text = match &new {
             Some(value) if !options.is_expired() => {
-                Some(json_text(value, key).map_err(|e| e.with_operation("cas"))?)
+                Some(json_text(value, key).map_err(|e| e.with_operation(Operation::Cas))?)
             }
             _ => None,
         };
         let ttl = ttl_micros(options.ttl);
         let sql = &self.sql;
-        self.run("cas", async |client| {
-            let select = prepare(client, &sql.cas_select, "cas").await?;
-            let tx = client.transaction().await.map_err(|e| pg_error(e, "cas"))?;
+        self.run(Operation::Cas, async |client| {
+            let select = prepare(client, &sql.cas_select, Operation::Cas).await?;
+            let tx = client
+                .transaction()
+                .await
+                .map_err(|e| pg_error(e, Operation::Cas))?;
             for _ in 0..CAS_ROUNDS {
                 // Read committed: FOR UPDATE holds the row until commit, so no
                 // writer (Fedify's included) changes it between the comparison
@@ -373,13 +378,14 @@ impl FedifyPostgres {
                 let row = tx
                     .query_opt(&select, &[&parts])
                     .await
-                    .map_err(|e| pg_error(e, "cas"))?;
+                    .map_err(|e| pg_error(e, Operation::Cas))?;
                 let current = match &row {
                     Some(row) => {
-                        let live: bool = row.try_get(1).map_err(|e| pg_error(e, "cas"))?;
+                        let live: bool = row.try_get(1).map_err(|e| pg_error(e, Operation::Cas))?;
                         if live {
-                            let text: &str = row.try_get(0).map_err(|e| pg_error(e, "cas"))?;
-                            Some(self.value(text, key, "cas")?)
+                            let text: &str =
+                                row.try_get(0).map_err(|e| pg_error(e, Operation::Cas))?;
+                            Some(self.value(text, key, Operation::Cas)?)
                         } else {
                             None
                         }
@@ -395,33 +401,33 @@ impl FedifyPostgres {
                     (Some(_), false) => &sql.cas_insert,
                     (None, true) => &sql.delete,
                     (None, false) => {
-                        tx.commit().await.map_err(|e| pg_error(e, "cas"))?;
+                        tx.commit().await.map_err(|e| pg_error(e, Operation::Cas))?;
                         return Ok(true);
                     }
                 };
                 let stmt = tx
                     .prepare_cached(statement)
                     .await
-                    .map_err(|e| pg_error(e, "cas"))?;
+                    .map_err(|e| pg_error(e, Operation::Cas))?;
                 let changed = match &new_text {
                     Some(text) => tx.execute(&stmt, &[&parts, text, &ttl]).await,
                     None => tx.execute(&stmt, &[&parts]).await,
                 }
-                .map_err(|e| pg_error(e, "cas"))?;
+                .map_err(|e| pg_error(e, Operation::Cas))?;
                 if changed == 0 && row.is_none() {
                     // Another writer inserted the key after our SELECT (and
                     // committed: ON CONFLICT waited for it). Read and lock its
                     // row, and compare again.
                     continue;
                 }
-                tx.commit().await.map_err(|e| pg_error(e, "cas"))?;
+                tx.commit().await.map_err(|e| pg_error(e, Operation::Cas))?;
                 return Ok(true);
             }
             Err(Error::new(
                 ErrorKind::Backend,
                 "cas lost too many insert races in a row",
             )
-            .with_operation("cas")
+            .with_operation(Operation::Cas)
             .with_retryable(true))
         })
         .await
@@ -435,31 +441,31 @@ impl FedifyPostgres {
     ) -> Result<(Vec<Result<KvEntry>>, Option<Vec<String>>)> {
         let limit = i64::try_from(sql::LIST_PAGE).unwrap_or(i64::MAX);
         let rows = self
-            .run("list", async |client| {
+            .run(Operation::List, async |client| {
                 match prefix {
                     Some(prefix) => {
-                        let stmt = prepare(client, &self.sql.list_prefix, "list").await?;
+                        let stmt = prepare(client, &self.sql.list_prefix, Operation::List).await?;
                         let n = i32::try_from(prefix.len()).unwrap_or(i32::MAX);
                         client.query(&stmt, &[&after, &limit, &prefix, &n]).await
                     }
                     None => {
-                        let stmt = prepare(client, &self.sql.list_all, "list").await?;
+                        let stmt = prepare(client, &self.sql.list_all, Operation::List).await?;
                         client.query(&stmt, &[&after, &limit]).await
                     }
                 }
-                .map_err(|e| pg_error(e, "list"))
+                .map_err(|e| pg_error(e, Operation::List))
             })
             .await?;
         let full = rows.len() == sql::LIST_PAGE;
         let mut entries = Vec::with_capacity(rows.len());
         let mut last = None;
         for row in &rows {
-            let (parts, entry) = match read_key(row, "list") {
+            let (parts, entry) = match read_key(row, Operation::List) {
                 Ok((parts, key)) => {
                     let entry = row
                         .try_get::<_, &str>(1)
-                        .map_err(|e| pg_error(e, "list"))
-                        .and_then(|text| self.value(text, &key, "list"))
+                        .map_err(|e| pg_error(e, Operation::List))
+                        .and_then(|text| self.value(text, &key, Operation::List))
                         .map(|value| KvEntry { key, value });
                     (Some(parts), entry)
                 }
@@ -505,11 +511,11 @@ impl FedifyPostgres {
         }
         let parts = keys
             .iter()
-            .map(|k| key_parts(k).map_err(|e| e.with_operation("get_many")))
+            .map(|k| key_parts(k).map_err(|e| e.with_operation(Operation::GetMany)))
             .collect::<Result<Vec<_>>>()?;
         let rows = self
-            .run("get_many", async |client| {
-                let stmt = prepare(client, &self.sql.get, "get_many").await?;
+            .run(Operation::GetMany, async |client| {
+                let stmt = prepare(client, &self.sql.get, Operation::GetMany).await?;
                 // Ragged text[] keys do not fit one array parameter: the
                 // queries are pipelined on one connection instead (one round
                 // trip's wait).
@@ -520,15 +526,17 @@ impl FedifyPostgres {
                         .map(|p| async move { client.query_opt(stmt, &[p]).await }),
                 )
                 .await
-                .map_err(|e| pg_error(e, "get_many"))
+                .map_err(|e| pg_error(e, Operation::GetMany))
             })
             .await?;
         keys.iter()
             .zip(rows)
             .map(|(key, row)| match row {
                 Some(row) => {
-                    let text: &str = row.try_get(0).map_err(|e| pg_error(e, "get_many"))?;
-                    self.value(text, key, "get_many").map(Some)
+                    let text: &str = row
+                        .try_get(0)
+                        .map_err(|e| pg_error(e, Operation::GetMany))?;
+                    self.value(text, key, Operation::GetMany).map(Some)
                 }
                 None => Ok(None),
             })
@@ -551,8 +559,8 @@ impl FedifyPostgres {
         let mut index: HashMap<&KvKey, usize> = HashMap::with_capacity(entries.len());
         let mut rows: Vec<(&[String], String)> = Vec::with_capacity(entries.len());
         for (key, value) in &entries {
-            let parts = key_parts(key).map_err(|e| e.with_operation("set_many"))?;
-            let text = json_text(value, key).map_err(|e| e.with_operation("set_many"))?;
+            let parts = key_parts(key).map_err(|e| e.with_operation(Operation::SetMany))?;
+            let text = json_text(value, key).map_err(|e| e.with_operation(Operation::SetMany))?;
             match index.get(key) {
                 Some(&i) => rows[i].1 = text,
                 None => {
@@ -562,20 +570,22 @@ impl FedifyPostgres {
             }
         }
         let ttl = ttl_micros(options.ttl);
-        self.run("set_many", async |client| {
-            let stmt = prepare(client, &self.sql.upsert, "set_many").await?;
+        self.run(Operation::SetMany, async |client| {
+            let stmt = prepare(client, &self.sql.upsert, Operation::SetMany).await?;
             // One transaction (all or nothing), its statements pipelined.
             let tx = client
                 .transaction()
                 .await
-                .map_err(|e| pg_error(e, "set_many"))?;
+                .map_err(|e| pg_error(e, Operation::SetMany))?;
             try_join_all(rows.iter().map(|(parts, text)| {
                 let (tx, stmt, ttl) = (&tx, &stmt, &ttl);
                 async move { tx.execute(stmt, &[parts, text, ttl]).await }
             }))
             .await
-            .map_err(|e| pg_error(e, "set_many"))?;
-            tx.commit().await.map_err(|e| pg_error(e, "set_many"))
+            .map_err(|e| pg_error(e, Operation::SetMany))?;
+            tx.commit()
+                .await
+                .map_err(|e| pg_error(e, Operation::SetMany))
         })
         .await
     }
@@ -586,14 +596,14 @@ impl FedifyPostgres {
         }
         let parts = keys
             .iter()
-            .map(|k| key_parts(k).map_err(|e| e.with_operation("delete_many")))
+            .map(|k| key_parts(k).map_err(|e| e.with_operation(Operation::DeleteMany)))
             .collect::<Result<Vec<_>>>()?;
-        self.run("delete_many", async |client| {
-            let stmt = prepare(client, &self.sql.delete, "delete_many").await?;
+        self.run(Operation::DeleteMany, async |client| {
+            let stmt = prepare(client, &self.sql.delete, Operation::DeleteMany).await?;
             let tx = client
                 .transaction()
                 .await
-                .map_err(|e| pg_error(e, "delete_many"))?;
+                .map_err(|e| pg_error(e, Operation::DeleteMany))?;
             let (txr, stmt) = (&tx, &stmt);
             try_join_all(
                 parts
@@ -601,8 +611,10 @@ impl FedifyPostgres {
                     .map(|p| async move { txr.execute(stmt, &[p]).await }),
             )
             .await
-            .map_err(|e| pg_error(e, "delete_many"))?;
-            tx.commit().await.map_err(|e| pg_error(e, "delete_many"))
+            .map_err(|e| pg_error(e, Operation::DeleteMany))?;
+            tx.commit()
+                .await
+                .map_err(|e| pg_error(e, Operation::DeleteMany))
         })
         .await
     }

@@ -61,33 +61,40 @@
 //! threads end, and the connections close, when the last clone is dropped.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
 use rusqlite::types::ValueRef;
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
-use tokio::sync::oneshot;
+use rusqlite::{params, Connection, TransactionBehavior};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
+use crate::operation::Operation;
 use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
 use crate::stores::layout::Layout;
 use crate::stores::sql::{
-    self, after, decode_key, encode_key, expires_at, now_ms, parse_value, prefix_range, value_text,
+    self, encode_key, expires_at, now_ms, parse_value, prefix_range, value_text,
 };
 use crate::value::{checked, checked_cas, checked_entries};
 
+mod connection;
+mod error;
 mod fedify;
+mod list;
+mod schema;
+
+use self::connection::{
+    connect, connect_reader, serve, serve_reads, spawn_connection, sweep_batch, wait_opened, Job,
+};
+use self::error::{closed, sqlite_error};
+use self::schema::Statements;
 
 /// The number of read connections of a database file by default.
 pub const DEFAULT_READ_CONNECTIONS: usize = 2;
-
-/// A job for a connection thread.
-type Job = Box<dyn FnOnce(&mut Connection, &Statements) + Send>;
 
 /// A persistent key–value store in a SQLite database file.
 ///
@@ -109,7 +116,7 @@ pub struct SqliteKvStore {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(super) struct Inner {
     /// The write connection's queue.
     jobs: Option<mpsc::Sender<Job>>,
     /// The read connections' shared queue; `None` when reads go to the write
@@ -298,7 +305,7 @@ impl SqliteKvStoreBuilder {
             }
             .to_owned()
         });
-        sql::validate_table(&table).map_err(|e| e.with_operation("open"))?;
+        sql::validate_table(&table).map_err(|e| e.with_operation(Operation::Connect))?;
         let synchronous = if self.synchronous_full {
             "FULL"
         } else {
@@ -372,249 +379,13 @@ impl SqliteKvStoreBuilder {
     }
 }
 
-/// Starts a thread that opens a connection with `open`, reports the outcome
-/// on the returned channel, then hands the connection to `serve`.
-fn spawn_connection(
-    name: String,
-    open: impl FnOnce() -> Result<(Connection, Statements)> + Send + 'static,
-    serve: impl FnOnce(Connection, Statements) + Send + 'static,
-) -> Result<(JoinHandle<()>, oneshot::Receiver<Result<()>>)> {
-    let (ready, opened) = oneshot::channel::<Result<()>>();
-    let thread = thread::Builder::new()
-        .name(name)
-        .spawn(move || match open() {
-            Ok((conn, statements)) => {
-                let _ = ready.send(Ok(()));
-                serve(conn, statements);
-            }
-            Err(e) => {
-                let _ = ready.send(Err(e));
-            }
-        })
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::Backend,
-                format!("cannot start the SQLite thread: {e}"),
-            )
-            .with_source(e)
-            .with_operation("open")
-        })?;
-    Ok((thread, opened))
-}
-
-async fn wait_opened(opened: oneshot::Receiver<Result<()>>) -> Result<()> {
-    match opened.await {
-        Ok(result) => result,
-        Err(_) => Err(closed("open")),
-    }
-}
-
-/// The SQL of one table, built once from the validated name.
-struct Statements {
-    create: String,
-    /// The expiry index name of older versions, dropped when found on this
-    /// table (see [`sql::legacy_expiry_index`]).
-    legacy_index: String,
-    table: String,
-    get: String,
-    upsert: String,
-    delete: String,
-    list: String,
-    sweep: String,
-}
-
-impl Statements {
-    fn new(table: &str) -> Self {
-        // `table` is validated: an identifier without quotes, safe to quote.
-        let t = format!("\"{table}\"");
-        const LIVE: &str = "(expires_at IS NULL OR expires_at > ?2)";
-        let index = sql::expiry_index(table);
-        Self {
-            create: format!(
-                "CREATE TABLE IF NOT EXISTS {t} (\
-                 k BLOB PRIMARY KEY NOT NULL, v TEXT NOT NULL, expires_at INTEGER\
-                 ) WITHOUT ROWID;\
-                 CREATE INDEX IF NOT EXISTS \"{index}\" ON {t} (expires_at) \
-                 WHERE expires_at IS NOT NULL;"
-            ),
-            legacy_index: sql::legacy_expiry_index(table),
-            table: table.to_owned(),
-            get: format!("SELECT v FROM {t} WHERE k = ?1 AND {LIVE}"),
-            upsert: format!(
-                "INSERT INTO {t} (k, v, expires_at) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (k) DO UPDATE SET v = excluded.v, expires_at = excluded.expires_at"
-            ),
-            delete: format!("DELETE FROM {t} WHERE k = ?1"),
-            list: format!(
-                "SELECT k, v FROM {t} WHERE k >= ?1 AND k < ?3 AND {LIVE} ORDER BY k LIMIT ?4"
-            ),
-            sweep: format!(
-                "DELETE FROM {t} WHERE k IN \
-                 (SELECT k FROM {t} WHERE expires_at <= ?1 LIMIT ?2)"
-            ),
-        }
-    }
-}
-
-fn connect(path: Option<&Path>, synchronous: &str, statements: &Statements) -> Result<Connection> {
-    let conn = match path {
-        Some(path) => Connection::open(path),
-        None => Connection::open_in_memory(),
-    }
-    .map_err(|e| {
-        let kind = ErrorKind::Unavailable;
-        Error::new(kind, format!("cannot open the SQLite database: {e}"))
-            .with_source(e)
-            .with_operation("open")
-    })?;
-    let setup = || -> rusqlite::Result<()> {
-        conn.busy_timeout(Duration::from_secs(5))?;
-        // Returns the mode ("memory" for an in-memory database).
-        let _: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
-        conn.execute_batch(&format!("PRAGMA synchronous = {synchronous};"))?;
-        conn.execute_batch(&statements.create)?;
-        drop_legacy_index(&conn, statements)
-    };
-    setup().map_err(|e| sqlite_error(e, "open"))?;
-    Ok(conn)
-}
-
-/// A read connection: the file exists, is in WAL mode and has the table.
-fn connect_reader(path: &Path) -> Result<Connection> {
-    let conn = Connection::open(path).map_err(|e| {
-        Error::new(
-            ErrorKind::Unavailable,
-            format!("cannot open the SQLite database: {e}"),
-        )
-        .with_source(e)
-        .with_operation("open")
-    })?;
-    // A WAL read waits only in rare cases (a checkpoint resetting the log);
-    // `query_only` makes sure no write ever takes this path.
-    conn.busy_timeout(Duration::from_secs(5))
-        .and_then(|()| conn.execute_batch("PRAGMA query_only = ON;"))
-        .map_err(|e| sqlite_error(e, "open"))?;
-    Ok(conn)
-}
-
-/// A read connection's thread: runs read jobs from the shared queue until it
-/// closes. Several readers share the queue, so reads run in parallel.
-fn serve_reads(mut conn: Connection, statements: Statements, jobs: &Mutex<mpsc::Receiver<Job>>) {
-    loop {
-        // Only the reader holding the mutex waits on the queue (the others
-        // wait for the mutex); the guard is released before the job runs.
-        let job = match jobs.lock().unwrap_or_else(PoisonError::into_inner).recv() {
-            Ok(job) => job,
-            Err(_) => return,
-        };
-        job(&mut conn, &statements);
-    }
-}
-
-/// Drops the expiry index an older version created under the name
-/// `{table}_expires_at` (a name another table may want), if it is this
-/// table's: its replacement is already in place.
-fn drop_legacy_index(conn: &Connection, statements: &Statements) -> rusqlite::Result<()> {
-    // SQLite names are case-insensitive (ASCII), hence NOCASE.
-    let found: Option<String> = conn
-        .query_row(
-            "SELECT name FROM sqlite_master WHERE type = 'index' \
-             AND name = ?1 COLLATE NOCASE AND tbl_name = ?2 COLLATE NOCASE",
-            params![statements.legacy_index, statements.table],
-            |row| row.get(0),
-        )
-        .optional()?;
-    if let Some(name) = found {
-        // `name` is the validated table name plus `_expires_at`: no quote.
-        conn.execute_batch(&format!("DROP INDEX IF EXISTS \"{name}\""))?;
-    }
-    Ok(())
-}
-
-/// The connection thread: runs jobs in order, and sweeps expired rows every
-/// `sweep_interval` (sooner while a sweep finds a full batch).
-fn serve(
-    mut conn: Connection,
-    statements: Statements,
-    jobs: mpsc::Receiver<Job>,
-    sweep_interval: Option<Duration>,
-) {
-    let mut next_sweep = sweep_interval.map(|every| Instant::now() + every);
-    loop {
-        let job = match next_sweep {
-            None => match jobs.recv() {
-                Ok(job) => Some(job),
-                Err(_) => break,
-            },
-            Some(at) => match jobs.recv_timeout(at.saturating_duration_since(Instant::now())) {
-                Ok(job) => Some(job),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => break,
-            },
-        };
-        if let Some(job) = job {
-            job(&mut conn, &statements);
-        }
-        if let (Some(at), Some(every)) = (next_sweep, sweep_interval) {
-            if Instant::now() >= at {
-                let full = match sweep_batch(&conn, &statements) {
-                    Ok(deleted) => deleted == sql::SWEEP_BATCH,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "kvtower: sweeping expired SQLite rows failed");
-                        false
-                    }
-                };
-                let wait = if full {
-                    Duration::from_millis(10)
-                } else {
-                    every
-                };
-                next_sweep = Some(Instant::now() + wait);
-            }
-        }
-    }
-}
-
-fn sweep_batch(conn: &Connection, statements: &Statements) -> Result<usize> {
-    let batch = i64::try_from(sql::SWEEP_BATCH).unwrap_or(i64::MAX);
-    conn.prepare_cached(&statements.sweep)
-        .and_then(|mut stmt| stmt.execute(params![now_ms(), batch]))
-        .map_err(|e| sqlite_error(e, "sweep"))
-}
-
-/// Maps a rusqlite error: busy and locked databases are retryable.
-fn sqlite_error(err: rusqlite::Error, operation: &'static str) -> Error {
-    let (kind, retryable) = match &err {
-        rusqlite::Error::SqliteFailure(failure, _) => match failure.code {
-            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => (ErrorKind::Backend, true),
-            ErrorCode::CannotOpen => (ErrorKind::Unavailable, true),
-            ErrorCode::TooBig => (ErrorKind::ValueTooLarge, false),
-            _ => (ErrorKind::Backend, false),
-        },
-        _ => (ErrorKind::Backend, false),
-    };
-    Error::new(kind, format!("sqlite: {err}"))
-        .with_source(err)
-        .with_operation(operation)
-        .with_retryable(retryable)
-}
-
-fn closed(operation: &'static str) -> Error {
-    Error::new(
-        ErrorKind::Unavailable,
-        "the SQLite connection thread has stopped",
-    )
-    .with_operation(operation)
-    .with_retryable(false)
-}
-
 /// Reads column `i` as a stored value; anything but valid JSON text is an
 /// [`InvalidValue`](ErrorKind::InvalidValue) error for `key`.
 fn read_value(
     row: &rusqlite::Row<'_>,
     i: usize,
     key: &KvKey,
-    operation: &'static str,
+    operation: Operation,
 ) -> Result<Value> {
     match row.get_ref(i).map_err(|e| sqlite_error(e, operation))? {
         ValueRef::Text(text) => text_value(text, key, operation),
@@ -632,7 +403,7 @@ fn read_value(
 
 /// The value of a stored `TEXT` cell: its bytes are whatever another program
 /// wrote, so neither UTF-8 nor JSON is assumed.
-pub(crate) fn text_value(text: &[u8], key: &KvKey, operation: &'static str) -> Result<Value> {
+pub(crate) fn text_value(text: &[u8], key: &KvKey, operation: Operation) -> Result<Value> {
     match std::str::from_utf8(text) {
         Ok(text) => parse_value(text, key, operation),
         Err(e) => Err(
@@ -650,7 +421,7 @@ fn get_live(
     key: &KvKey,
     enc: &[u8],
     now: i64,
-    operation: &'static str,
+    operation: Operation,
 ) -> Result<Option<Value>> {
     let mut stmt = conn
         .prepare_cached(&statements.get)
@@ -672,7 +443,7 @@ fn write(
     value: Option<&str>,
     options: SetOptions,
     now: i64,
-    operation: &'static str,
+    operation: Operation,
 ) -> Result<()> {
     let result = match value {
         Some(text) if !options.is_expired() => conn
@@ -790,7 +561,7 @@ impl SqliteKvStore {
         if let Some(fedify) = &self.inner.fedify {
             return fedify.sweep_expired().await;
         }
-        self.run("sweep", |conn, statements| {
+        self.run(Operation::Sweep, |conn, statements| {
             let mut total = 0u64;
             loop {
                 let deleted = sweep_batch(conn, statements)?;
@@ -799,83 +570,6 @@ impl SqliteKvStore {
                     return Ok(total);
                 }
             }
-        })
-        .await
-    }
-
-    /// Runs `f` on the write connection's thread and waits for its result.
-    async fn run<T, F>(&self, operation: &'static str, f: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Connection, &Statements) -> Result<T> + Send + 'static,
-    {
-        self.run_on(self.inner.jobs.as_ref(), operation, f).await
-    }
-
-    /// Runs the read-only `f` on a read connection (or on the write
-    /// connection when there is none) and waits for its result.
-    async fn read<T, F>(&self, operation: &'static str, f: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Connection, &Statements) -> Result<T> + Send + 'static,
-    {
-        let queue = self.inner.reads.as_ref().or(self.inner.jobs.as_ref());
-        self.run_on(queue, operation, f).await
-    }
-
-    async fn run_on<T, F>(
-        &self,
-        queue: Option<&mpsc::Sender<Job>>,
-        operation: &'static str,
-        f: F,
-    ) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Connection, &Statements) -> Result<T> + Send + 'static,
-    {
-        let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |conn, statements| {
-            // The caller may have given up (its future dropped): nothing to do.
-            let _ = tx.send(f(conn, statements));
-        });
-        let queue = queue.ok_or_else(|| closed(operation))?;
-        queue.send(job).map_err(|_| closed(operation))?;
-        rx.await.map_err(|_| closed(operation))?
-    }
-
-    /// One page of a listing: entries from `start` (inclusive) to `end`
-    /// (exclusive), and where the next page starts, if any.
-    async fn list_page(
-        &self,
-        start: Vec<u8>,
-        end: Vec<u8>,
-    ) -> Result<(Vec<Result<KvEntry>>, Option<Vec<u8>>)> {
-        self.read("list", move |conn, statements| {
-            let limit = i64::try_from(sql::LIST_PAGE).unwrap_or(i64::MAX);
-            let mut stmt = conn
-                .prepare_cached(&statements.list)
-                .map_err(|e| sqlite_error(e, "list"))?;
-            let mut rows = stmt
-                .query(params![start, now_ms(), end, limit])
-                .map_err(|e| sqlite_error(e, "list"))?;
-            let mut entries = Vec::new();
-            let mut last: Option<Vec<u8>> = None;
-            while let Some(row) = rows.next().map_err(|e| sqlite_error(e, "list"))? {
-                let enc: Vec<u8> = row.get(0).map_err(|e| sqlite_error(e, "list"))?;
-                let entry = decode_key(&enc)
-                    .map_err(|e| e.with_operation("list"))
-                    .and_then(|key| {
-                        let value = read_value(row, 1, &key, "list")?;
-                        Ok(KvEntry { key, value })
-                    });
-                entries.push(entry);
-                last = Some(enc);
-            }
-            let next = match last {
-                Some(last) if entries.len() == sql::LIST_PAGE => Some(after(last)),
-                _ => None,
-            };
-            Ok((entries, next))
         })
         .await
     }
@@ -888,14 +582,14 @@ impl KvStore for SqliteKvStore {
             return fedify.get(key).await;
         }
         let owned = key.clone();
-        self.read("get", move |conn, statements| {
+        self.read(Operation::Get, move |conn, statements| {
             get_live(
                 conn,
                 statements,
                 &owned,
                 &encode_key(&owned),
                 now_ms(),
-                "get",
+                Operation::Get,
             )
         })
         .await
@@ -903,13 +597,13 @@ impl KvStore for SqliteKvStore {
     }
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
-        let value = checked(value).map_err(|e| e.with_operation("set").with_key(key))?;
+        let value = checked(value).map_err(|e| e.with_operation(Operation::Set).with_key(key))?;
         if let Some(fedify) = &self.inner.fedify {
             return fedify.set(key, value, options).await;
         }
         let enc = encode_key(key);
         let text = value_text(&value);
-        self.run("set", move |conn, statements| {
+        self.run(Operation::Set, move |conn, statements| {
             write(
                 conn,
                 statements,
@@ -917,7 +611,7 @@ impl KvStore for SqliteKvStore {
                 Some(&text),
                 options,
                 now_ms(),
-                "set",
+                Operation::Set,
             )
         })
         .await
@@ -929,7 +623,7 @@ impl KvStore for SqliteKvStore {
             return fedify.delete(key).await;
         }
         let enc = encode_key(key);
-        self.run("delete", move |conn, statements| {
+        self.run(Operation::Delete, move |conn, statements| {
             write(
                 conn,
                 statements,
@@ -937,7 +631,7 @@ impl KvStore for SqliteKvStore {
                 None,
                 SetOptions::default(),
                 0,
-                "delete",
+                Operation::Delete,
             )
         })
         .await
@@ -951,29 +645,38 @@ impl KvStore for SqliteKvStore {
         new: Option<Value>,
         options: SetOptions,
     ) -> Result<bool> {
-        let new = checked_cas(expected, new).map_err(|e| e.with_operation("cas").with_key(key))?;
+        let new = checked_cas(expected, new)
+            .map_err(|e| e.with_operation(Operation::Cas).with_key(key))?;
         if let Some(fedify) = &self.inner.fedify {
             return fedify.cas(key, expected, new, options).await;
         }
         let owned = key.clone();
         let expected = expected.cloned();
         let new = new.map(|v| value_text(&v));
-        self.run("cas", move |conn, statements| {
+        self.run(Operation::Cas, move |conn, statements| {
             // The connection thread already serializes this store's jobs;
             // BEGIN IMMEDIATE takes the write lock up front so that another
             // process cannot write between the read and the write either.
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| sqlite_error(e, "cas"))?;
+                .map_err(|e| sqlite_error(e, Operation::Cas))?;
             let enc = encode_key(&owned);
             let now = now_ms();
-            let current = get_live(&tx, statements, &owned, &enc, now, "cas")?;
+            let current = get_live(&tx, statements, &owned, &enc, now, Operation::Cas)?;
             // serde_json's equality is structural: objects compare as maps.
             if current != expected {
                 return Ok(false);
             }
-            write(&tx, statements, &enc, new.as_deref(), options, now, "cas")?;
-            tx.commit().map_err(|e| sqlite_error(e, "cas"))?;
+            write(
+                &tx,
+                statements,
+                &enc,
+                new.as_deref(),
+                options,
+                now,
+                Operation::Cas,
+            )?;
+            tx.commit().map_err(|e| sqlite_error(e, Operation::Cas))?;
             Ok(true)
         })
         .await
@@ -1010,17 +713,27 @@ impl KvStore for SqliteKvStore {
             return Ok(Vec::new());
         }
         let keys = keys.to_vec();
-        self.read("get_many", move |conn, statements| {
+        self.read(Operation::GetMany, move |conn, statements| {
             // One read transaction: every value from the same snapshot.
             let tx = conn
                 .transaction()
-                .map_err(|e| sqlite_error(e, "get_many"))?;
+                .map_err(|e| sqlite_error(e, Operation::GetMany))?;
             let now = now_ms();
             let values = keys
                 .iter()
-                .map(|key| get_live(&tx, statements, key, &encode_key(key), now, "get_many"))
+                .map(|key| {
+                    get_live(
+                        &tx,
+                        statements,
+                        key,
+                        &encode_key(key),
+                        now,
+                        Operation::GetMany,
+                    )
+                })
                 .collect::<Result<Vec<_>>>()?;
-            tx.commit().map_err(|e| sqlite_error(e, "get_many"))?;
+            tx.commit()
+                .map_err(|e| sqlite_error(e, Operation::GetMany))?;
             Ok(values)
         })
         .await
@@ -1028,7 +741,7 @@ impl KvStore for SqliteKvStore {
 
     async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {
         // One nesting limit for every layout: check before handing off.
-        let entries = checked_entries(entries).map_err(|e| e.with_operation("set_many"))?;
+        let entries = checked_entries(entries).map_err(|e| e.with_operation(Operation::SetMany))?;
         if let Some(fedify) = &self.inner.fedify {
             return fedify.set_many(entries, options).await;
         }
@@ -1039,17 +752,25 @@ impl KvStore for SqliteKvStore {
             .iter()
             .map(|(key, value)| (encode_key(key), value_text(value)))
             .collect();
-        self.run("set_many", move |conn, statements| {
+        self.run(Operation::SetMany, move |conn, statements| {
             // One transaction: all or nothing, and one commit (one fsync)
             // instead of one per entry. In order, so the last duplicate wins.
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| sqlite_error(e, "set_many"))?;
+                .map_err(|e| sqlite_error(e, Operation::SetMany))?;
             let now = now_ms();
             for (enc, text) in &rows {
-                write(&tx, statements, enc, Some(text), options, now, "set_many")?;
+                write(
+                    &tx,
+                    statements,
+                    enc,
+                    Some(text),
+                    options,
+                    now,
+                    Operation::SetMany,
+                )?;
             }
-            tx.commit().map_err(|e| sqlite_error(e, "set_many"))
+            tx.commit().map_err(|e| sqlite_error(e, Operation::SetMany))
         })
         .await
     }
@@ -1062,10 +783,10 @@ impl KvStore for SqliteKvStore {
             return Ok(());
         }
         let encoded: Vec<Vec<u8>> = keys.iter().map(encode_key).collect();
-        self.run("delete_many", move |conn, statements| {
+        self.run(Operation::DeleteMany, move |conn, statements| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| sqlite_error(e, "delete_many"))?;
+                .map_err(|e| sqlite_error(e, Operation::DeleteMany))?;
             for enc in &encoded {
                 write(
                     &tx,
@@ -1074,10 +795,11 @@ impl KvStore for SqliteKvStore {
                     None,
                     SetOptions::default(),
                     0,
-                    "delete_many",
+                    Operation::DeleteMany,
                 )?;
             }
-            tx.commit().map_err(|e| sqlite_error(e, "delete_many"))
+            tx.commit()
+                .map_err(|e| sqlite_error(e, Operation::DeleteMany))
         })
         .await
     }

@@ -53,20 +53,20 @@
 //! * Every operation is bounded by the per-operation
 //!   [`timeout`](PostgresKvStoreBuilder::timeout) (default 30 s; for `list`,
 //!   each page), waiting for a pooled connection included: past it, a
-//!   retryable [`Timeout`](ErrorKind::Timeout) error. A connection whose
-//!   operation was interrupted (by that timeout, or by the caller dropping
-//!   the future) never returns to the pool, and its statement is cancelled
-//!   on the server, so a write stuck behind another session's row lock
-//!   neither lands later nor blocks the next call.
+//!   retryable [`Timeout`](crate::ErrorKind::Timeout) error. A connection
+//!   whose operation was interrupted (by that timeout, or by the caller
+//!   dropping the future) never returns to the pool, and its statement is
+//!   cancelled on the server, so a write stuck behind another session's row
+//!   lock neither lands later nor blocks the next call.
 //!
 //! The store handle is cheap to clone; clones share the pool.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_postgres::{Manager, Object, Pool, PoolError, Runtime};
+use deadpool_postgres::{Manager, Object, Pool, Runtime};
 use futures::stream::{self, BoxStream, StreamExt};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
@@ -75,19 +75,26 @@ use tokio_postgres::NoTls;
 /// `tokio_postgres`, as `deadpool_postgres::tokio_postgres`).
 pub use deadpool_postgres;
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::key::KvKey;
+use crate::operation::Operation;
 use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
 use crate::stores::layout::Layout;
-use crate::stores::sql::{
-    self, after, decode_key, encode_key, parse_value, prefix_range, ttl_ms, value_text,
-};
+use crate::stores::sql::{self, encode_key, parse_value, prefix_range, ttl_ms, value_text};
 use crate::value::{checked, checked_cas, checked_entries};
 
 mod bound;
+mod cas;
+mod error;
 mod fedify;
+mod list;
+mod schema;
+mod sweep;
 
 use self::bound::{run, Bounds};
+use self::error::pg_error;
+use self::schema::{setup, Statements};
+use self::sweep::{spawn_sweeper, sweep_all};
 
 /// The default number of pooled connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16;
@@ -101,10 +108,6 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The timeout of each connection attempt by default (see
 /// [`PostgresKvStoreBuilder::connect_timeout`]).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How many times `cas` goes around when concurrent inserts of an absent key
-/// keep beating it (each round means another writer succeeded).
-const CAS_ROUNDS: usize = 16;
 
 /// A key–value store in a PostgreSQL table.
 ///
@@ -123,7 +126,7 @@ pub struct PostgresKvStore {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(super) struct Inner {
     pool: Pool,
     bounds: Bounds,
     table: String,
@@ -191,7 +194,7 @@ impl Default for PostgresKvStoreBuilder {
 impl PostgresKvStoreBuilder {
     /// The table to use (default `kvtower`): a letter or `_`, then up to 62
     /// letters, digits or `_`, case-sensitive. Any other name is a
-    /// [`Config`](ErrorKind::Config) error; the name is never spliced into
+    /// [`Config`](crate::ErrorKind::Config) error; the name is never spliced into
     /// SQL unchecked.
     pub fn table(mut self, name: impl Into<String>) -> Self {
         self.table = Some(name.into());
@@ -271,11 +274,12 @@ impl PostgresKvStoreBuilder {
     /// How long one operation may take, from waiting for a pooled
     /// connection to the last reply (default [`DEFAULT_TIMEOUT`]; for
     /// `list`, each page of rows). Past it the operation fails with a
-    /// retryable [`Timeout`](ErrorKind::Timeout) error: a write waiting on a
-    /// row another session holds locked, or a server that stopped answering,
-    /// no longer leaves the call pending. The interrupted statement is
-    /// cancelled on the server and its connection leaves the pool, so the
-    /// store keeps working. Zero is a [`Config`](ErrorKind::Config) error.
+    /// retryable [`Timeout`](crate::ErrorKind::Timeout) error: a write
+    /// waiting on a row another session holds locked, or a server that
+    /// stopped answering, no longer leaves the call pending. The interrupted
+    /// statement is cancelled on the server and its connection leaves the
+    /// pool, so the store keeps working. Zero is a
+    /// [`Config`](crate::ErrorKind::Config) error.
     ///
     /// ```no_run
     /// use std::time::Duration;
@@ -301,7 +305,7 @@ impl PostgresKvStoreBuilder {
     /// [`connect`](Self::connect) waits at most this plus the
     /// [`timeout`](Self::timeout). A `connect_timeout` in the URL takes
     /// precedence for the attempt itself. Zero is a
-    /// [`Config`](ErrorKind::Config) error.
+    /// [`Config`](crate::ErrorKind::Config) error.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -315,7 +319,7 @@ impl PostgresKvStoreBuilder {
         ] {
             if value.is_zero() {
                 return Err(Error::config(format!("{name}: must be more than zero"))
-                    .with_operation("connect"));
+                    .with_operation(Operation::Connect));
             }
         }
         Ok(Bounds {
@@ -341,18 +345,19 @@ impl PostgresKvStoreBuilder {
     ///
     /// # Errors
     ///
-    /// [`Config`](ErrorKind::Config) for an invalid URL, table name or pool
-    /// size; [`Unavailable`](ErrorKind::Unavailable) when the server cannot be
-    /// reached; [`Backend`](ErrorKind::Backend) when the table cannot be
+    /// [`Config`](crate::ErrorKind::Config) for an invalid URL, table name or pool
+    /// size; [`Unavailable`](crate::ErrorKind::Unavailable) when the server cannot be
+    /// reached; [`Backend`](crate::ErrorKind::Backend) when the table cannot be
     /// created.
     pub async fn connect(self, url: &str) -> Result<PostgresKvStore> {
-        sql::validate_table(&self.table_name()).map_err(|e| e.with_operation("connect"))?;
+        sql::validate_table(&self.table_name())
+            .map_err(|e| e.with_operation(Operation::Connect))?;
         let bounds = self.bounds()?;
         let mut config: tokio_postgres::Config =
             url.parse().map_err(|e: tokio_postgres::Error| {
                 // The message does not repeat the URL: it may hold a password.
                 let err = Error::config(format!("url: not a PostgreSQL connection string ({e})"))
-                    .with_operation("connect");
+                    .with_operation(Operation::Connect);
                 crate::redact::scrub(err, [url])
             })?;
         if config.get_connect_timeout().is_none() {
@@ -369,7 +374,7 @@ impl PostgresKvStoreBuilder {
             .build()
             .map_err(|e| {
                 Error::config(format!("max_connections: cannot build the pool ({e})"))
-                    .with_operation("connect")
+                    .with_operation(Operation::Connect)
             })?;
         // A server's message may quote what it was given: no password of
         // `url` survives in the error.
@@ -386,7 +391,7 @@ impl PostgresKvStoreBuilder {
     /// As for [`connect`](Self::connect).
     pub async fn from_pool(self, pool: Pool) -> Result<PostgresKvStore> {
         let table = self.table_name();
-        sql::validate_table(&table).map_err(|e| e.with_operation("connect"))?;
+        sql::validate_table(&table).map_err(|e| e.with_operation(Operation::Connect))?;
         let bounds = self.bounds()?;
         // Setting up may have to connect first.
         let setup_bounds = Bounds {
@@ -414,7 +419,7 @@ impl PostgresKvStoreBuilder {
                 }),
             });
         }
-        run(&pool, setup_bounds, "connect", async |client| {
+        run(&pool, setup_bounds, Operation::Connect, async |client| {
             let mut attempt = 0;
             while let Err(e) = setup(client, &table, &sql).await {
                 // Setups through this version take turns (an advisory lock),
@@ -426,7 +431,7 @@ impl PostgresKvStoreBuilder {
                 });
                 attempt += 1;
                 if !raced || attempt > 1 {
-                    return Err(pg_error(e, "connect"));
+                    return Err(pg_error(e, Operation::Connect));
                 }
             }
             Ok(())
@@ -448,202 +453,10 @@ impl PostgresKvStoreBuilder {
     }
 }
 
-/// Creates the table and its indexes when missing, and moves a table an
-/// older version created to the current layout, in one transaction.
-async fn setup(
-    client: &mut Object,
-    table: &str,
-    sql: &Statements,
-) -> std::result::Result<(), tokio_postgres::Error> {
-    let tx = client.transaction().await?;
-    // Stores starting at once on one table take turns: `CREATE ... IF NOT
-    // EXISTS` is not safe against itself, and a migration must run once.
-    // The lock ends with the transaction.
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtext($1))",
-        &[&format!("kvtower:{table}")],
-    )
-    .await?;
-    tx.batch_execute(&sql.create).await?;
-    // The expiry index used to be `{table}_expires_at`, a name another
-    // kvtower table may need: drop it when it is this table's (its
-    // replacement exists now). The name comes from the catalog, quoted by
-    // the server.
-    let legacy = tx
-        .query_opt(
-            "SELECT quote_ident(n.nspname) || '.' || quote_ident(i.relname) \
-             FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
-             JOIN pg_namespace n ON n.oid = i.relnamespace \
-             WHERE x.indrelid = to_regclass($1) AND i.relname = $2",
-            &[&format!("\"{table}\""), &sql::legacy_expiry_index(table)],
-        )
-        .await?;
-    if let Some(row) = legacy {
-        let name: String = row.try_get(0)?;
-        tx.batch_execute(&format!("DROP INDEX {name}")).await?;
-    }
-    tx.commit().await
-}
-
-/// Sweeps every `every` while the store lives: the task holds a `Weak`, so it
-/// ends at the first tick after the last handle is dropped.
-fn spawn_sweeper(store: Weak<Inner>, every: Duration) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        tracing::warn!("kvtower: no Tokio runtime, expired Postgres rows are not swept");
-        return;
-    };
-    runtime.spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await; // the first tick is immediate
-        loop {
-            tick.tick().await;
-            let Some(inner) = store.upgrade() else { return };
-            if let Err(e) = sweep_all(&inner).await {
-                tracing::warn!(error = %e, "kvtower: sweeping expired Postgres rows failed");
-            }
-        }
-    });
-}
-
-async fn sweep_all(inner: &Inner) -> Result<u64> {
-    let batch = i64::try_from(sql::SWEEP_BATCH).unwrap_or(i64::MAX);
-    let mut total = 0;
-    loop {
-        // Each batch is one operation, within the timeout.
-        let deleted = inner
-            .run("sweep", async |client| {
-                let stmt = prepare(client, &inner.sql.sweep, "sweep").await?;
-                client
-                    .execute(&stmt, &[&batch])
-                    .await
-                    .map_err(|e| pg_error(e, "sweep"))
-            })
-            .await?;
-        total += deleted;
-        if deleted < sql::SWEEP_BATCH as u64 {
-            return Ok(total);
-        }
-    }
-}
-
-/// The SQL of one table, built once from the validated name.
-struct Statements {
-    create: String,
-    get: String,
-    upsert: String,
-    delete: String,
-    cas_select: String,
-    cas_insert: String,
-    cas_update: String,
-    list: String,
-    get_many: String,
-    set_many: String,
-    delete_many: String,
-    sweep: String,
-}
-
-/// Now, in ms since the epoch, on the server's clock (fixed per statement).
-const NOW: &str = "(extract(epoch from statement_timestamp()) * 1000)::bigint";
-
-impl Statements {
-    fn new(table: &str) -> Self {
-        // `table` is validated: an identifier without quotes, safe to quote.
-        let t = format!("\"{table}\"");
-        let live = format!("(expires_at IS NULL OR expires_at > {NOW})");
-        let index = sql::expiry_index(table);
-        let upsert_tail = "ON CONFLICT (key) DO UPDATE \
-                           SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at";
-        Self {
-            create: format!(
-                "CREATE TABLE IF NOT EXISTS {t} (\
-                 key bytea PRIMARY KEY, value json NOT NULL, expires_at bigint);\
-                 CREATE INDEX IF NOT EXISTS \"{index}\" ON {t} (expires_at) \
-                 WHERE expires_at IS NOT NULL;"
-            ),
-            get: format!("SELECT value::text FROM {t} WHERE key = $1 AND {live}"),
-            // `NOW + NULL` is NULL: no TTL, never expires.
-            upsert: format!(
-                "INSERT INTO {t} (key, value, expires_at) \
-                 VALUES ($1, $2::text::json, {NOW} + $3::bigint) {upsert_tail}"
-            ),
-            delete: format!("DELETE FROM {t} WHERE key = $1"),
-            cas_select: format!(
-                "SELECT value::text, {live} FROM {t} WHERE key = $1 FOR UPDATE"
-            ),
-            cas_insert: format!(
-                "INSERT INTO {t} (key, value, expires_at) \
-                 VALUES ($1, $2::text::json, {NOW} + $3::bigint) ON CONFLICT (key) DO NOTHING"
-            ),
-            cas_update: format!(
-                "UPDATE {t} SET value = $2::text::json, expires_at = {NOW} + $3::bigint \
-                 WHERE key = $1"
-            ),
-            list: format!(
-                "SELECT key, value::text FROM {t} \
-                 WHERE key >= $1 AND key < $2 AND {live} ORDER BY key LIMIT $3"
-            ),
-            get_many: format!("SELECT key, value::text FROM {t} WHERE key = ANY($1) AND {live}"),
-            set_many: format!(
-                "INSERT INTO {t} (key, value, expires_at) \
-                 SELECT k, v::json, {NOW} + $3::bigint FROM unnest($1::bytea[], $2::text[]) AS u(k, v) \
-                 {upsert_tail}"
-            ),
-            delete_many: format!("DELETE FROM {t} WHERE key = ANY($1)"),
-            sweep: format!(
-                "DELETE FROM {t} WHERE key IN \
-                 (SELECT key FROM {t} WHERE expires_at <= {NOW} LIMIT $1)"
-            ),
-        }
-    }
-}
-
-/// Maps a tokio-postgres error: lost connections are `Unavailable`,
-/// serialization failures and deadlocks retryable `Backend` errors.
-fn pg_error(err: tokio_postgres::Error, operation: &'static str) -> Error {
-    let (kind, retryable) = if let Some(db) = err.as_db_error() {
-        let code = db.code();
-        let retryable = *code == SqlState::T_R_SERIALIZATION_FAILURE
-            || *code == SqlState::T_R_DEADLOCK_DETECTED
-            || *code == SqlState::ADMIN_SHUTDOWN
-            || *code == SqlState::CANNOT_CONNECT_NOW
-            || *code == SqlState::TOO_MANY_CONNECTIONS;
-        let kind = if *code == SqlState::PROGRAM_LIMIT_EXCEEDED {
-            ErrorKind::ValueTooLarge
-        } else if *code == SqlState::ADMIN_SHUTDOWN || *code == SqlState::CANNOT_CONNECT_NOW {
-            ErrorKind::Unavailable
-        } else {
-            ErrorKind::Backend
-        };
-        (kind, retryable)
-    } else if err.is_closed()
-        || std::error::Error::source(&err).is_some_and(|s| s.is::<std::io::Error>())
-    {
-        (ErrorKind::Unavailable, true)
-    } else {
-        (ErrorKind::Backend, false)
-    };
-    Error::new(kind, format!("postgres: {err}"))
-        .with_source(err)
-        .with_operation(operation)
-        .with_retryable(retryable)
-}
-
-fn pool_error(err: PoolError, operation: &'static str) -> Error {
-    match err {
-        PoolError::Backend(e) => pg_error(e, operation),
-        PoolError::Timeout(_) => Error::new(ErrorKind::Timeout, format!("postgres pool: {err}"))
-            .with_operation(operation),
-        other => Error::new(ErrorKind::Unavailable, format!("postgres pool: {other}"))
-            .with_source(other)
-            .with_operation(operation),
-    }
-}
-
-async fn prepare(
+pub(super) async fn prepare(
     client: &Object,
     query: &str,
-    operation: &'static str,
+    operation: Operation,
 ) -> Result<tokio_postgres::Statement> {
     client
         .prepare_cached(query)
@@ -651,24 +464,11 @@ async fn prepare(
         .map_err(|e| pg_error(e, operation))
 }
 
-/// Reads a `(key, value::text)` row of a listing.
-fn entry(row: &tokio_postgres::Row, operation: &'static str) -> Result<(Vec<u8>, Result<KvEntry>)> {
-    let enc: Vec<u8> = row.try_get(0).map_err(|e| pg_error(e, operation))?;
-    let entry = decode_key(&enc)
-        .map_err(|e| e.with_operation(operation))
-        .and_then(|key| {
-            let text: &str = row.try_get(1).map_err(|e| pg_error(e, operation))?;
-            let value = parse_value(text, &key, operation)?;
-            Ok(KvEntry { key, value })
-        });
-    Ok((enc, entry))
-}
-
 impl Inner {
     /// Runs `work` on a pooled connection within the per-operation timeout.
     async fn run<T>(
         &self,
-        operation: &'static str,
+        operation: Operation,
         work: impl AsyncFnOnce(&mut Object) -> Result<T>,
     ) -> Result<T> {
         run(&self.pool, self.bounds, operation, work).await
@@ -744,129 +544,6 @@ impl PostgresKvStore {
         }
         sweep_all(&self.inner).await
     }
-
-    async fn list_page(
-        &self,
-        start: Vec<u8>,
-        end: &[u8],
-    ) -> Result<(Vec<Result<KvEntry>>, Option<Vec<u8>>)> {
-        let limit = i64::try_from(sql::LIST_PAGE).unwrap_or(i64::MAX);
-        let rows = self
-            .inner
-            .run("list", async |client| {
-                let stmt = prepare(client, &self.inner.sql.list, "list").await?;
-                client
-                    .query(&stmt, &[&start, &end, &limit])
-                    .await
-                    .map_err(|e| pg_error(e, "list"))
-            })
-            .await?;
-        let full = rows.len() == sql::LIST_PAGE;
-        let mut entries = Vec::with_capacity(rows.len());
-        let mut last = None;
-        for row in &rows {
-            let (enc, entry) = entry(row, "list")?;
-            entries.push(entry);
-            last = Some(enc);
-        }
-        let next = match last {
-            Some(last) if full => Some(after(last)),
-            _ => None,
-        };
-        Ok((entries, next))
-    }
-
-    async fn cas_inner(
-        &self,
-        key: &KvKey,
-        expected: Option<&Value>,
-        new: Option<Value>,
-        options: SetOptions,
-    ) -> Result<bool> {
-        let sql = &self.inner.sql;
-        let enc = encode_key(key);
-        let new_text = match new {
-            Some(value) if !options.is_expired() => Some(value_text(&value)),
-            _ => None,
-        };
-        let ttl = ttl_ms(options.ttl);
-        self.inner
-            .run("cas", async |client| {
-                let select = prepare(client, &sql.cas_select, "cas").await?;
-                let tx = client.transaction().await.map_err(|e| pg_error(e, "cas"))?;
-                for _ in 0..CAS_ROUNDS {
-                    // Read committed: each statement sees the latest committed rows,
-                    // and FOR UPDATE holds the row until commit, so no writer can
-                    // change it between this comparison and the write below.
-                    let row = tx
-                        .query_opt(&select, &[&enc])
-                        .await
-                        .map_err(|e| pg_error(e, "cas"))?;
-                    let current = match &row {
-                        Some(row) => {
-                            let live: bool = row.try_get(1).map_err(|e| pg_error(e, "cas"))?;
-                            if live {
-                                let text: &str = row.try_get(0).map_err(|e| pg_error(e, "cas"))?;
-                                Some(parse_value(text, key, "cas")?)
-                            } else {
-                                None
-                            }
-                        }
-                        None => None,
-                    };
-                    // serde_json's equality is structural: objects compare as maps.
-                    if current.as_ref() != expected {
-                        return Ok(false); // dropping the transaction rolls back
-                    }
-                    match (&new_text, row.is_some()) {
-                        (Some(text), true) => {
-                            let stmt = tx
-                                .prepare_cached(&sql.cas_update)
-                                .await
-                                .map_err(|e| pg_error(e, "cas"))?;
-                            tx.execute(&stmt, &[&enc, text, &ttl])
-                                .await
-                                .map_err(|e| pg_error(e, "cas"))?;
-                        }
-                        (Some(text), false) => {
-                            let stmt = tx
-                                .prepare_cached(&sql.cas_insert)
-                                .await
-                                .map_err(|e| pg_error(e, "cas"))?;
-                            let inserted = tx
-                                .execute(&stmt, &[&enc, text, &ttl])
-                                .await
-                                .map_err(|e| pg_error(e, "cas"))?;
-                            if inserted == 0 {
-                                // Another writer inserted the key after our SELECT
-                                // (and committed: ON CONFLICT waited for it). Read
-                                // and lock its row, and compare again.
-                                continue;
-                            }
-                        }
-                        (None, true) => {
-                            let stmt = tx
-                                .prepare_cached(&sql.delete)
-                                .await
-                                .map_err(|e| pg_error(e, "cas"))?;
-                            tx.execute(&stmt, &[&enc])
-                                .await
-                                .map_err(|e| pg_error(e, "cas"))?;
-                        }
-                        (None, false) => {}
-                    }
-                    tx.commit().await.map_err(|e| pg_error(e, "cas"))?;
-                    return Ok(true);
-                }
-                Err(Error::new(
-                    ErrorKind::Backend,
-                    "cas lost too many insert races in a row",
-                )
-                .with_operation("cas")
-                .with_retryable(true))
-            })
-            .await
-    }
 }
 
 #[async_trait]
@@ -877,16 +554,16 @@ impl KvStore for PostgresKvStore {
         }
         let enc = encode_key(key);
         self.inner
-            .run("get", async |client| {
-                let stmt = prepare(client, &self.inner.sql.get, "get").await?;
+            .run(Operation::Get, async |client| {
+                let stmt = prepare(client, &self.inner.sql.get, Operation::Get).await?;
                 let row = client
                     .query_opt(&stmt, &[&enc])
                     .await
-                    .map_err(|e| pg_error(e, "get"))?;
+                    .map_err(|e| pg_error(e, Operation::Get))?;
                 match row {
                     Some(row) => {
-                        let text: &str = row.try_get(0).map_err(|e| pg_error(e, "get"))?;
-                        parse_value(text, key, "get").map(Some)
+                        let text: &str = row.try_get(0).map_err(|e| pg_error(e, Operation::Get))?;
+                        parse_value(text, key, Operation::Get).map(Some)
                     }
                     None => Ok(None),
                 }
@@ -896,7 +573,7 @@ impl KvStore for PostgresKvStore {
     }
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
-        let value = checked(value).map_err(|e| e.with_operation("set").with_key(key))?;
+        let value = checked(value).map_err(|e| e.with_operation(Operation::Set).with_key(key))?;
         if let Some(fedify) = &self.inner.fedify {
             return fedify
                 .set(key, value, options)
@@ -908,12 +585,12 @@ impl KvStore for PostgresKvStore {
         }
         let (enc, text, ttl) = (encode_key(key), value_text(&value), ttl_ms(options.ttl));
         self.inner
-            .run("set", async |client| {
-                let stmt = prepare(client, &self.inner.sql.upsert, "set").await?;
+            .run(Operation::Set, async |client| {
+                let stmt = prepare(client, &self.inner.sql.upsert, Operation::Set).await?;
                 client
                     .execute(&stmt, &[&enc, &text, &ttl])
                     .await
-                    .map_err(|e| pg_error(e, "set"))?;
+                    .map_err(|e| pg_error(e, Operation::Set))?;
                 Ok(())
             })
             .await
@@ -926,12 +603,12 @@ impl KvStore for PostgresKvStore {
         }
         let enc = encode_key(key);
         self.inner
-            .run("delete", async |client| {
-                let stmt = prepare(client, &self.inner.sql.delete, "delete").await?;
+            .run(Operation::Delete, async |client| {
+                let stmt = prepare(client, &self.inner.sql.delete, Operation::Delete).await?;
                 client
                     .execute(&stmt, &[&enc])
                     .await
-                    .map_err(|e| pg_error(e, "delete"))?;
+                    .map_err(|e| pg_error(e, Operation::Delete))?;
                 Ok(())
             })
             .await
@@ -945,7 +622,8 @@ impl KvStore for PostgresKvStore {
         new: Option<Value>,
         options: SetOptions,
     ) -> Result<bool> {
-        let new = checked_cas(expected, new).map_err(|e| e.with_operation("cas").with_key(key))?;
+        let new = checked_cas(expected, new)
+            .map_err(|e| e.with_operation(Operation::Cas).with_key(key))?;
         if let Some(fedify) = &self.inner.fedify {
             return fedify
                 .cas(key, expected, new, options)
@@ -989,24 +667,28 @@ impl KvStore for PostgresKvStore {
         let encoded: Vec<Vec<u8>> = keys.iter().map(encode_key).collect();
         let rows = self
             .inner
-            .run("get_many", async |client| {
-                let stmt = prepare(client, &self.inner.sql.get_many, "get_many").await?;
+            .run(Operation::GetMany, async |client| {
+                let stmt = prepare(client, &self.inner.sql.get_many, Operation::GetMany).await?;
                 client
                     .query(&stmt, &[&encoded])
                     .await
-                    .map_err(|e| pg_error(e, "get_many"))
+                    .map_err(|e| pg_error(e, Operation::GetMany))
             })
             .await?;
         let mut found: HashMap<Vec<u8>, &str> = HashMap::with_capacity(rows.len());
         for row in &rows {
-            let enc: Vec<u8> = row.try_get(0).map_err(|e| pg_error(e, "get_many"))?;
-            let text: &str = row.try_get(1).map_err(|e| pg_error(e, "get_many"))?;
+            let enc: Vec<u8> = row
+                .try_get(0)
+                .map_err(|e| pg_error(e, Operation::GetMany))?;
+            let text: &str = row
+                .try_get(1)
+                .map_err(|e| pg_error(e, Operation::GetMany))?;
             found.insert(enc, text);
         }
         keys.iter()
             .zip(&encoded)
             .map(|(key, enc)| match found.get(enc) {
-                Some(text) => parse_value(text, key, "get_many").map(Some),
+                Some(text) => parse_value(text, key, Operation::GetMany).map(Some),
                 None => Ok(None),
             })
             .collect()
@@ -1014,7 +696,7 @@ impl KvStore for PostgresKvStore {
 
     async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {
         // One nesting limit for every layout: check before handing off.
-        let entries = checked_entries(entries).map_err(|e| e.with_operation("set_many"))?;
+        let entries = checked_entries(entries).map_err(|e| e.with_operation(Operation::SetMany))?;
         if let Some(fedify) = &self.inner.fedify {
             return fedify.set_many(entries, options).await;
         }
@@ -1044,12 +726,12 @@ impl KvStore for PostgresKvStore {
         }
         let ttl = ttl_ms(options.ttl);
         self.inner
-            .run("set_many", async |client| {
-                let stmt = prepare(client, &self.inner.sql.set_many, "set_many").await?;
+            .run(Operation::SetMany, async |client| {
+                let stmt = prepare(client, &self.inner.sql.set_many, Operation::SetMany).await?;
                 client
                     .execute(&stmt, &[&encoded, &texts, &ttl])
                     .await
-                    .map_err(|e| pg_error(e, "set_many"))?;
+                    .map_err(|e| pg_error(e, Operation::SetMany))?;
                 Ok(())
             })
             .await
@@ -1064,12 +746,13 @@ impl KvStore for PostgresKvStore {
         }
         let encoded: Vec<Vec<u8>> = keys.iter().map(encode_key).collect();
         self.inner
-            .run("delete_many", async |client| {
-                let stmt = prepare(client, &self.inner.sql.delete_many, "delete_many").await?;
+            .run(Operation::DeleteMany, async |client| {
+                let stmt =
+                    prepare(client, &self.inner.sql.delete_many, Operation::DeleteMany).await?;
                 client
                     .execute(&stmt, &[&encoded])
                     .await
-                    .map_err(|e| pg_error(e, "delete_many"))?;
+                    .map_err(|e| pg_error(e, Operation::DeleteMany))?;
                 Ok(())
             })
             .await
