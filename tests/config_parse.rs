@@ -220,7 +220,7 @@ fn jitter_that_is_not_a_fraction_is_a_config_error() {
 
 #[tokio::test]
 async fn cache_ttls_beyond_what_the_front_tier_takes_are_config_errors() {
-    for field in ["ttl", "negative_ttl"] {
+    for field in ["ttl", "negative_ttl", "stale_if_error"] {
         let text = format!(
             "backend = \"memory://\"\n[[layers]]\ntype = \"cache\"\n{field} = \"2000years\""
         );
@@ -261,6 +261,7 @@ async fn cache_builder_takes_duration_max() {
     let layer = kvtower::layers::CacheLayer::builder(front)
         .front_max_ttl(Duration::MAX)
         .negative_ttl(Duration::MAX)
+        .stale_if_error(Duration::MAX)
         .build();
     let store = layer.layer(kvtower::MemoryKvStore::new());
     assert_eq!(store.get(&kvkey!["missing"]).await.unwrap(), None);

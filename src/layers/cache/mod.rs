@@ -91,6 +91,7 @@ mod builder;
 mod coherence;
 mod deadlines;
 mod flight;
+mod stale;
 mod tier;
 
 use std::fmt;
@@ -105,6 +106,7 @@ pub use coherence::{CacheHandle, CacheId, Coherence, WeakCacheHandle};
 
 use crate::error::Result;
 use crate::key::KvKey;
+use crate::operation::Operation;
 use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
 use flight::Role;
 use tier::{InnerTtl, Outcome, Tier};
@@ -293,7 +295,11 @@ impl<S: KvStore, F: KvStore + 'static> Cache<S, F> {
                                 .await;
                             Ok(found.map(|(value, _)| (value, deadline(reports_ttl, ttl, start))))
                         }
-                        Err(e) => Err(e),
+                        // Answered now with no lifetime left: it is stale.
+                        Err(e) => match tier.stale_for(key, &e).await {
+                            Some(value) => Ok(Some((Value::clone(&value), Some(Instant::now())))),
+                            None => Err(e),
+                        },
                     };
                     flight.finish(&answer);
                     return answer;
@@ -306,8 +312,15 @@ impl<S: KvStore, F: KvStore + 'static> Cache<S, F> {
     async fn get_with_deadline(&self, key: &KvKey) -> flight::Answer {
         if !self.tier.serves(key) {
             let start = Instant::now();
-            let found = self.inner.get_with_ttl(key).await?;
-            return Ok(found.map(|(value, ttl)| (value, ttl.and_then(|t| start.checked_add(t)))));
+            return match self.inner.get_with_ttl(key).await {
+                Ok(found) => {
+                    Ok(found.map(|(value, ttl)| (value, ttl.and_then(|t| start.checked_add(t)))))
+                }
+                Err(e) => match self.tier.stale_for(key, &e).await {
+                    Some(value) => Ok(Some((Value::clone(&value), Some(Instant::now())))),
+                    None => Err(e),
+                },
+            };
         }
         match self.tier.lookup_with_deadline(key).await {
             Some(answer) => Ok(answer),
@@ -342,7 +355,7 @@ impl<S: KvStore, F: KvStore + 'static> Cache<S, F> {
                 // the caller's expectation came from a stale front, maybe.
                 None => {
                     if let Err(e) = tier.invalidate_now(std::slice::from_ref(key)).await {
-                        tier.front_failed("delete", &e);
+                        tier.front_failed(Operation::Delete, &e);
                     }
                     return result;
                 }
@@ -388,7 +401,13 @@ impl<S: KvStore, F: KvStore + 'static> KvStore for Cache<S, F> {
     /// joins a read started before it.
     async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
         if !self.tier.serves(key) {
-            return self.inner.get(key).await;
+            return match self.inner.get(key).await {
+                Err(e) => match self.tier.stale_for(key, &e).await {
+                    Some(value) => Ok(Some(Value::clone(&value))),
+                    None => Err(e),
+                },
+                found => found,
+            };
         }
         match self.tier.lookup(key).await {
             Some(answer) => Ok(answer),
@@ -452,7 +471,17 @@ impl<S: KvStore, F: KvStore + 'static> KvStore for Cache<S, F> {
             .collect();
         let missing_keys: Vec<KvKey> = missing.iter().map(|&(i, _)| keys[i].clone()).collect();
         let start = Instant::now();
-        let fetched = self.inner.get_many_with_ttl(&missing_keys).await?;
+        let fetched = match self.inner.get_many_with_ttl(&missing_keys).await {
+            Ok(fetched) => fetched,
+            Err(e) => {
+                let stale = tier.stale_batch(&missing_keys, e).await?;
+                let now = Some(Duration::ZERO);
+                for ((i, _), value) in missing.into_iter().zip(stale) {
+                    answers[i] = Some((value, now));
+                }
+                return Ok(answers);
+            }
+        };
         for (((i, fill), generation), found) in missing.into_iter().zip(generations).zip(fetched) {
             if fill {
                 tier.count_inner(found.is_some());
@@ -478,8 +507,8 @@ impl<S: KvStore, F: KvStore + 'static> KvStore for Cache<S, F> {
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
         // Inner first: the front may only claim what the inner store holds.
         // The depth check comes before the clone, which recurses per level.
-        let value =
-            crate::value::checked(value).map_err(|e| e.with_operation("set").with_key(key))?;
+        let value = crate::value::checked(value)
+            .map_err(|e| e.with_operation(Operation::Set).with_key(key))?;
         let front_copy = value.clone();
         self.write_one(
             key,
@@ -505,7 +534,7 @@ impl<S: KvStore, F: KvStore + 'static> KvStore for Cache<S, F> {
         // The inner store decides: the front may be stale, and only the inner
         // store's compare-and-swap is atomic.
         let new = crate::value::checked_cas(expected, new)
-            .map_err(|e| e.with_operation("cas").with_key(key))?;
+            .map_err(|e| e.with_operation(Operation::Cas).with_key(key))?;
         let front_copy = new.clone();
         // A swap to `None` deletes the key: no TTL left to remember.
         let ttl = front_copy.as_ref().and(options.ttl);
@@ -531,7 +560,15 @@ impl<S: KvStore, F: KvStore + 'static> KvStore for Cache<S, F> {
     async fn get_many(&self, keys: &[KvKey]) -> Result<Vec<Option<Value>>> {
         let tier = &*self.tier;
         if !tier.serving() {
-            return self.inner.get_many(keys).await;
+            return match self.inner.get_many(keys).await {
+                Err(e) => Ok(tier
+                    .stale_batch(keys, e)
+                    .await?
+                    .into_iter()
+                    .map(Some)
+                    .collect()),
+                found => found,
+            };
         }
         let mut values = Vec::with_capacity(keys.len());
         // The misses, and whether each may fill the front.
@@ -560,7 +597,16 @@ impl<S: KvStore, F: KvStore + 'static> KvStore for Cache<S, F> {
             .collect();
         let missing_keys: Vec<KvKey> = missing.iter().map(|&(i, _)| keys[i].clone()).collect();
         let start = Instant::now();
-        let fetched = self.inner.get_many(&missing_keys).await?;
+        let fetched = match self.inner.get_many(&missing_keys).await {
+            Ok(fetched) => fetched,
+            Err(e) => {
+                let stale = tier.stale_batch(&missing_keys, e).await?;
+                for ((i, _), value) in missing.into_iter().zip(stale) {
+                    values[i] = Some(value);
+                }
+                return Ok(values);
+            }
+        };
         for (((i, fill), generation), value) in missing.into_iter().zip(generations).zip(fetched) {
             if fill {
                 tier.count_inner(value.is_some());

@@ -64,6 +64,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
+use crate::operation::Operation;
 use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
 
 use self::layout::Metadata;
@@ -320,7 +321,7 @@ impl WorkersKvStore {
     async fn read_one(
         &self,
         key: &KvKey,
-        operation: &'static str,
+        operation: Operation,
     ) -> Result<Option<(Value, Option<Duration>)>> {
         let context = |e: Error| e.with_operation(operation).with_key(key);
         let name = layout::encode_key(key).map_err(context)?;
@@ -559,11 +560,14 @@ impl Http {
 #[async_trait]
 impl KvStore for WorkersKvStore {
     async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
-        Ok(self.read_one(key, "get").await?.map(|(value, _)| value))
+        Ok(self
+            .read_one(key, Operation::Get)
+            .await?
+            .map(|(value, _)| value))
     }
 
     async fn get_with_ttl(&self, key: &KvKey) -> Result<Option<(Value, Option<Duration>)>> {
-        self.read_one(key, "get_with_ttl").await
+        self.read_one(key, Operation::GetWithTtl).await
     }
 
     async fn get_many_with_ttl(
@@ -573,13 +577,13 @@ impl KvStore for WorkersKvStore {
         // Workers KV reads one key per request: a loop, like get_many.
         let mut found = Vec::with_capacity(keys.len());
         for key in keys {
-            found.push(self.read_one(key, "get_many_with_ttl").await?);
+            found.push(self.read_one(key, Operation::GetManyWithTtl).await?);
         }
         Ok(found)
     }
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
-        let context = |e: Error| e.with_operation("set").with_key(key);
+        let context = |e: Error| e.with_operation(Operation::Set).with_key(key);
         if options.is_expired() {
             let name = layout::encode_key(key).map_err(context)?;
             return self.delete_names(&[name]).await.map_err(context);
@@ -590,7 +594,7 @@ impl KvStore for WorkersKvStore {
     }
 
     async fn delete(&self, key: &KvKey) -> Result<()> {
-        let context = |e: Error| e.with_operation("delete").with_key(key);
+        let context = |e: Error| e.with_operation(Operation::Delete).with_key(key);
         let name = layout::encode_key(key).map_err(context)?;
         self.delete_names(&[name]).await.map_err(context)
     }
@@ -602,13 +606,18 @@ impl KvStore for WorkersKvStore {
         _new: Option<Value>,
         _options: SetOptions,
     ) -> Result<bool> {
-        Err(Error::unsupported("cas", "Workers KV has no atomic compare-and-swap").with_key(key))
+        Err(
+            Error::unsupported(Operation::Cas, "Workers KV has no atomic compare-and-swap")
+                .with_key(key),
+        )
     }
 
     fn list(&self, prefix: Option<KvKey>) -> BoxStream<'_, Result<KvEntry>> {
         let plan = match layout::list_plan(prefix.as_ref()) {
             Ok(plan) => plan,
-            Err(e) => return stream::once(async move { Err(e.with_operation("list")) }).boxed(),
+            Err(e) => {
+                return stream::once(async move { Err(e.with_operation(Operation::List)) }).boxed()
+            }
         };
         let (exact, below) = plan;
         // The exact key first, then each page of names below it.
@@ -647,12 +656,12 @@ impl KvStore for WorkersKvStore {
                 Err(e) => stream::once(async move { Err(e) }).right_stream(),
             })
             .flatten()
-            .map(|item| item.map_err(|e| e.with_operation("list")))
+            .map(|item| item.map_err(|e| e.with_operation(Operation::List)))
             .boxed()
     }
 
     async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {
-        let context = |e: Error| e.with_operation("set");
+        let context = |e: Error| e.with_operation(Operation::Set);
         if options.is_expired() {
             let mut names = Vec::with_capacity(entries.len());
             for (key, _) in &entries {
@@ -675,12 +684,13 @@ impl KvStore for WorkersKvStore {
         let mut names = Vec::with_capacity(keys.len());
         for key in keys {
             names.push(
-                layout::encode_key(key).map_err(|e| e.with_operation("delete").with_key(key))?,
+                layout::encode_key(key)
+                    .map_err(|e| e.with_operation(Operation::Delete).with_key(key))?,
             );
         }
         self.delete_names(&names)
             .await
-            .map_err(|e| e.with_operation("delete"))
+            .map_err(|e| e.with_operation(Operation::Delete))
     }
 
     fn capabilities(&self) -> Capabilities {

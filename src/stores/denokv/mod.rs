@@ -99,6 +99,7 @@ use rusqlite::OptionalExtension;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
+use crate::operation::Operation;
 use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
 
 use self::remote::RemoteHandle;
@@ -459,19 +460,23 @@ impl DenoKvStore {
     }
 
     /// The live entries of `keys` with their remaining lifetimes (see
-    /// [`Raw::remaining`]), in one read.
-    async fn read_live(&self, keys: &[KvKey]) -> Result<Vec<Option<(Value, Option<Duration>)>>> {
+    /// [`Raw::remaining`]), in one read; errors name `operation`.
+    async fn read_live(
+        &self,
+        keys: &[KvKey],
+        operation: Operation,
+    ) -> Result<Vec<Option<(Value, Option<Duration>)>>> {
         let mut bytes = Vec::with_capacity(keys.len());
         for key in keys {
             bytes.push(
                 self.encode_key(key)
-                    .map_err(|e| e.with_operation("get").with_key(key))?,
+                    .map_err(|e| e.with_operation(operation).with_key(key))?,
             );
         }
         let raws = self
             .read_points(bytes)
             .await
-            .map_err(|e| e.with_operation("get"))?;
+            .map_err(|e| e.with_operation(operation))?;
         keys.iter()
             .zip(raws)
             .map(|(key, raw)| match raw {
@@ -479,7 +484,7 @@ impl DenoKvStore {
                     let remaining = raw.remaining;
                     self.decode_value(raw)
                         .map(|value| Some((value, remaining)))
-                        .map_err(|e| e.with_operation("get").with_key(key))
+                        .map_err(|e| e.with_operation(operation).with_key(key))
                 }
                 _ => Ok(None),
             })
@@ -759,42 +764,40 @@ fn poisoned() -> Error {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-fn backend_error(operation: &'static str, e: impl Into<BoxError> + fmt::Display) -> Error {
-    Error::new(
-        ErrorKind::Backend,
-        format!("Deno KV {operation} failed: {e}"),
-    )
-    .with_source(e)
+/// The one place a driver's error (rusqlite, KV Connect, a join) becomes a
+/// kvtower error: the message says which step failed, the driver's error is
+/// the source (not repeated in the message). The operation and key are the
+/// caller's to add.
+fn backend_error(what: &'static str, e: impl Into<BoxError>) -> Error {
+    Error::new(ErrorKind::Backend, format!("Deno KV {what} failed")).with_source(e)
 }
 
 #[async_trait]
 impl KvStore for DenoKvStore {
     async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
-        Ok(self
-            .get_many(std::slice::from_ref(key))
-            .await?
-            .pop()
-            .flatten())
+        let found = self
+            .read_live(std::slice::from_ref(key), Operation::Get)
+            .await?;
+        Ok(found.into_iter().next().flatten().map(|(value, _)| value))
     }
 
     async fn get_with_ttl(&self, key: &KvKey) -> Result<Option<(Value, Option<Duration>)>> {
-        Ok(self
-            .read_live(std::slice::from_ref(key))
-            .await?
-            .pop()
-            .flatten())
+        let found = self
+            .read_live(std::slice::from_ref(key), Operation::GetWithTtl)
+            .await?;
+        Ok(found.into_iter().next().flatten())
     }
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
-        self.set_many(vec![(key.clone(), value)], options)
+        self.write_values(vec![(key.clone(), value)], options, Operation::Set)
             .await
-            .map_err(|e| e.with_operation("set").with_key(key))
+            .map_err(|e| e.with_key(key))
     }
 
     async fn delete(&self, key: &KvKey) -> Result<()> {
-        self.delete_many(std::slice::from_ref(key))
+        self.delete_keys(std::slice::from_ref(key), Operation::Delete)
             .await
-            .map_err(|e| e.with_operation("delete").with_key(key))
+            .map_err(|e| e.with_key(key))
     }
 
     async fn cas(
@@ -804,7 +807,7 @@ impl KvStore for DenoKvStore {
         new: Option<Value>,
         options: SetOptions,
     ) -> Result<bool> {
-        let context = |e: Error| e.with_operation("cas").with_key(key);
+        let context = |e: Error| e.with_operation(Operation::Cas).with_key(key);
         let new = crate::value::checked_cas(expected, new).map_err(context)?;
         let bytes = self.encode_key(key).map_err(context)?;
         let new = match new {
@@ -868,7 +871,7 @@ impl KvStore for DenoKvStore {
         let range = match self.list_range(prefix.as_ref()) {
             Ok(range) => range,
             Err(e) => {
-                let e = e.with_operation("list");
+                let e = e.with_operation(Operation::List);
                 let e = match &prefix {
                     Some(p) => e.with_key(p),
                     None => e,
@@ -884,7 +887,7 @@ impl KvStore for DenoKvStore {
             let page = self
                 .read_page(start, end.clone())
                 .await
-                .map_err(|e| e.with_operation("list"))?;
+                .map_err(|e| e.with_operation(Operation::List))?;
             let next = match page.last() {
                 Some(last) if page.len() == PAGE as usize => {
                     let mut after = last.key.clone();
@@ -903,7 +906,7 @@ impl KvStore for DenoKvStore {
                 // the listing goes on with the next entry.
                 entries.push(match self.decode_value(raw) {
                     Ok(value) => Ok(KvEntry { key, value }),
-                    Err(e) => Err(e.with_operation("list").with_key(&key)),
+                    Err(e) => Err(e.with_operation(Operation::List).with_key(&key)),
                 });
             }
             Ok(Some((stream::iter(entries), next)))
@@ -918,7 +921,7 @@ impl KvStore for DenoKvStore {
     }
 
     async fn get_many(&self, keys: &[KvKey]) -> Result<Vec<Option<Value>>> {
-        let found = self.read_live(keys).await?;
+        let found = self.read_live(keys, Operation::GetMany).await?;
         Ok(found
             .into_iter()
             .map(|e| e.map(|(value, _)| value))
@@ -929,40 +932,16 @@ impl KvStore for DenoKvStore {
         &self,
         keys: &[KvKey],
     ) -> Result<Vec<Option<(Value, Option<Duration>)>>> {
-        self.read_live(keys).await
+        self.read_live(keys, Operation::GetManyWithTtl).await
     }
 
     async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {
-        // Encode everything first: a bad value rejects the batch before any
-        // write.
-        let entries =
-            crate::value::checked_entries(entries).map_err(|e| e.with_operation("set"))?;
-        let mut mutations = Vec::with_capacity(entries.len());
-        for (key, value) in &entries {
-            let context = |e: Error| e.with_operation("set").with_key(key);
-            let bytes = self.encode_key(key).map_err(context)?;
-            let value = Self::encode_value(value).map_err(context)?;
-            mutations.push(Self::set_mutation(bytes, value, options));
-        }
-        self.write_unchecked(mutations)
+        self.write_values(entries, options, Operation::SetMany)
             .await
-            .map_err(|e| e.with_operation("set"))
     }
 
     async fn delete_many(&self, keys: &[KvKey]) -> Result<()> {
-        let mut mutations = Vec::with_capacity(keys.len());
-        for key in keys {
-            mutations.push(Mutation {
-                key: self
-                    .encode_key(key)
-                    .map_err(|e| e.with_operation("delete").with_key(key))?,
-                kind: MutationKind::Delete,
-                expire_at: None,
-            });
-        }
-        self.write_unchecked(mutations)
-            .await
-            .map_err(|e| e.with_operation("delete"))
+        self.delete_keys(keys, Operation::DeleteMany).await
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -975,6 +954,48 @@ impl KvStore for DenoKvStore {
                 .with_exact_expiry(false)
                 .with_reports_ttl(false),
         }
+    }
+}
+
+impl DenoKvStore {
+    /// `set_many`, its errors naming `operation`.
+    async fn write_values(
+        &self,
+        entries: Vec<(KvKey, Value)>,
+        options: SetOptions,
+        operation: Operation,
+    ) -> Result<()> {
+        // Encode everything first: a bad value rejects the batch before any
+        // write.
+        let entries =
+            crate::value::checked_entries(entries).map_err(|e| e.with_operation(operation))?;
+        let mut mutations = Vec::with_capacity(entries.len());
+        for (key, value) in &entries {
+            let context = |e: Error| e.with_operation(operation).with_key(key);
+            let bytes = self.encode_key(key).map_err(context)?;
+            let value = Self::encode_value(value).map_err(context)?;
+            mutations.push(Self::set_mutation(bytes, value, options));
+        }
+        self.write_unchecked(mutations)
+            .await
+            .map_err(|e| e.with_operation(operation))
+    }
+
+    /// `delete_many`, its errors naming `operation`.
+    async fn delete_keys(&self, keys: &[KvKey], operation: Operation) -> Result<()> {
+        let mut mutations = Vec::with_capacity(keys.len());
+        for key in keys {
+            mutations.push(Mutation {
+                key: self
+                    .encode_key(key)
+                    .map_err(|e| e.with_operation(operation).with_key(key))?,
+                kind: MutationKind::Delete,
+                expire_at: None,
+            });
+        }
+        self.write_unchecked(mutations)
+            .await
+            .map_err(|e| e.with_operation(operation))
     }
 }
 

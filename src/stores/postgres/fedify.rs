@@ -52,6 +52,7 @@ use super::error::{pg_error, pool_error};
 use super::prepare;
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
+use crate::operation::Operation;
 use crate::store::{KvEntry, SetOptions, Value};
 use crate::stores::sql::{self, parse_value, value_text};
 
@@ -192,7 +193,7 @@ fn json_text(value: &Value, key: &KvKey) -> Result<String> {
 
 /// Reads a stored `key text[]`; an [`InvalidKey`](ErrorKind::InvalidKey)
 /// error for an array Fedify never writes (empty, or with `NULL` parts).
-fn read_key(row: &tokio_postgres::Row, operation: &'static str) -> Result<(Vec<String>, KvKey)> {
+fn read_key(row: &tokio_postgres::Row, operation: Operation) -> Result<(Vec<String>, KvKey)> {
     let parts: Vec<Option<String>> = row.try_get(0).map_err(|e| pg_error(e, operation))?;
     let parts: Option<Vec<String>> = parts.into_iter().collect();
     let parts = parts.ok_or_else(|| {
@@ -231,7 +232,10 @@ impl FedifyPostgres {
         sweep_interval: Option<Duration>,
     ) -> Result<Arc<Self>> {
         let sql = Statements::new(table);
-        let client = pool.get().await.map_err(|e| pool_error(e, "connect"))?;
+        let client = pool
+            .get()
+            .await
+            .map_err(|e| pool_error(e, Operation::Connect))?;
         if let Err(e) = client.batch_execute(&sql.create).await {
             // Two processes creating the table at once: one loses the race
             // on the catalog's unique index, and the table exists.
@@ -239,7 +243,7 @@ impl FedifyPostgres {
                 *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::DUPLICATE_TABLE
             });
             if !raced {
-                return Err(pg_error(e, "connect"));
+                return Err(pg_error(e, Operation::Connect));
             }
         }
         drop(client);
@@ -254,12 +258,12 @@ impl FedifyPostgres {
         Ok(store)
     }
 
-    async fn client(&self, operation: &'static str) -> Result<Object> {
+    async fn client(&self, operation: Operation) -> Result<Object> {
         self.pool.get().await.map_err(|e| pool_error(e, operation))
     }
 
     /// Parses a stored `value::text`, undoing a double encoding when asked.
-    fn value(&self, text: &str, key: &KvKey, operation: &'static str) -> Result<Value> {
+    fn value(&self, text: &str, key: &KvKey, operation: Operation) -> Result<Value> {
         let value = parse_value(text, key, operation)?;
         if self.decode_double_encoded {
             if let Value::String(inner) = &value {
@@ -272,15 +276,15 @@ impl FedifyPostgres {
     }
 
     pub(super) async fn sweep_expired(&self) -> Result<u64> {
-        let client = self.client("sweep").await?;
-        let stmt = prepare(&client, &self.sql.sweep, "sweep").await?;
+        let client = self.client(Operation::Sweep).await?;
+        let stmt = prepare(&client, &self.sql.sweep, Operation::Sweep).await?;
         let batch = i64::try_from(sql::SWEEP_BATCH).unwrap_or(i64::MAX);
         let mut total = 0;
         loop {
             let deleted = client
                 .execute(&stmt, &[&batch])
                 .await
-                .map_err(|e| pg_error(e, "sweep"))?;
+                .map_err(|e| pg_error(e, Operation::Sweep))?;
             total += deleted;
             if deleted < sql::SWEEP_BATCH as u64 {
                 return Ok(total);
@@ -292,7 +296,7 @@ impl FedifyPostgres {
     pub(super) async fn get(
         &self,
         key: &KvKey,
-        operation: &'static str,
+        operation: Operation,
     ) -> Result<Option<(Value, Option<Duration>)>> {
         let parts = key_parts(key).map_err(|e| e.with_operation(operation))?;
         let client = self.client(operation).await?;
@@ -310,7 +314,7 @@ impl FedifyPostgres {
         &self,
         row: &tokio_postgres::Row,
         key: &KvKey,
-        operation: &'static str,
+        operation: Operation,
     ) -> Result<(Value, Option<Duration>)> {
         let text: &str = row.try_get(0).map_err(|e| pg_error(e, operation))?;
         let left: Option<i64> = row.try_get(1).map_err(|e| pg_error(e, operation))?;
@@ -321,25 +325,25 @@ impl FedifyPostgres {
         if options.is_expired() {
             return self.delete(key).await;
         }
-        let parts = key_parts(key).map_err(|e| e.with_operation("set"))?;
-        let text = json_text(&value, key).map_err(|e| e.with_operation("set"))?;
-        let client = self.client("set").await?;
-        let stmt = prepare(&client, &self.sql.upsert, "set").await?;
+        let parts = key_parts(key).map_err(|e| e.with_operation(Operation::Set))?;
+        let text = json_text(&value, key).map_err(|e| e.with_operation(Operation::Set))?;
+        let client = self.client(Operation::Set).await?;
+        let stmt = prepare(&client, &self.sql.upsert, Operation::Set).await?;
         client
             .execute(&stmt, &[&parts, &text, &ttl_micros(options.ttl)])
             .await
-            .map_err(|e| pg_error(e, "set"))?;
+            .map_err(|e| pg_error(e, Operation::Set))?;
         Ok(())
     }
 
     pub(super) async fn delete(&self, key: &KvKey) -> Result<()> {
-        let parts = key_parts(key).map_err(|e| e.with_operation("delete"))?;
-        let client = self.client("delete").await?;
-        let stmt = prepare(&client, &self.sql.delete, "delete").await?;
+        let parts = key_parts(key).map_err(|e| e.with_operation(Operation::Delete))?;
+        let client = self.client(Operation::Delete).await?;
+        let stmt = prepare(&client, &self.sql.delete, Operation::Delete).await?;
         client
             .execute(&stmt, &[&parts])
             .await
-            .map_err(|e| pg_error(e, "delete"))?;
+            .map_err(|e| pg_error(e, Operation::Delete))?;
         Ok(())
     }
 
@@ -350,18 +354,21 @@ impl FedifyPostgres {
         new: Option<Value>,
         options: SetOptions,
     ) -> Result<bool> {
-        let parts = key_parts(key).map_err(|e| e.with_operation("cas"))?;
+        let parts = key_parts(key).map_err(|e| e.with_operation(Operation::Cas))?;
         let new_text = match &new {
             Some(value) if !options.is_expired() => {
-                Some(json_text(value, key).map_err(|e| e.with_operation("cas"))?)
+                Some(json_text(value, key).map_err(|e| e.with_operation(Operation::Cas))?)
             }
             _ => None,
         };
         let ttl = ttl_micros(options.ttl);
         let sql = &self.sql;
-        let mut client = self.client("cas").await?;
-        let select = prepare(&client, &sql.cas_select, "cas").await?;
-        let tx = client.transaction().await.map_err(|e| pg_error(e, "cas"))?;
+        let mut client = self.client(Operation::Cas).await?;
+        let select = prepare(&client, &sql.cas_select, Operation::Cas).await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| pg_error(e, Operation::Cas))?;
         for _ in 0..CAS_ROUNDS {
             // Read committed: FOR UPDATE holds the row until commit, so no
             // writer (Fedify's included) changes it between the comparison
@@ -369,13 +376,13 @@ impl FedifyPostgres {
             let row = tx
                 .query_opt(&select, &[&parts])
                 .await
-                .map_err(|e| pg_error(e, "cas"))?;
+                .map_err(|e| pg_error(e, Operation::Cas))?;
             let current = match &row {
                 Some(row) => {
-                    let live: bool = row.try_get(1).map_err(|e| pg_error(e, "cas"))?;
+                    let live: bool = row.try_get(1).map_err(|e| pg_error(e, Operation::Cas))?;
                     if live {
-                        let text: &str = row.try_get(0).map_err(|e| pg_error(e, "cas"))?;
-                        Some(self.value(text, key, "cas")?)
+                        let text: &str = row.try_get(0).map_err(|e| pg_error(e, Operation::Cas))?;
+                        Some(self.value(text, key, Operation::Cas)?)
                     } else {
                         None
                     }
@@ -391,33 +398,33 @@ impl FedifyPostgres {
                 (Some(_), false) => &sql.cas_insert,
                 (None, true) => &sql.delete,
                 (None, false) => {
-                    tx.commit().await.map_err(|e| pg_error(e, "cas"))?;
+                    tx.commit().await.map_err(|e| pg_error(e, Operation::Cas))?;
                     return Ok(true);
                 }
             };
             let stmt = tx
                 .prepare_cached(statement)
                 .await
-                .map_err(|e| pg_error(e, "cas"))?;
+                .map_err(|e| pg_error(e, Operation::Cas))?;
             let changed = match &new_text {
                 Some(text) => tx.execute(&stmt, &[&parts, text, &ttl]).await,
                 None => tx.execute(&stmt, &[&parts]).await,
             }
-            .map_err(|e| pg_error(e, "cas"))?;
+            .map_err(|e| pg_error(e, Operation::Cas))?;
             if changed == 0 && row.is_none() {
                 // Another writer inserted the key after our SELECT (and
                 // committed: ON CONFLICT waited for it). Read and lock its
                 // row, and compare again.
                 continue;
             }
-            tx.commit().await.map_err(|e| pg_error(e, "cas"))?;
+            tx.commit().await.map_err(|e| pg_error(e, Operation::Cas))?;
             return Ok(true);
         }
         Err(Error::new(
             ErrorKind::Backend,
             "cas lost too many insert races in a row",
         )
-        .with_operation("cas")
+        .with_operation(Operation::Cas)
         .with_retryable(true))
     }
 
@@ -427,30 +434,30 @@ impl FedifyPostgres {
         prefix: Option<&[String]>,
         after: Option<Vec<String>>,
     ) -> Result<(Vec<Result<KvEntry>>, Option<Vec<String>>)> {
-        let client = self.client("list").await?;
+        let client = self.client(Operation::List).await?;
         let limit = i64::try_from(sql::LIST_PAGE).unwrap_or(i64::MAX);
         let rows = match prefix {
             Some(prefix) => {
-                let stmt = prepare(&client, &self.sql.list_prefix, "list").await?;
+                let stmt = prepare(&client, &self.sql.list_prefix, Operation::List).await?;
                 let n = i32::try_from(prefix.len()).unwrap_or(i32::MAX);
                 client.query(&stmt, &[&after, &limit, &prefix, &n]).await
             }
             None => {
-                let stmt = prepare(&client, &self.sql.list_all, "list").await?;
+                let stmt = prepare(&client, &self.sql.list_all, Operation::List).await?;
                 client.query(&stmt, &[&after, &limit]).await
             }
         }
-        .map_err(|e| pg_error(e, "list"))?;
+        .map_err(|e| pg_error(e, Operation::List))?;
         let full = rows.len() == sql::LIST_PAGE;
         let mut entries = Vec::with_capacity(rows.len());
         let mut last = None;
         for row in &rows {
-            let (parts, entry) = match read_key(row, "list") {
+            let (parts, entry) = match read_key(row, Operation::List) {
                 Ok((parts, key)) => {
                     let entry = row
                         .try_get::<_, &str>(1)
-                        .map_err(|e| pg_error(e, "list"))
-                        .and_then(|text| self.value(text, &key, "list"))
+                        .map_err(|e| pg_error(e, Operation::List))
+                        .and_then(|text| self.value(text, &key, Operation::List))
                         .map(|value| KvEntry { key, value });
                     (Some(parts), entry)
                 }
@@ -493,7 +500,7 @@ impl FedifyPostgres {
     pub(super) async fn get_many(
         &self,
         keys: &[KvKey],
-        operation: &'static str,
+        operation: Operation,
     ) -> Result<Vec<Option<(Value, Option<Duration>)>>> {
         if keys.is_empty() {
             return Ok(Vec::new());
@@ -539,8 +546,8 @@ impl FedifyPostgres {
         let mut index: HashMap<&KvKey, usize> = HashMap::with_capacity(entries.len());
         let mut rows: Vec<(&[String], String)> = Vec::with_capacity(entries.len());
         for (key, value) in &entries {
-            let parts = key_parts(key).map_err(|e| e.with_operation("set_many"))?;
-            let text = json_text(value, key).map_err(|e| e.with_operation("set_many"))?;
+            let parts = key_parts(key).map_err(|e| e.with_operation(Operation::SetMany))?;
+            let text = json_text(value, key).map_err(|e| e.with_operation(Operation::SetMany))?;
             match index.get(key) {
                 Some(&i) => rows[i].1 = text,
                 None => {
@@ -550,20 +557,22 @@ impl FedifyPostgres {
             }
         }
         let ttl = ttl_micros(options.ttl);
-        let mut client = self.client("set_many").await?;
-        let stmt = prepare(&client, &self.sql.upsert, "set_many").await?;
+        let mut client = self.client(Operation::SetMany).await?;
+        let stmt = prepare(&client, &self.sql.upsert, Operation::SetMany).await?;
         // One transaction (all or nothing), its statements pipelined.
         let tx = client
             .transaction()
             .await
-            .map_err(|e| pg_error(e, "set_many"))?;
+            .map_err(|e| pg_error(e, Operation::SetMany))?;
         try_join_all(rows.iter().map(|(parts, text)| {
             let (tx, stmt, ttl) = (&tx, &stmt, &ttl);
             async move { tx.execute(stmt, &[parts, text, ttl]).await }
         }))
         .await
-        .map_err(|e| pg_error(e, "set_many"))?;
-        tx.commit().await.map_err(|e| pg_error(e, "set_many"))
+        .map_err(|e| pg_error(e, Operation::SetMany))?;
+        tx.commit()
+            .await
+            .map_err(|e| pg_error(e, Operation::SetMany))
     }
 
     pub(super) async fn delete_many(&self, keys: &[KvKey]) -> Result<()> {
@@ -572,14 +581,14 @@ impl FedifyPostgres {
         }
         let parts = keys
             .iter()
-            .map(|k| key_parts(k).map_err(|e| e.with_operation("delete_many")))
+            .map(|k| key_parts(k).map_err(|e| e.with_operation(Operation::DeleteMany)))
             .collect::<Result<Vec<_>>>()?;
-        let mut client = self.client("delete_many").await?;
-        let stmt = prepare(&client, &self.sql.delete, "delete_many").await?;
+        let mut client = self.client(Operation::DeleteMany).await?;
+        let stmt = prepare(&client, &self.sql.delete, Operation::DeleteMany).await?;
         let tx = client
             .transaction()
             .await
-            .map_err(|e| pg_error(e, "delete_many"))?;
+            .map_err(|e| pg_error(e, Operation::DeleteMany))?;
         let (txr, stmt) = (&tx, &stmt);
         try_join_all(
             parts
@@ -587,8 +596,10 @@ impl FedifyPostgres {
                 .map(|p| async move { txr.execute(stmt, &[p]).await }),
         )
         .await
-        .map_err(|e| pg_error(e, "delete_many"))?;
-        tx.commit().await.map_err(|e| pg_error(e, "delete_many"))
+        .map_err(|e| pg_error(e, Operation::DeleteMany))?;
+        tx.commit()
+            .await
+            .map_err(|e| pg_error(e, Operation::DeleteMany))
     }
 }
 

@@ -73,6 +73,7 @@ use rusqlite::{params, Connection, TransactionBehavior};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
+use crate::operation::Operation;
 use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
 use crate::stores::layout::Layout;
 use crate::stores::sql::{
@@ -304,7 +305,7 @@ impl SqliteKvStoreBuilder {
             }
             .to_owned()
         });
-        sql::validate_table(&table).map_err(|e| e.with_operation("open"))?;
+        sql::validate_table(&table).map_err(|e| e.with_operation(Operation::Connect))?;
         let synchronous = if self.synchronous_full {
             "FULL"
         } else {
@@ -384,7 +385,7 @@ fn read_value(
     row: &rusqlite::Row<'_>,
     i: usize,
     key: &KvKey,
-    operation: &'static str,
+    operation: Operation,
 ) -> Result<Value> {
     match row.get_ref(i).map_err(|e| sqlite_error(e, operation))? {
         ValueRef::Text(text) => text_value(text, key, operation),
@@ -407,7 +408,7 @@ pub(crate) fn live_row(
     row: &rusqlite::Row<'_>,
     key: &KvKey,
     now: i64,
-    operation: &'static str,
+    operation: Operation,
 ) -> Result<(Value, Option<Duration>)> {
     let value = read_value(row, 0, key, operation)?;
     let expires: Option<i64> = row
@@ -418,7 +419,7 @@ pub(crate) fn live_row(
 
 /// The value of a stored `TEXT` cell: its bytes are whatever another program
 /// wrote, so neither UTF-8 nor JSON is assumed.
-pub(crate) fn text_value(text: &[u8], key: &KvKey, operation: &'static str) -> Result<Value> {
+pub(crate) fn text_value(text: &[u8], key: &KvKey, operation: Operation) -> Result<Value> {
     match std::str::from_utf8(text) {
         Ok(text) => parse_value(text, key, operation),
         Err(e) => Err(
@@ -436,7 +437,7 @@ fn get_live(
     key: &KvKey,
     enc: &[u8],
     now: i64,
-    operation: &'static str,
+    operation: Operation,
 ) -> Result<Option<(Value, Option<Duration>)>> {
     let mut stmt = conn
         .prepare_cached(&statements.get)
@@ -458,7 +459,7 @@ fn write(
     value: Option<&str>,
     options: SetOptions,
     now: i64,
-    operation: &'static str,
+    operation: Operation,
 ) -> Result<()> {
     let result = match value {
         Some(text) if !options.is_expired() => conn
@@ -576,7 +577,7 @@ impl SqliteKvStore {
         if let Some(fedify) = &self.inner.fedify {
             return fedify.sweep_expired().await;
         }
-        self.run("sweep", |conn, statements| {
+        self.run(Operation::Sweep, |conn, statements| {
             let mut total = 0u64;
             loop {
                 let deleted = sweep_batch(conn, statements)?;
@@ -594,7 +595,7 @@ impl SqliteKvStore {
     async fn read_one(
         &self,
         key: &KvKey,
-        operation: &'static str,
+        operation: Operation,
     ) -> Result<Option<(Value, Option<Duration>)>> {
         if let Some(fedify) = &self.inner.fedify {
             return fedify.get(key, operation).await;
@@ -618,7 +619,7 @@ impl SqliteKvStore {
     async fn read_many(
         &self,
         keys: &[KvKey],
-        operation: &'static str,
+        operation: Operation,
     ) -> Result<Vec<Option<(Value, Option<Duration>)>>> {
         if let Some(fedify) = &self.inner.fedify {
             return fedify.get_many(keys, operation).await;
@@ -645,21 +646,24 @@ impl SqliteKvStore {
 #[async_trait]
 impl KvStore for SqliteKvStore {
     async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
-        Ok(self.read_one(key, "get").await?.map(|(value, _)| value))
+        Ok(self
+            .read_one(key, Operation::Get)
+            .await?
+            .map(|(value, _)| value))
     }
 
     async fn get_with_ttl(&self, key: &KvKey) -> Result<Option<(Value, Option<Duration>)>> {
-        self.read_one(key, "get_with_ttl").await
+        self.read_one(key, Operation::GetWithTtl).await
     }
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
-        let value = checked(value).map_err(|e| e.with_operation("set").with_key(key))?;
+        let value = checked(value).map_err(|e| e.with_operation(Operation::Set).with_key(key))?;
         if let Some(fedify) = &self.inner.fedify {
             return fedify.set(key, value, options).await;
         }
         let enc = encode_key(key);
         let text = value_text(&value);
-        self.run("set", move |conn, statements| {
+        self.run(Operation::Set, move |conn, statements| {
             write(
                 conn,
                 statements,
@@ -667,7 +671,7 @@ impl KvStore for SqliteKvStore {
                 Some(&text),
                 options,
                 now_ms(),
-                "set",
+                Operation::Set,
             )
         })
         .await
@@ -679,7 +683,7 @@ impl KvStore for SqliteKvStore {
             return fedify.delete(key).await;
         }
         let enc = encode_key(key);
-        self.run("delete", move |conn, statements| {
+        self.run(Operation::Delete, move |conn, statements| {
             write(
                 conn,
                 statements,
@@ -687,7 +691,7 @@ impl KvStore for SqliteKvStore {
                 None,
                 SetOptions::default(),
                 0,
-                "delete",
+                Operation::Delete,
             )
         })
         .await
@@ -701,29 +705,39 @@ impl KvStore for SqliteKvStore {
         new: Option<Value>,
         options: SetOptions,
     ) -> Result<bool> {
-        let new = checked_cas(expected, new).map_err(|e| e.with_operation("cas").with_key(key))?;
+        let new = checked_cas(expected, new)
+            .map_err(|e| e.with_operation(Operation::Cas).with_key(key))?;
         if let Some(fedify) = &self.inner.fedify {
             return fedify.cas(key, expected, new, options).await;
         }
         let owned = key.clone();
         let expected = expected.cloned();
         let new = new.map(|v| value_text(&v));
-        self.run("cas", move |conn, statements| {
+        self.run(Operation::Cas, move |conn, statements| {
             // The connection thread already serializes this store's jobs;
             // BEGIN IMMEDIATE takes the write lock up front so that another
             // process cannot write between the read and the write either.
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| sqlite_error(e, "cas"))?;
+                .map_err(|e| sqlite_error(e, Operation::Cas))?;
             let enc = encode_key(&owned);
             let now = now_ms();
-            let current = get_live(&tx, statements, &owned, &enc, now, "cas")?.map(|(v, _)| v);
+            let current =
+                get_live(&tx, statements, &owned, &enc, now, Operation::Cas)?.map(|(v, _)| v);
             // serde_json's equality is structural: objects compare as maps.
             if current != expected {
                 return Ok(false);
             }
-            write(&tx, statements, &enc, new.as_deref(), options, now, "cas")?;
-            tx.commit().map_err(|e| sqlite_error(e, "cas"))?;
+            write(
+                &tx,
+                statements,
+                &enc,
+                new.as_deref(),
+                options,
+                now,
+                Operation::Cas,
+            )?;
+            tx.commit().map_err(|e| sqlite_error(e, Operation::Cas))?;
             Ok(true)
         })
         .await
@@ -753,7 +767,7 @@ impl KvStore for SqliteKvStore {
     }
 
     async fn get_many(&self, keys: &[KvKey]) -> Result<Vec<Option<Value>>> {
-        let found = self.read_many(keys, "get_many").await?;
+        let found = self.read_many(keys, Operation::GetMany).await?;
         Ok(found
             .into_iter()
             .map(|e| e.map(|(value, _)| value))
@@ -764,12 +778,12 @@ impl KvStore for SqliteKvStore {
         &self,
         keys: &[KvKey],
     ) -> Result<Vec<Option<(Value, Option<Duration>)>>> {
-        self.read_many(keys, "get_many_with_ttl").await
+        self.read_many(keys, Operation::GetManyWithTtl).await
     }
 
     async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {
         // One nesting limit for every layout: check before handing off.
-        let entries = checked_entries(entries).map_err(|e| e.with_operation("set_many"))?;
+        let entries = checked_entries(entries).map_err(|e| e.with_operation(Operation::SetMany))?;
         if let Some(fedify) = &self.inner.fedify {
             return fedify.set_many(entries, options).await;
         }
@@ -780,17 +794,25 @@ impl KvStore for SqliteKvStore {
             .iter()
             .map(|(key, value)| (encode_key(key), value_text(value)))
             .collect();
-        self.run("set_many", move |conn, statements| {
+        self.run(Operation::SetMany, move |conn, statements| {
             // One transaction: all or nothing, and one commit (one fsync)
             // instead of one per entry. In order, so the last duplicate wins.
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| sqlite_error(e, "set_many"))?;
+                .map_err(|e| sqlite_error(e, Operation::SetMany))?;
             let now = now_ms();
             for (enc, text) in &rows {
-                write(&tx, statements, enc, Some(text), options, now, "set_many")?;
+                write(
+                    &tx,
+                    statements,
+                    enc,
+                    Some(text),
+                    options,
+                    now,
+                    Operation::SetMany,
+                )?;
             }
-            tx.commit().map_err(|e| sqlite_error(e, "set_many"))
+            tx.commit().map_err(|e| sqlite_error(e, Operation::SetMany))
         })
         .await
     }
@@ -803,10 +825,10 @@ impl KvStore for SqliteKvStore {
             return Ok(());
         }
         let encoded: Vec<Vec<u8>> = keys.iter().map(encode_key).collect();
-        self.run("delete_many", move |conn, statements| {
+        self.run(Operation::DeleteMany, move |conn, statements| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| sqlite_error(e, "delete_many"))?;
+                .map_err(|e| sqlite_error(e, Operation::DeleteMany))?;
             for enc in &encoded {
                 write(
                     &tx,
@@ -815,10 +837,11 @@ impl KvStore for SqliteKvStore {
                     None,
                     SetOptions::default(),
                     0,
-                    "delete_many",
+                    Operation::DeleteMany,
                 )?;
             }
-            tx.commit().map_err(|e| sqlite_error(e, "delete_many"))
+            tx.commit()
+                .map_err(|e| sqlite_error(e, Operation::DeleteMany))
         })
         .await
     }
