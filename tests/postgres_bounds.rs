@@ -3,7 +3,8 @@
 //! operation is bounded by its timeout. A write to a row another session
 //! holds locked, and a TCP connection that stops forwarding, give retryable
 //! `Timeout` errors instead of hanging, and the store (its pool of one
-//! connection included) keeps working afterwards.
+//! connection included) keeps working afterwards. Item 8: keys too long for
+//! the primary-key index are refused before anything is sent.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use kvtower::stores::postgres::deadpool_postgres::tokio_postgres::{self, NoTls};
 use kvtower::stores::Layout;
-use kvtower::{kvkey, ErrorKind, KvStore, PostgresKvStore, SetOptions};
+use kvtower::{kvkey, ErrorKind, KvStore, KvStoreExt, PostgresKvStore, SetOptions};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -284,4 +285,120 @@ async fn zero_timeouts_are_config_errors() {
         assert_eq!(err.kind(), ErrorKind::Config, "{err}");
         assert!(err.to_string().contains("more than zero"), "{err}");
     }
+}
+
+/// A key part of `len` bytes that does not compress (so the index entry has
+/// its full size).
+fn incompressible(len: usize) -> String {
+    let mut state: u32 = 0x9e37_79b9;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            char::from(b'!' + (state % 90) as u8)
+        })
+        .collect()
+}
+
+/// Issue 12 item 8: a key too long for the primary-key index is refused with
+/// `InvalidKey` naming the limit before anything is sent, in every write;
+/// reads, deletes and listings of it find nothing; nothing stored changes.
+async fn long_keys(layout: Layout, limit: usize, longest_part: usize) {
+    let table = TestTable::new();
+    let store = PostgresKvStore::builder()
+        .table(table.name())
+        .layout(layout)
+        .connect(&postgres_url())
+        .await
+        .unwrap();
+    let kept = kvkey!["kept"];
+    store
+        .set(&kept, json!(1), SetOptions::default())
+        .await
+        .unwrap();
+    let long = kvkey!["k", "x".repeat(10 * 1024)];
+    let refused = |what: &str, result: kvtower::Result<()>| {
+        let err = result.expect_err(what);
+        assert_eq!(err.kind(), ErrorKind::InvalidKey, "{what}: {err}");
+        assert!(
+            err.to_string().contains(&format!("at most {limit}")),
+            "{what}: {err}"
+        );
+    };
+    refused(
+        "set",
+        store.set(&long, json!(2), SetOptions::default()).await,
+    );
+    refused(
+        "set_many",
+        store
+            .set_many(
+                vec![(kept.clone(), json!(2)), (long.clone(), json!(2))],
+                SetOptions::default(),
+            )
+            .await,
+    );
+    refused(
+        "cas insert",
+        store
+            .cas(&long, None, Some(json!(2)), SetOptions::default())
+            .await
+            .map(|_| ()),
+    );
+    refused(
+        "cas update",
+        store
+            .cas(
+                &long,
+                Some(&json!(1)),
+                Some(json!(2)),
+                SetOptions::default(),
+            )
+            .await
+            .map(|_| ()),
+    );
+    assert_eq!(store.get(&long).await.unwrap(), None);
+    assert_eq!(
+        store.get_many(&[kept.clone(), long.clone()]).await.unwrap(),
+        vec![Some(json!(1)), None]
+    );
+    store.delete(&long).await.unwrap();
+    store
+        .delete_many(std::slice::from_ref(&long))
+        .await
+        .unwrap();
+    assert!(store
+        .cas(&long, None, None, SetOptions::default())
+        .await
+        .unwrap());
+    assert!(store.list_all(Some(long.clone())).await.unwrap().is_empty());
+    let all = store.list_all(None).await.unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0].value, json!(1), "the refused batch wrote nothing");
+
+    // The longest key that fits works, whatever its content.
+    let longest = kvkey![incompressible(longest_part)];
+    store
+        .set(&longest, json!("fits"), SetOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(store.get(&longest).await.unwrap(), Some(json!("fits")));
+    let one_more = kvkey![incompressible(longest_part + 1)];
+    refused(
+        "one byte over",
+        store.set(&one_more, json!(1), SetOptions::default()).await,
+    );
+}
+
+#[tokio::test]
+async fn keys_too_long_for_the_index_are_refused_before_sending() {
+    // One part: its UTF-8 plus 2 bytes of terminator.
+    long_keys(Layout::Kvtower, 2692, 2690).await;
+}
+
+#[tokio::test]
+async fn keys_too_long_for_the_index_are_refused_in_the_fedify_layout() {
+    // One part: 24 bytes of array header, 4 of element header.
+    long_keys(Layout::Fedify, 2696, 2668).await;
 }

@@ -2,7 +2,7 @@
 //! (module docs, "Design").
 
 use super::error::pg_error;
-use super::{prepare, PostgresKvStore};
+use super::{prepare, writable, PostgresKvStore};
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
 use crate::operation::Operation;
@@ -27,6 +27,9 @@ impl PostgresKvStore {
             Some(value) if !options.is_expired() => Some(value_text(&value)),
             _ => None,
         };
+        if new_text.is_some() {
+            writable(&enc, key).map_err(|e| e.with_operation(Operation::Cas))?;
+        }
         let ttl = ttl_ms(options.ttl);
         self.inner
             .run(Operation::Cas, async |client| {

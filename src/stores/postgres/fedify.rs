@@ -21,6 +21,11 @@
 //!   [`InvalidValue`](ErrorKind::InvalidValue) error before anything is
 //!   sent (Fedify's own store fails on the server for the same values), and
 //!   the store declares [`nul_in_text: false`](crate::Capabilities::nul_in_text).
+//! * A key whose `text[]` takes more than 2,696 bytes (24, then 4 a part
+//!   plus its UTF-8 rounded up to a multiple of 4) does not fit a btree
+//!   index entry: a write of it is an [`InvalidKey`](ErrorKind::InvalidKey)
+//!   error naming the limit, before anything is sent (Fedify's store fails
+//!   on the server). Reads, deletes and listings take it and find nothing.
 //! * `null`: Fedify's `set(key, null)` fails (its driver binds `null` as
 //!   SQL `NULL`, which the `NOT NULL` column refuses). kvtower stores
 //!   [`Value::Null`] as the `jsonb` `null`, which Fedify's `get` returns as
@@ -169,6 +174,40 @@ fn key_parts(key: &KvKey) -> Result<&[String]> {
         .with_key(key));
     }
     Ok(key.parts())
+}
+
+/// The longest key a write accepts in the Fedify layout, in bytes of its
+/// `text[]` value (24 bytes of array header, then per part 4 bytes of
+/// header and its UTF-8, padded to a multiple of 4): a btree index entry
+/// holds at most 2,704 bytes with PostgreSQL's default 8 kB pages, 8 of them
+/// the entry's header.
+pub(super) const MAX_KEY_BYTES: usize = 2696;
+
+/// The size of `parts` as a `text[]` value, uncompressed.
+fn array_bytes(parts: &[String]) -> usize {
+    24 + parts
+        .iter()
+        .map(|p| (4 + p.len()).next_multiple_of(4))
+        .sum::<usize>()
+}
+
+/// The parts of `key` for a write: [`key_parts`], and an
+/// [`InvalidKey`](ErrorKind::InvalidKey) error, before anything is sent,
+/// for a key too long for the primary-key index. (Reads, deletes and
+/// listings take a key of any length: none is stored.)
+fn writable_parts(key: &KvKey) -> Result<&[String]> {
+    let parts = key_parts(key)?;
+    let size = array_bytes(parts);
+    if size > MAX_KEY_BYTES {
+        return Err(Error::new(
+            ErrorKind::InvalidKey,
+            format!(
+                "the key is {size} bytes as a text[], a PostgreSQL primary-key entry holds at most {MAX_KEY_BYTES}"
+            ),
+        )
+        .with_key(key));
+    }
+    Ok(parts)
 }
 
 fn has_nul(value: &Value) -> bool {
@@ -340,7 +379,7 @@ impl FedifyPostgres {
         if options.is_expired() {
             return self.delete(key).await;
         }
-        let parts = key_parts(key).map_err(|e| e.with_operation(Operation::Set))?;
+        let parts = writable_parts(key).map_err(|e| e.with_operation(Operation::Set))?;
         let text = json_text(&value, key).map_err(|e| e.with_operation(Operation::Set))?;
         let ttl = ttl_micros(options.ttl);
         self.run(Operation::Set, async |client| {
@@ -381,6 +420,9 @@ impl FedifyPostgres {
             }
             _ => None,
         };
+        if new_text.is_some() {
+            writable_parts(key).map_err(|e| e.with_operation(Operation::Cas))?;
+        }
         let ttl = ttl_micros(options.ttl);
         let sql = &self.sql;
         self.run(Operation::Cas, async |client| {
@@ -576,7 +618,7 @@ impl FedifyPostgres {
         let mut index: HashMap<&KvKey, usize> = HashMap::with_capacity(entries.len());
         let mut rows: Vec<(&[String], String)> = Vec::with_capacity(entries.len());
         for (key, value) in &entries {
-            let parts = key_parts(key).map_err(|e| e.with_operation(Operation::SetMany))?;
+            let parts = writable_parts(key).map_err(|e| e.with_operation(Operation::SetMany))?;
             let text = json_text(value, key).map_err(|e| e.with_operation(Operation::SetMany))?;
             match index.get(key) {
                 Some(&i) => rows[i].1 = text,
@@ -650,6 +692,18 @@ mod tests {
             Some(1_500_000)
         );
         assert_eq!(ttl_micros(Some(Duration::MAX)), None);
+    }
+
+    #[test]
+    fn array_size_is_postgres_s() {
+        // Measured on PostgreSQL 15: one part of 2,668 bytes fits the
+        // index, 2,669 do not; with a second part "ab", 2,660 and 2,661.
+        let size =
+            |parts: &[&str]| array_bytes(&parts.iter().map(|p| p.to_string()).collect::<Vec<_>>());
+        assert!(size(&[&"a".repeat(2668)]) <= MAX_KEY_BYTES);
+        assert!(size(&[&"a".repeat(2669)]) > MAX_KEY_BYTES);
+        assert!(size(&[&"a".repeat(2660), "ab"]) <= MAX_KEY_BYTES);
+        assert!(size(&[&"a".repeat(2661), "ab"]) > MAX_KEY_BYTES);
     }
 
     #[test]

@@ -27,6 +27,14 @@
 //!   collation, so `list(prefix)` is one range scan of the primary key.
 //!   The partial index on `expires_at` is named `"{table}.expires_at"`, a
 //!   name no table can have, so any two valid table names share a database.
+//! * A btree index entry holds at most 2,704 bytes (with the default 8 kB
+//!   pages), so a write of a key whose encoding is longer than
+//!   [`MAX_KEY_BYTES`] (2,692 bytes: about the parts' UTF-8 plus 2 bytes a
+//!   part) fails with [`InvalidKey`](crate::ErrorKind::InvalidKey) naming
+//!   the limit, before anything is sent. Reads, deletes and listings take
+//!   keys of any length (they find nothing). Indexing a hash of the key
+//!   instead would lift the limit, but not for tables earlier versions
+//!   created, which other processes may still be writing.
 //! * Values are `json`, not `jsonb`: `jsonb` rejects the escape `\u0000`,
 //!   which is a valid JSON string character the contract allows, and it
 //!   rewrites numbers (`1.0` and `1` become equal). `json` is still checked
@@ -75,7 +83,7 @@ use tokio_postgres::NoTls;
 /// `tokio_postgres`, as `deadpool_postgres::tokio_postgres`).
 pub use deadpool_postgres;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
 use crate::operation::Operation;
 use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
@@ -108,6 +116,31 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The timeout of each connection attempt by default (see
 /// [`PostgresKvStoreBuilder::connect_timeout`]).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest key a write accepts in the kvtower layout, in bytes of its
+/// encoding (each part's UTF-8 plus 2 bytes, plus 1 per U+0000): a btree
+/// index entry holds at most 2,704 bytes with PostgreSQL's default 8 kB
+/// pages, 12 of them the entry's and the `bytea`'s headers. A longer key
+/// that compresses well may fit, but a limit that does not depend on the
+/// key's content is one a caller can rely on.
+pub const MAX_KEY_BYTES: usize = 2692;
+
+/// Refuses, before anything is sent, a key too long to be written (see
+/// [`MAX_KEY_BYTES`]). Reads, deletes and listings take a key of any length:
+/// no stored key is that long, so they find nothing.
+fn writable(enc: &[u8], key: &KvKey) -> Result<()> {
+    if enc.len() > MAX_KEY_BYTES {
+        return Err(Error::new(
+            ErrorKind::InvalidKey,
+            format!(
+                "the encoded key is {} bytes, a PostgreSQL primary-key entry holds at most {MAX_KEY_BYTES}",
+                enc.len()
+            ),
+        )
+        .with_key(key));
+    }
+    Ok(())
+}
 
 /// A key–value store in a PostgreSQL table.
 ///
@@ -652,6 +685,7 @@ impl KvStore for PostgresKvStore {
             return self.delete(key).await;
         }
         let (enc, text, ttl) = (encode_key(key), value_text(&value), ttl_ms(options.ttl));
+        writable(&enc, key).map_err(|e| e.with_operation(Operation::Set))?;
         self.inner
             .run(Operation::Set, async |client| {
                 let stmt = prepare(client, &self.inner.sql.upsert, Operation::Set).await?;
@@ -760,6 +794,8 @@ impl KvStore for PostgresKvStore {
         let mut texts: Vec<String> = Vec::with_capacity(entries.len());
         for (key, value) in &entries {
             let enc = encode_key(key);
+            // Checked first: a key too long writes nothing of the batch.
+            writable(&enc, key).map_err(|e| e.with_operation(Operation::SetMany))?;
             let text = value_text(value);
             match index.get(&enc) {
                 Some(&i) => texts[i] = text,
