@@ -12,6 +12,7 @@
     feature = "denokv",
     feature = "cfworkers"
 ))]
+use crate::operation::Operation;
 use crate::{KvKey, Result, Value};
 
 /// `RedisKvStore`'s key escaping and value decoding.
@@ -85,7 +86,7 @@ pub mod sql {
 
     /// A Postgres `value` column (`json`, read as text) as a value.
     pub fn parse_value(text: &str, key: &KvKey) -> Result<Value> {
-        sql::parse_value(text, key, "get")
+        sql::parse_value(text, key, Operation::Get)
     }
 }
 
@@ -96,7 +97,7 @@ pub mod sqlite {
 
     /// A SQLite `TEXT` value cell (any bytes) as a value.
     pub fn text_value(text: &[u8], key: &KvKey) -> Result<Value> {
-        crate::stores::sqlite::text_value(text, key, "get")
+        crate::stores::sqlite::text_value(text, key, Operation::Get)
     }
 }
 

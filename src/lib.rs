@@ -71,6 +71,7 @@ pub mod __fuzz;
 pub mod invalidation;
 pub mod key;
 pub mod layers;
+mod operation;
 // Only the stores and the config that take URLs with credentials need it.
 #[cfg(any(feature = "config", feature = "redis", feature = "postgres"))]
 mod redact;
@@ -83,6 +84,7 @@ pub mod value;
 
 pub use error::{Error, ErrorKind, Result};
 pub use key::KvKey;
+pub use operation::Operation;
 pub use store::{Capabilities, DynKvStore, KvEntry, KvStore, KvStoreExt, SetOptions, Value};
 #[cfg(feature = "cfworkers")]
 pub use stores::cfworkers::{WorkersKvStore, WorkersKvStoreBuilder};

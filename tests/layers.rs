@@ -10,6 +10,7 @@ use common::{full_stack, Probe};
 use futures::future::join_all;
 use kvtower::layers::{CacheLayer, DefaultTtlLayer, MetricsLayer, PrefixLayer, TracingLayer};
 use kvtower::service::{KvServiceLayer, ServiceStoreLayer};
+use kvtower::Operation;
 use kvtower::{
     kvkey, DynKvStore, ErrorKind, KvKey, KvStore, KvStoreExt, MemoryKvStore, SetOptions,
 };
@@ -646,7 +647,7 @@ async fn tower_timeout_and_load_shed_errors_map_to_kvtower_errors() {
     let err = store.get(&kvkey!["slow"]).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Timeout);
     assert!(err.is_retryable());
-    assert_eq!(err.operation(), Some("get"));
+    assert_eq!(err.operation(), Some(Operation::Get));
 
     // One slot, shed when busy: the second concurrent call is refused.
     let store = Arc::new(

@@ -194,6 +194,7 @@ pub(super) fn percent_decode(text: &str) -> Option<String> {
 mod tests {
     use super::*;
     use crate::error::ErrorKind;
+    use crate::Operation;
 
     fn full_text(err: &Error) -> String {
         let mut text = format!("{err} {err:?}");
@@ -209,7 +210,7 @@ mod tests {
     fn scrub_removes_secrets_from_message_and_sources() {
         let url = SecretUrl::new("redis://app:p%40ss@h:6379/0?token=tok3n");
         let err = Error::new(ErrorKind::Unavailable, "auth as app:p%40ss refused")
-            .with_operation("connect")
+            .with_operation(Operation::Connect)
             .with_source(std::io::Error::other(
                 "server said: wrong password p@ss, tok3n",
             ));
@@ -222,7 +223,7 @@ mod tests {
             "the source's text is kept: {text}"
         );
         assert_eq!(scrubbed.kind(), ErrorKind::Unavailable);
-        assert_eq!(scrubbed.operation(), Some("connect"));
+        assert_eq!(scrubbed.operation(), Some(Operation::Connect));
         assert!(scrubbed.is_retryable());
     }
 

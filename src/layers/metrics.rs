@@ -54,6 +54,7 @@ use futures::stream::{BoxStream, Stream, StreamExt};
 
 use crate::error::{Error, Result};
 use crate::key::KvKey;
+use crate::operation::Operation;
 use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
 
 /// `kvtower_operations_total`: calls by store, operation and outcome.
@@ -98,42 +99,33 @@ pub const TIER_FRONT: &str = "front";
 /// Tier: the store behind the cache.
 pub const TIER_INNER: &str = "inner";
 
-/// The operations of [`KvStore`], for metric labels and span fields.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Op {
-    Get,
-    Set,
-    Delete,
-    Cas,
-    List,
-    GetMany,
-    SetMany,
-    DeleteMany,
-}
+/// The operations that have series of their own, in the order of
+/// `Instruments::ops`. The read variants (`get_with_ttl`, `get_shared`,
+/// `get_many_with_ttl`) are counted under `get` and `get_many`.
+const RECORDED: [Operation; 8] = [
+    Operation::Get,
+    Operation::Set,
+    Operation::Delete,
+    Operation::Cas,
+    Operation::List,
+    Operation::GetMany,
+    Operation::SetMany,
+    Operation::DeleteMany,
+];
 
-impl Op {
-    pub(crate) const ALL: [Op; 8] = [
-        Op::Get,
-        Op::Set,
-        Op::Delete,
-        Op::Cas,
-        Op::List,
-        Op::GetMany,
-        Op::SetMany,
-        Op::DeleteMany,
-    ];
-
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Op::Get => "get",
-            Op::Set => "set",
-            Op::Delete => "delete",
-            Op::Cas => "cas",
-            Op::List => "list",
-            Op::GetMany => "get_many",
-            Op::SetMany => "set_many",
-            Op::DeleteMany => "delete_many",
-        }
+/// The index of `op`'s instruments in `Instruments::ops` (see [`RECORDED`]).
+fn slot(op: Operation) -> usize {
+    match op {
+        Operation::Get | Operation::GetWithTtl | Operation::GetShared => 0,
+        Operation::Set => 1,
+        Operation::Delete => 2,
+        Operation::Cas => 3,
+        Operation::List => 4,
+        Operation::GetMany | Operation::GetManyWithTtl => 5,
+        Operation::SetMany => 6,
+        Operation::DeleteMany => 7,
+        // Not a call of this layer; never recorded.
+        Operation::Connect | Operation::Sweep | Operation::GetOrSet => 0,
     }
 }
 
@@ -174,7 +166,7 @@ impl<S> tower::Layer<S> for MetricsLayer {
 
 #[derive(Debug)]
 struct OpInstruments {
-    op: Op,
+    op: Operation,
     ok: metrics::Counter,
     hit: metrics::Counter,
     miss: metrics::Counter,
@@ -190,7 +182,7 @@ struct Instruments {
 
 impl Instruments {
     fn new(name: String) -> Self {
-        let counter = |op: Op, outcome: &'static str| {
+        let counter = |op: Operation, outcome: &'static str| {
             metrics::counter!(
                 OPERATIONS_TOTAL,
                 LABEL_STORE => name.clone(),
@@ -198,12 +190,12 @@ impl Instruments {
                 LABEL_OUTCOME => outcome
             )
         };
-        let ops = Op::ALL
+        let ops = RECORDED
             .iter()
             .map(|&op| {
                 // Only `get` has hits and misses; other operations get no-op
                 // handles so that no empty series is exported for them.
-                let (hit, miss, ok) = if op == Op::Get {
+                let (hit, miss, ok) = if op == Operation::Get {
                     let noop = metrics::Counter::noop();
                     (counter(op, OUTCOME_HIT), counter(op, OUTCOME_MISS), noop)
                 } else {
@@ -230,8 +222,8 @@ impl Instruments {
         Self { name, ops }
     }
 
-    fn op(&self, op: Op) -> &OpInstruments {
-        &self.ops[op as usize]
+    fn op(&self, op: Operation) -> &OpInstruments {
+        &self.ops[slot(op)]
     }
 
     fn record_error(&self, op: &OpInstruments, error: &Error) {
@@ -248,7 +240,7 @@ impl Instruments {
 
     async fn observe<T>(
         &self,
-        op: Op,
+        op: Operation,
         call: impl Future<Output = Result<T>>,
         outcome: impl FnOnce(&OpInstruments, &T),
     ) -> Result<T> {
@@ -308,14 +300,18 @@ impl<S> Metrics<S> {
 impl<S: KvStore> KvStore for Metrics<S> {
     async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
         let call = self.inner.get(key);
-        self.instruments.observe(Op::Get, call, hit_or_miss).await
+        self.instruments
+            .observe(Operation::Get, call, hit_or_miss)
+            .await
     }
 
     // The two other single-key reads are gets to a dashboard: same label, same
     // hit/miss counters.
     async fn get_with_ttl(&self, key: &KvKey) -> Result<Option<(Value, Option<Duration>)>> {
         let call = self.inner.get_with_ttl(key);
-        self.instruments.observe(Op::Get, call, hit_or_miss).await
+        self.instruments
+            .observe(Operation::Get, call, hit_or_miss)
+            .await
     }
 
     async fn get_shared(&self, key: &KvKey) -> Result<Option<Arc<Value>>> {
@@ -323,7 +319,9 @@ impl<S: KvStore> KvStore for Metrics<S> {
             return Ok(Some(value));
         }
         let call = self.inner.get_shared(key);
-        self.instruments.observe(Op::Get, call, hit_or_miss).await
+        self.instruments
+            .observe(Operation::Get, call, hit_or_miss)
+            .await
     }
 
     // A hit answered in memory is a `get` hit like any other, with its
@@ -331,7 +329,7 @@ impl<S: KvStore> KvStore for Metrics<S> {
     fn probe(&self, key: &KvKey) -> Option<Arc<Value>> {
         let start = Instant::now();
         let value = self.inner.probe(key)?;
-        let instruments = self.instruments.op(Op::Get);
+        let instruments = self.instruments.op(Operation::Get);
         instruments.duration.record(start.elapsed().as_secs_f64());
         instruments.hit.increment(1);
         Some(value)
@@ -339,12 +337,12 @@ impl<S: KvStore> KvStore for Metrics<S> {
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
         let call = self.inner.set(key, value, options);
-        self.instruments.observe(Op::Set, call, ok).await
+        self.instruments.observe(Operation::Set, call, ok).await
     }
 
     async fn delete(&self, key: &KvKey) -> Result<()> {
         let call = self.inner.delete(key);
-        self.instruments.observe(Op::Delete, call, ok).await
+        self.instruments.observe(Operation::Delete, call, ok).await
     }
 
     async fn cas(
@@ -355,7 +353,7 @@ impl<S: KvStore> KvStore for Metrics<S> {
         options: SetOptions,
     ) -> Result<bool> {
         let call = self.inner.cas(key, expected, new, options);
-        self.instruments.observe(Op::Cas, call, ok).await
+        self.instruments.observe(Operation::Cas, call, ok).await
     }
 
     fn list(&self, prefix: Option<KvKey>) -> BoxStream<'_, Result<KvEntry>> {
@@ -370,7 +368,7 @@ impl<S: KvStore> KvStore for Metrics<S> {
 
     async fn get_many(&self, keys: &[KvKey]) -> Result<Vec<Option<Value>>> {
         let call = self.inner.get_many(keys);
-        self.instruments.observe(Op::GetMany, call, ok).await
+        self.instruments.observe(Operation::GetMany, call, ok).await
     }
 
     async fn get_many_with_ttl(
@@ -378,17 +376,19 @@ impl<S: KvStore> KvStore for Metrics<S> {
         keys: &[KvKey],
     ) -> Result<Vec<Option<(Value, Option<Duration>)>>> {
         let call = self.inner.get_many_with_ttl(keys);
-        self.instruments.observe(Op::GetMany, call, ok).await
+        self.instruments.observe(Operation::GetMany, call, ok).await
     }
 
     async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {
         let call = self.inner.set_many(entries, options);
-        self.instruments.observe(Op::SetMany, call, ok).await
+        self.instruments.observe(Operation::SetMany, call, ok).await
     }
 
     async fn delete_many(&self, keys: &[KvKey]) -> Result<()> {
         let call = self.inner.delete_many(keys);
-        self.instruments.observe(Op::DeleteMany, call, ok).await
+        self.instruments
+            .observe(Operation::DeleteMany, call, ok)
+            .await
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -410,7 +410,7 @@ impl Stream for ObservedList<'_> {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let item = futures::ready!(self.inner.poll_next_unpin(cx));
         if !self.done {
-            let op = self.instruments.op(Op::List);
+            let op = self.instruments.op(Operation::List);
             match &item {
                 Some(Ok(_)) => {}
                 Some(Err(e)) => {

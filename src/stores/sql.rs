@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
+use crate::operation::Operation;
 use crate::store::Value;
 
 /// The default table name of both SQL stores.
@@ -202,7 +203,7 @@ pub(crate) fn expires_at(now: i64, ttl: Option<Duration>) -> Option<i64> {
 
 /// Parses a stored value; an [`InvalidValue`](ErrorKind::InvalidValue) error
 /// naming the key when it is not JSON.
-pub(crate) fn parse_value(text: &str, key: &KvKey, operation: &'static str) -> Result<Value> {
+pub(crate) fn parse_value(text: &str, key: &KvKey, operation: Operation) -> Result<Value> {
     crate::value::from_str(text).map_err(|e| {
         Error::new(
             ErrorKind::InvalidValue,

@@ -106,6 +106,7 @@ pub use coherence::{CacheHandle, CacheId, Coherence, WeakCacheHandle};
 
 use crate::error::Result;
 use crate::key::KvKey;
+use crate::operation::Operation;
 use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
 use flight::Role;
 use tier::{InnerTtl, Outcome, Tier};
@@ -354,7 +355,7 @@ impl<S: KvStore, F: KvStore + 'static> Cache<S, F> {
                 // the caller's expectation came from a stale front, maybe.
                 None => {
                     if let Err(e) = tier.invalidate_now(std::slice::from_ref(key)).await {
-                        tier.front_failed("delete", &e);
+                        tier.front_failed(Operation::Delete, &e);
                     }
                     return result;
                 }
@@ -506,8 +507,8 @@ impl<S: KvStore, F: KvStore + 'static> KvStore for Cache<S, F> {
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
         // Inner first: the front may only claim what the inner store holds.
         // The depth check comes before the clone, which recurses per level.
-        let value =
-            crate::value::checked(value).map_err(|e| e.with_operation("set").with_key(key))?;
+        let value = crate::value::checked(value)
+            .map_err(|e| e.with_operation(Operation::Set).with_key(key))?;
         let front_copy = value.clone();
         self.write_one(
             key,
@@ -533,7 +534,7 @@ impl<S: KvStore, F: KvStore + 'static> KvStore for Cache<S, F> {
         // The inner store decides: the front may be stale, and only the inner
         // store's compare-and-swap is atomic.
         let new = crate::value::checked_cas(expected, new)
-            .map_err(|e| e.with_operation("cas").with_key(key))?;
+            .map_err(|e| e.with_operation(Operation::Cas).with_key(key))?;
         let front_copy = new.clone();
         // A swap to `None` deletes the key: no TTL left to remember.
         let ttl = front_copy.as_ref().and(options.ttl);

@@ -47,6 +47,7 @@ use super::flight::Flights;
 use super::stale::StaleCopies;
 use crate::error::{Error, Result};
 use crate::key::KvKey;
+use crate::operation::Operation;
 use crate::store::{KvStore, SetOptions, Value};
 
 /// Generation stripes (a power of two): enough that unrelated keys rarely
@@ -293,11 +294,11 @@ impl<F> Tier<F> {
         }
     }
 
-    pub(super) fn front_failed(&self, operation: &'static str, error: &Error) {
+    pub(super) fn front_failed(&self, operation: Operation, error: &Error) {
         // No key here: key parts can hold user data.
         tracing::warn!(
             cache = %self.name,
-            operation,
+            operation = operation.as_str(),
             error_kind = %error.kind(),
             "front tier operation failed; the inner store stays authoritative"
         );
@@ -391,7 +392,7 @@ impl<F: KvStore + 'static> Tier<F> {
                 return Some(Some(value));
             }
             Ok(None) => {}
-            Err(e) => self.front_failed("get", &e),
+            Err(e) => self.front_failed(Operation::Get, &e),
         }
         if let Some(negative) = &self.negative {
             if negative.get(key).await.is_some() {
@@ -437,7 +438,7 @@ impl<F: KvStore + 'static> Tier<F> {
             return;
         }
         if let Err(e) = self.front.set(guard.key, value, options).await {
-            self.front_failed("set", &e);
+            self.front_failed(Operation::Set, &e);
             // The old front entry may still be there: drop it.
             self.delete_front(guard.key).await;
             return;
@@ -464,7 +465,7 @@ impl<F: KvStore + 'static> Tier<F> {
             stale.forget(key).await;
         }
         if let Err(e) = self.front.delete(key).await {
-            self.front_failed("delete", &e);
+            self.front_failed(Operation::Delete, &e);
         }
     }
 
@@ -648,7 +649,7 @@ impl<F: KvStore + 'static> EndUnknown<F> {
             return;
         };
         if let Err(e) = tier.invalidate_now(std::slice::from_ref(&self.key)).await {
-            tier.front_failed("delete", &e);
+            tier.front_failed(Operation::Delete, &e);
         }
         tier.announce(&self.key);
     }

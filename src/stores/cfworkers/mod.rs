@@ -62,6 +62,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
+use crate::operation::Operation;
 use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
 
 use self::layout::Metadata;
@@ -542,13 +543,13 @@ impl Http {
 #[async_trait]
 impl KvStore for WorkersKvStore {
     async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
-        let context = |e: Error| e.with_operation("get").with_key(key);
+        let context = |e: Error| e.with_operation(Operation::Get).with_key(key);
         let name = layout::encode_key(key).map_err(context)?;
         self.get_name(&name).await.map_err(context)
     }
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
-        let context = |e: Error| e.with_operation("set").with_key(key);
+        let context = |e: Error| e.with_operation(Operation::Set).with_key(key);
         if options.is_expired() {
             let name = layout::encode_key(key).map_err(context)?;
             return self.delete_names(&[name]).await.map_err(context);
@@ -559,7 +560,7 @@ impl KvStore for WorkersKvStore {
     }
 
     async fn delete(&self, key: &KvKey) -> Result<()> {
-        let context = |e: Error| e.with_operation("delete").with_key(key);
+        let context = |e: Error| e.with_operation(Operation::Delete).with_key(key);
         let name = layout::encode_key(key).map_err(context)?;
         self.delete_names(&[name]).await.map_err(context)
     }
@@ -571,13 +572,18 @@ impl KvStore for WorkersKvStore {
         _new: Option<Value>,
         _options: SetOptions,
     ) -> Result<bool> {
-        Err(Error::unsupported("cas", "Workers KV has no atomic compare-and-swap").with_key(key))
+        Err(
+            Error::unsupported(Operation::Cas, "Workers KV has no atomic compare-and-swap")
+                .with_key(key),
+        )
     }
 
     fn list(&self, prefix: Option<KvKey>) -> BoxStream<'_, Result<KvEntry>> {
         let plan = match layout::list_plan(prefix.as_ref()) {
             Ok(plan) => plan,
-            Err(e) => return stream::once(async move { Err(e.with_operation("list")) }).boxed(),
+            Err(e) => {
+                return stream::once(async move { Err(e.with_operation(Operation::List)) }).boxed()
+            }
         };
         let (exact, below) = plan;
         // The exact key first, then each page of names below it.
@@ -616,12 +622,12 @@ impl KvStore for WorkersKvStore {
                 Err(e) => stream::once(async move { Err(e) }).right_stream(),
             })
             .flatten()
-            .map(|item| item.map_err(|e| e.with_operation("list")))
+            .map(|item| item.map_err(|e| e.with_operation(Operation::List)))
             .boxed()
     }
 
     async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {
-        let context = |e: Error| e.with_operation("set");
+        let context = |e: Error| e.with_operation(Operation::Set);
         if options.is_expired() {
             let mut names = Vec::with_capacity(entries.len());
             for (key, _) in &entries {
@@ -644,12 +650,13 @@ impl KvStore for WorkersKvStore {
         let mut names = Vec::with_capacity(keys.len());
         for key in keys {
             names.push(
-                layout::encode_key(key).map_err(|e| e.with_operation("delete").with_key(key))?,
+                layout::encode_key(key)
+                    .map_err(|e| e.with_operation(Operation::Delete).with_key(key))?,
             );
         }
         self.delete_names(&names)
             .await
-            .map_err(|e| e.with_operation("delete"))
+            .map_err(|e| e.with_operation(Operation::Delete))
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -92,6 +92,7 @@ use rusqlite::OptionalExtension;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
+use crate::operation::Operation;
 use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
 
 use self::remote::RemoteHandle;
@@ -713,34 +714,34 @@ fn poisoned() -> Error {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-fn backend_error(operation: &'static str, e: impl Into<BoxError> + fmt::Display) -> Error {
-    Error::new(
-        ErrorKind::Backend,
-        format!("Deno KV {operation} failed: {e}"),
-    )
-    .with_source(e)
+/// The one place a driver's error (rusqlite, KV Connect, a join) becomes a
+/// kvtower error: the message says which step failed, the driver's error is
+/// the source (not repeated in the message). The operation and key are the
+/// caller's to add.
+fn backend_error(what: &'static str, e: impl Into<BoxError>) -> Error {
+    Error::new(ErrorKind::Backend, format!("Deno KV {what} failed")).with_source(e)
 }
 
 #[async_trait]
 impl KvStore for DenoKvStore {
     async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
         Ok(self
-            .get_many(std::slice::from_ref(key))
+            .read_values(std::slice::from_ref(key), Operation::Get)
             .await?
             .pop()
             .flatten())
     }
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
-        self.set_many(vec![(key.clone(), value)], options)
+        self.write_values(vec![(key.clone(), value)], options, Operation::Set)
             .await
-            .map_err(|e| e.with_operation("set").with_key(key))
+            .map_err(|e| e.with_key(key))
     }
 
     async fn delete(&self, key: &KvKey) -> Result<()> {
-        self.delete_many(std::slice::from_ref(key))
+        self.delete_keys(std::slice::from_ref(key), Operation::Delete)
             .await
-            .map_err(|e| e.with_operation("delete").with_key(key))
+            .map_err(|e| e.with_key(key))
     }
 
     async fn cas(
@@ -750,7 +751,7 @@ impl KvStore for DenoKvStore {
         new: Option<Value>,
         options: SetOptions,
     ) -> Result<bool> {
-        let context = |e: Error| e.with_operation("cas").with_key(key);
+        let context = |e: Error| e.with_operation(Operation::Cas).with_key(key);
         let new = crate::value::checked_cas(expected, new).map_err(context)?;
         let bytes = self.encode_key(key).map_err(context)?;
         let new = match new {
@@ -814,7 +815,7 @@ impl KvStore for DenoKvStore {
         let range = match self.list_range(prefix.as_ref()) {
             Ok(range) => range,
             Err(e) => {
-                let e = e.with_operation("list");
+                let e = e.with_operation(Operation::List);
                 let e = match &prefix {
                     Some(p) => e.with_key(p),
                     None => e,
@@ -830,7 +831,7 @@ impl KvStore for DenoKvStore {
             let page = self
                 .read_page(start, end.clone())
                 .await
-                .map_err(|e| e.with_operation("list"))?;
+                .map_err(|e| e.with_operation(Operation::List))?;
             let next = match page.last() {
                 Some(last) if page.len() == PAGE as usize => {
                     let mut after = last.key.clone();
@@ -849,7 +850,7 @@ impl KvStore for DenoKvStore {
                 // the listing goes on with the next entry.
                 entries.push(match self.decode_value(raw) {
                     Ok(value) => Ok(KvEntry { key, value }),
-                    Err(e) => Err(e.with_operation("list").with_key(&key)),
+                    Err(e) => Err(e.with_operation(Operation::List).with_key(&key)),
                 });
             }
             Ok(Some((stream::iter(entries), next)))
@@ -864,60 +865,16 @@ impl KvStore for DenoKvStore {
     }
 
     async fn get_many(&self, keys: &[KvKey]) -> Result<Vec<Option<Value>>> {
-        let mut bytes = Vec::with_capacity(keys.len());
-        for key in keys {
-            bytes.push(
-                self.encode_key(key)
-                    .map_err(|e| e.with_operation("get").with_key(key))?,
-            );
-        }
-        let raws = self
-            .read_points(bytes)
-            .await
-            .map_err(|e| e.with_operation("get"))?;
-        keys.iter()
-            .zip(raws)
-            .map(|(key, raw)| match raw {
-                Some(raw) if !raw.expired => self
-                    .decode_value(raw)
-                    .map(Some)
-                    .map_err(|e| e.with_operation("get").with_key(key)),
-                _ => Ok(None),
-            })
-            .collect()
+        self.read_values(keys, Operation::GetMany).await
     }
 
     async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {
-        // Encode everything first: a bad value rejects the batch before any
-        // write.
-        let entries =
-            crate::value::checked_entries(entries).map_err(|e| e.with_operation("set"))?;
-        let mut mutations = Vec::with_capacity(entries.len());
-        for (key, value) in &entries {
-            let context = |e: Error| e.with_operation("set").with_key(key);
-            let bytes = self.encode_key(key).map_err(context)?;
-            let value = Self::encode_value(value).map_err(context)?;
-            mutations.push(Self::set_mutation(bytes, value, options));
-        }
-        self.write_unchecked(mutations)
+        self.write_values(entries, options, Operation::SetMany)
             .await
-            .map_err(|e| e.with_operation("set"))
     }
 
     async fn delete_many(&self, keys: &[KvKey]) -> Result<()> {
-        let mut mutations = Vec::with_capacity(keys.len());
-        for key in keys {
-            mutations.push(Mutation {
-                key: self
-                    .encode_key(key)
-                    .map_err(|e| e.with_operation("delete").with_key(key))?,
-                kind: MutationKind::Delete,
-                expire_at: None,
-            });
-        }
-        self.write_unchecked(mutations)
-            .await
-            .map_err(|e| e.with_operation("delete"))
+        self.delete_keys(keys, Operation::DeleteMany).await
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -929,6 +886,77 @@ impl KvStore for DenoKvStore {
                 .with_exact_expiry(false)
                 .with_reports_ttl(false),
         }
+    }
+}
+
+impl DenoKvStore {
+    /// `get_many`, its errors naming `operation`.
+    async fn read_values(
+        &self,
+        keys: &[KvKey],
+        operation: Operation,
+    ) -> Result<Vec<Option<Value>>> {
+        let mut bytes = Vec::with_capacity(keys.len());
+        for key in keys {
+            bytes.push(
+                self.encode_key(key)
+                    .map_err(|e| e.with_operation(operation).with_key(key))?,
+            );
+        }
+        let raws = self
+            .read_points(bytes)
+            .await
+            .map_err(|e| e.with_operation(operation))?;
+        keys.iter()
+            .zip(raws)
+            .map(|(key, raw)| match raw {
+                Some(raw) if !raw.expired => self
+                    .decode_value(raw)
+                    .map(Some)
+                    .map_err(|e| e.with_operation(operation).with_key(key)),
+                _ => Ok(None),
+            })
+            .collect()
+    }
+
+    /// `set_many`, its errors naming `operation`.
+    async fn write_values(
+        &self,
+        entries: Vec<(KvKey, Value)>,
+        options: SetOptions,
+        operation: Operation,
+    ) -> Result<()> {
+        // Encode everything first: a bad value rejects the batch before any
+        // write.
+        let entries =
+            crate::value::checked_entries(entries).map_err(|e| e.with_operation(operation))?;
+        let mut mutations = Vec::with_capacity(entries.len());
+        for (key, value) in &entries {
+            let context = |e: Error| e.with_operation(operation).with_key(key);
+            let bytes = self.encode_key(key).map_err(context)?;
+            let value = Self::encode_value(value).map_err(context)?;
+            mutations.push(Self::set_mutation(bytes, value, options));
+        }
+        self.write_unchecked(mutations)
+            .await
+            .map_err(|e| e.with_operation(operation))
+    }
+
+    /// `delete_many`, its errors naming `operation`.
+    async fn delete_keys(&self, keys: &[KvKey], operation: Operation) -> Result<()> {
+        let mut mutations = Vec::with_capacity(keys.len());
+        for key in keys {
+            mutations.push(Mutation {
+                key: self
+                    .encode_key(key)
+                    .map_err(|e| e.with_operation(operation).with_key(key))?,
+                kind: MutationKind::Delete,
+                expire_at: None,
+            });
+        }
+        self.write_unchecked(mutations)
+            .await
+            .map_err(|e| e.with_operation(operation))
     }
 }
 

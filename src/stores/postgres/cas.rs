@@ -5,6 +5,7 @@ use super::error::pg_error;
 use super::{prepare, PostgresKvStore};
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
+use crate::operation::Operation;
 use crate::store::{SetOptions, Value};
 use crate::stores::sql::{encode_key, parse_value, ttl_ms, value_text};
 
@@ -21,9 +22,12 @@ impl PostgresKvStore {
         options: SetOptions,
     ) -> Result<bool> {
         let sql = &self.inner.sql;
-        let mut client = self.inner.client("cas").await?;
-        let select = prepare(&client, &sql.cas_select, "cas").await?;
-        let tx = client.transaction().await.map_err(|e| pg_error(e, "cas"))?;
+        let mut client = self.inner.client(Operation::Cas).await?;
+        let select = prepare(&client, &sql.cas_select, Operation::Cas).await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| pg_error(e, Operation::Cas))?;
         let enc = encode_key(key);
         let new_text = match new {
             Some(value) if !options.is_expired() => Some(value_text(&value)),
@@ -37,13 +41,13 @@ impl PostgresKvStore {
             let row = tx
                 .query_opt(&select, &[&enc])
                 .await
-                .map_err(|e| pg_error(e, "cas"))?;
+                .map_err(|e| pg_error(e, Operation::Cas))?;
             let current = match &row {
                 Some(row) => {
-                    let live: bool = row.try_get(1).map_err(|e| pg_error(e, "cas"))?;
+                    let live: bool = row.try_get(1).map_err(|e| pg_error(e, Operation::Cas))?;
                     if live {
-                        let text: &str = row.try_get(0).map_err(|e| pg_error(e, "cas"))?;
-                        Some(parse_value(text, key, "cas")?)
+                        let text: &str = row.try_get(0).map_err(|e| pg_error(e, Operation::Cas))?;
+                        Some(parse_value(text, key, Operation::Cas)?)
                     } else {
                         None
                     }
@@ -59,20 +63,20 @@ impl PostgresKvStore {
                     let stmt = tx
                         .prepare_cached(&sql.cas_update)
                         .await
-                        .map_err(|e| pg_error(e, "cas"))?;
+                        .map_err(|e| pg_error(e, Operation::Cas))?;
                     tx.execute(&stmt, &[&enc, text, &ttl])
                         .await
-                        .map_err(|e| pg_error(e, "cas"))?;
+                        .map_err(|e| pg_error(e, Operation::Cas))?;
                 }
                 (Some(text), false) => {
                     let stmt = tx
                         .prepare_cached(&sql.cas_insert)
                         .await
-                        .map_err(|e| pg_error(e, "cas"))?;
+                        .map_err(|e| pg_error(e, Operation::Cas))?;
                     let inserted = tx
                         .execute(&stmt, &[&enc, text, &ttl])
                         .await
-                        .map_err(|e| pg_error(e, "cas"))?;
+                        .map_err(|e| pg_error(e, Operation::Cas))?;
                     if inserted == 0 {
                         // Another writer inserted the key after our SELECT
                         // (and committed: ON CONFLICT waited for it). Read
@@ -84,21 +88,21 @@ impl PostgresKvStore {
                     let stmt = tx
                         .prepare_cached(&sql.delete)
                         .await
-                        .map_err(|e| pg_error(e, "cas"))?;
+                        .map_err(|e| pg_error(e, Operation::Cas))?;
                     tx.execute(&stmt, &[&enc])
                         .await
-                        .map_err(|e| pg_error(e, "cas"))?;
+                        .map_err(|e| pg_error(e, Operation::Cas))?;
                 }
                 (None, false) => {}
             }
-            tx.commit().await.map_err(|e| pg_error(e, "cas"))?;
+            tx.commit().await.map_err(|e| pg_error(e, Operation::Cas))?;
             return Ok(true);
         }
         Err(Error::new(
             ErrorKind::Backend,
             "cas lost too many insert races in a row",
         )
-        .with_operation("cas")
+        .with_operation(Operation::Cas)
         .with_retryable(true))
     }
 }

@@ -4,10 +4,11 @@ use deadpool_postgres::PoolError;
 use tokio_postgres::error::SqlState;
 
 use crate::error::{Error, ErrorKind};
+use crate::operation::Operation;
 
 /// Maps a tokio-postgres error: lost connections are `Unavailable`,
 /// serialization failures and deadlocks retryable `Backend` errors.
-pub(super) fn pg_error(err: tokio_postgres::Error, operation: &'static str) -> Error {
+pub(super) fn pg_error(err: tokio_postgres::Error, operation: Operation) -> Error {
     let (kind, retryable) = if let Some(db) = err.as_db_error() {
         let code = db.code();
         let retryable = *code == SqlState::T_R_SERIALIZATION_FAILURE
@@ -36,7 +37,7 @@ pub(super) fn pg_error(err: tokio_postgres::Error, operation: &'static str) -> E
         .with_retryable(retryable)
 }
 
-pub(super) fn pool_error(err: PoolError, operation: &'static str) -> Error {
+pub(super) fn pool_error(err: PoolError, operation: Operation) -> Error {
     match err {
         PoolError::Backend(e) => pg_error(e, operation),
         PoolError::Timeout(_) => Error::new(ErrorKind::Timeout, format!("postgres pool: {err}"))

@@ -52,6 +52,7 @@ use super::error::{pg_error, pool_error};
 use super::prepare;
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
+use crate::operation::Operation;
 use crate::store::{KvEntry, SetOptions, Value};
 use crate::stores::sql::{self, parse_value, value_text};
 
@@ -186,7 +187,7 @@ fn json_text(value: &Value, key: &KvKey) -> Result<String> {
 
 /// Reads a stored `key text[]`; an [`InvalidKey`](ErrorKind::InvalidKey)
 /// error for an array Fedify never writes (empty, or with `NULL` parts).
-fn read_key(row: &tokio_postgres::Row, operation: &'static str) -> Result<(Vec<String>, KvKey)> {
+fn read_key(row: &tokio_postgres::Row, operation: Operation) -> Result<(Vec<String>, KvKey)> {
     let parts: Vec<Option<String>> = row.try_get(0).map_err(|e| pg_error(e, operation))?;
     let parts: Option<Vec<String>> = parts.into_iter().collect();
     let parts = parts.ok_or_else(|| {
@@ -225,7 +226,10 @@ impl FedifyPostgres {
         sweep_interval: Option<Duration>,
     ) -> Result<Arc<Self>> {
         let sql = Statements::new(table);
-        let client = pool.get().await.map_err(|e| pool_error(e, "connect"))?;
+        let client = pool
+            .get()
+            .await
+            .map_err(|e| pool_error(e, Operation::Connect))?;
         if let Err(e) = client.batch_execute(&sql.create).await {
             // Two processes creating the table at once: one loses the race
             // on the catalog's unique index, and the table exists.
@@ -233,7 +237,7 @@ impl FedifyPostgres {
                 *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::DUPLICATE_TABLE
             });
             if !raced {
-                return Err(pg_error(e, "connect"));
+                return Err(pg_error(e, Operation::Connect));
             }
         }
         drop(client);
@@ -248,12 +252,12 @@ impl FedifyPostgres {
         Ok(store)
     }
 
-    async fn client(&self, operation: &'static str) -> Result<Object> {
+    async fn client(&self, operation: Operation) -> Result<Object> {
         self.pool.get().await.map_err(|e| pool_error(e, operation))
     }
 
     /// Parses a stored `value::text`, undoing a double encoding when asked.
-    fn value(&self, text: &str, key: &KvKey, operation: &'static str) -> Result<Value> {
+    fn value(&self, text: &str, key: &KvKey, operation: Operation) -> Result<Value> {
         let value = parse_value(text, key, operation)?;
         if self.decode_double_encoded {
             if let Value::String(inner) = &value {
@@ -266,15 +270,15 @@ impl FedifyPostgres {
     }
 
     pub(super) async fn sweep_expired(&self) -> Result<u64> {
-        let client = self.client("sweep").await?;
-        let stmt = prepare(&client, &self.sql.sweep, "sweep").await?;
+        let client = self.client(Operation::Sweep).await?;
+        let stmt = prepare(&client, &self.sql.sweep, Operation::Sweep).await?;
         let batch = i64::try_from(sql::SWEEP_BATCH).unwrap_or(i64::MAX);
         let mut total = 0;
         loop {
             let deleted = client
                 .execute(&stmt, &[&batch])
                 .await
-                .map_err(|e| pg_error(e, "sweep"))?;
+                .map_err(|e| pg_error(e, Operation::Sweep))?;
             total += deleted;
             if deleted < sql::SWEEP_BATCH as u64 {
                 return Ok(total);
@@ -283,17 +287,17 @@ impl FedifyPostgres {
     }
 
     pub(super) async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
-        let parts = key_parts(key).map_err(|e| e.with_operation("get"))?;
-        let client = self.client("get").await?;
-        let stmt = prepare(&client, &self.sql.get, "get").await?;
+        let parts = key_parts(key).map_err(|e| e.with_operation(Operation::Get))?;
+        let client = self.client(Operation::Get).await?;
+        let stmt = prepare(&client, &self.sql.get, Operation::Get).await?;
         let row = client
             .query_opt(&stmt, &[&parts])
             .await
-            .map_err(|e| pg_error(e, "get"))?;
+            .map_err(|e| pg_error(e, Operation::Get))?;
         match row {
             Some(row) => {
-                let text: &str = row.try_get(0).map_err(|e| pg_error(e, "get"))?;
-                self.value(text, key, "get").map(Some)
+                let text: &str = row.try_get(0).map_err(|e| pg_error(e, Operation::Get))?;
+                self.value(text, key, Operation::Get).map(Some)
             }
             None => Ok(None),
         }
@@ -303,25 +307,25 @@ impl FedifyPostgres {
         if options.is_expired() {
             return self.delete(key).await;
         }
-        let parts = key_parts(key).map_err(|e| e.with_operation("set"))?;
-        let text = json_text(&value, key).map_err(|e| e.with_operation("set"))?;
-        let client = self.client("set").await?;
-        let stmt = prepare(&client, &self.sql.upsert, "set").await?;
+        let parts = key_parts(key).map_err(|e| e.with_operation(Operation::Set))?;
+        let text = json_text(&value, key).map_err(|e| e.with_operation(Operation::Set))?;
+        let client = self.client(Operation::Set).await?;
+        let stmt = prepare(&client, &self.sql.upsert, Operation::Set).await?;
         client
             .execute(&stmt, &[&parts, &text, &ttl_micros(options.ttl)])
             .await
-            .map_err(|e| pg_error(e, "set"))?;
+            .map_err(|e| pg_error(e, Operation::Set))?;
         Ok(())
     }
 
     pub(super) async fn delete(&self, key: &KvKey) -> Result<()> {
-        let parts = key_parts(key).map_err(|e| e.with_operation("delete"))?;
-        let client = self.client("delete").await?;
-        let stmt = prepare(&client, &self.sql.delete, "delete").await?;
+        let parts = key_parts(key).map_err(|e| e.with_operation(Operation::Delete))?;
+        let client = self.client(Operation::Delete).await?;
+        let stmt = prepare(&client, &self.sql.delete, Operation::Delete).await?;
         client
             .execute(&stmt, &[&parts])
             .await
-            .map_err(|e| pg_error(e, "delete"))?;
+            .map_err(|e| pg_error(e, Operation::Delete))?;
         Ok(())
     }
 
@@ -332,18 +336,21 @@ impl FedifyPostgres {
         new: Option<Value>,
         options: SetOptions,
     ) -> Result<bool> {
-        let parts = key_parts(key).map_err(|e| e.with_operation("cas"))?;
+        let parts = key_parts(key).map_err(|e| e.with_operation(Operation::Cas))?;
         let new_text = match &new {
             Some(value) if !options.is_expired() => {
-                Some(json_text(value, key).map_err(|e| e.with_operation("cas"))?)
+                Some(json_text(value, key).map_err(|e| e.with_operation(Operation::Cas))?)
             }
             _ => None,
         };
         let ttl = ttl_micros(options.ttl);
         let sql = &self.sql;
-        let mut client = self.client("cas").await?;
-        let select = prepare(&client, &sql.cas_select, "cas").await?;
-        let tx = client.transaction().await.map_err(|e| pg_error(e, "cas"))?;
+        let mut client = self.client(Operation::Cas).await?;
+        let select = prepare(&client, &sql.cas_select, Operation::Cas).await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| pg_error(e, Operation::Cas))?;
         for _ in 0..CAS_ROUNDS {
             // Read committed: FOR UPDATE holds the row until commit, so no
             // writer (Fedify's included) changes it between the comparison
@@ -351,13 +358,13 @@ impl FedifyPostgres {
             let row = tx
                 .query_opt(&select, &[&parts])
                 .await
-                .map_err(|e| pg_error(e, "cas"))?;
+                .map_err(|e| pg_error(e, Operation::Cas))?;
             let current = match &row {
                 Some(row) => {
-                    let live: bool = row.try_get(1).map_err(|e| pg_error(e, "cas"))?;
+                    let live: bool = row.try_get(1).map_err(|e| pg_error(e, Operation::Cas))?;
                     if live {
-                        let text: &str = row.try_get(0).map_err(|e| pg_error(e, "cas"))?;
-                        Some(self.value(text, key, "cas")?)
+                        let text: &str = row.try_get(0).map_err(|e| pg_error(e, Operation::Cas))?;
+                        Some(self.value(text, key, Operation::Cas)?)
                     } else {
                         None
                     }
@@ -373,33 +380,33 @@ impl FedifyPostgres {
                 (Some(_), false) => &sql.cas_insert,
                 (None, true) => &sql.delete,
                 (None, false) => {
-                    tx.commit().await.map_err(|e| pg_error(e, "cas"))?;
+                    tx.commit().await.map_err(|e| pg_error(e, Operation::Cas))?;
                     return Ok(true);
                 }
             };
             let stmt = tx
                 .prepare_cached(statement)
                 .await
-                .map_err(|e| pg_error(e, "cas"))?;
+                .map_err(|e| pg_error(e, Operation::Cas))?;
             let changed = match &new_text {
                 Some(text) => tx.execute(&stmt, &[&parts, text, &ttl]).await,
                 None => tx.execute(&stmt, &[&parts]).await,
             }
-            .map_err(|e| pg_error(e, "cas"))?;
+            .map_err(|e| pg_error(e, Operation::Cas))?;
             if changed == 0 && row.is_none() {
                 // Another writer inserted the key after our SELECT (and
                 // committed: ON CONFLICT waited for it). Read and lock its
                 // row, and compare again.
                 continue;
             }
-            tx.commit().await.map_err(|e| pg_error(e, "cas"))?;
+            tx.commit().await.map_err(|e| pg_error(e, Operation::Cas))?;
             return Ok(true);
         }
         Err(Error::new(
             ErrorKind::Backend,
             "cas lost too many insert races in a row",
         )
-        .with_operation("cas")
+        .with_operation(Operation::Cas)
         .with_retryable(true))
     }
 
@@ -409,30 +416,30 @@ impl FedifyPostgres {
         prefix: Option<&[String]>,
         after: Option<Vec<String>>,
     ) -> Result<(Vec<Result<KvEntry>>, Option<Vec<String>>)> {
-        let client = self.client("list").await?;
+        let client = self.client(Operation::List).await?;
         let limit = i64::try_from(sql::LIST_PAGE).unwrap_or(i64::MAX);
         let rows = match prefix {
             Some(prefix) => {
-                let stmt = prepare(&client, &self.sql.list_prefix, "list").await?;
+                let stmt = prepare(&client, &self.sql.list_prefix, Operation::List).await?;
                 let n = i32::try_from(prefix.len()).unwrap_or(i32::MAX);
                 client.query(&stmt, &[&after, &limit, &prefix, &n]).await
             }
             None => {
-                let stmt = prepare(&client, &self.sql.list_all, "list").await?;
+                let stmt = prepare(&client, &self.sql.list_all, Operation::List).await?;
                 client.query(&stmt, &[&after, &limit]).await
             }
         }
-        .map_err(|e| pg_error(e, "list"))?;
+        .map_err(|e| pg_error(e, Operation::List))?;
         let full = rows.len() == sql::LIST_PAGE;
         let mut entries = Vec::with_capacity(rows.len());
         let mut last = None;
         for row in &rows {
-            let (parts, entry) = match read_key(row, "list") {
+            let (parts, entry) = match read_key(row, Operation::List) {
                 Ok((parts, key)) => {
                     let entry = row
                         .try_get::<_, &str>(1)
-                        .map_err(|e| pg_error(e, "list"))
-                        .and_then(|text| self.value(text, &key, "list"))
+                        .map_err(|e| pg_error(e, Operation::List))
+                        .and_then(|text| self.value(text, &key, Operation::List))
                         .map(|value| KvEntry { key, value });
                     (Some(parts), entry)
                 }
@@ -478,10 +485,10 @@ impl FedifyPostgres {
         }
         let parts = keys
             .iter()
-            .map(|k| key_parts(k).map_err(|e| e.with_operation("get_many")))
+            .map(|k| key_parts(k).map_err(|e| e.with_operation(Operation::GetMany)))
             .collect::<Result<Vec<_>>>()?;
-        let client = self.client("get_many").await?;
-        let stmt = prepare(&client, &self.sql.get, "get_many").await?;
+        let client = self.client(Operation::GetMany).await?;
+        let stmt = prepare(&client, &self.sql.get, Operation::GetMany).await?;
         // Ragged text[] keys do not fit one array parameter: the queries are
         // pipelined on one connection instead (one round trip's wait).
         let (client, stmt) = (&client, &stmt);
@@ -491,13 +498,15 @@ impl FedifyPostgres {
                 .map(|p| async move { client.query_opt(stmt, &[p]).await }),
         )
         .await
-        .map_err(|e| pg_error(e, "get_many"))?;
+        .map_err(|e| pg_error(e, Operation::GetMany))?;
         keys.iter()
             .zip(rows)
             .map(|(key, row)| match row {
                 Some(row) => {
-                    let text: &str = row.try_get(0).map_err(|e| pg_error(e, "get_many"))?;
-                    self.value(text, key, "get_many").map(Some)
+                    let text: &str = row
+                        .try_get(0)
+                        .map_err(|e| pg_error(e, Operation::GetMany))?;
+                    self.value(text, key, Operation::GetMany).map(Some)
                 }
                 None => Ok(None),
             })
@@ -520,8 +529,8 @@ impl FedifyPostgres {
         let mut index: HashMap<&KvKey, usize> = HashMap::with_capacity(entries.len());
         let mut rows: Vec<(&[String], String)> = Vec::with_capacity(entries.len());
         for (key, value) in &entries {
-            let parts = key_parts(key).map_err(|e| e.with_operation("set_many"))?;
-            let text = json_text(value, key).map_err(|e| e.with_operation("set_many"))?;
+            let parts = key_parts(key).map_err(|e| e.with_operation(Operation::SetMany))?;
+            let text = json_text(value, key).map_err(|e| e.with_operation(Operation::SetMany))?;
             match index.get(key) {
                 Some(&i) => rows[i].1 = text,
                 None => {
@@ -531,20 +540,22 @@ impl FedifyPostgres {
             }
         }
         let ttl = ttl_micros(options.ttl);
-        let mut client = self.client("set_many").await?;
-        let stmt = prepare(&client, &self.sql.upsert, "set_many").await?;
+        let mut client = self.client(Operation::SetMany).await?;
+        let stmt = prepare(&client, &self.sql.upsert, Operation::SetMany).await?;
         // One transaction (all or nothing), its statements pipelined.
         let tx = client
             .transaction()
             .await
-            .map_err(|e| pg_error(e, "set_many"))?;
+            .map_err(|e| pg_error(e, Operation::SetMany))?;
         try_join_all(rows.iter().map(|(parts, text)| {
             let (tx, stmt, ttl) = (&tx, &stmt, &ttl);
             async move { tx.execute(stmt, &[parts, text, ttl]).await }
         }))
         .await
-        .map_err(|e| pg_error(e, "set_many"))?;
-        tx.commit().await.map_err(|e| pg_error(e, "set_many"))
+        .map_err(|e| pg_error(e, Operation::SetMany))?;
+        tx.commit()
+            .await
+            .map_err(|e| pg_error(e, Operation::SetMany))
     }
 
     pub(super) async fn delete_many(&self, keys: &[KvKey]) -> Result<()> {
@@ -553,14 +564,14 @@ impl FedifyPostgres {
         }
         let parts = keys
             .iter()
-            .map(|k| key_parts(k).map_err(|e| e.with_operation("delete_many")))
+            .map(|k| key_parts(k).map_err(|e| e.with_operation(Operation::DeleteMany)))
             .collect::<Result<Vec<_>>>()?;
-        let mut client = self.client("delete_many").await?;
-        let stmt = prepare(&client, &self.sql.delete, "delete_many").await?;
+        let mut client = self.client(Operation::DeleteMany).await?;
+        let stmt = prepare(&client, &self.sql.delete, Operation::DeleteMany).await?;
         let tx = client
             .transaction()
             .await
-            .map_err(|e| pg_error(e, "delete_many"))?;
+            .map_err(|e| pg_error(e, Operation::DeleteMany))?;
         let (txr, stmt) = (&tx, &stmt);
         try_join_all(
             parts
@@ -568,8 +579,10 @@ impl FedifyPostgres {
                 .map(|p| async move { txr.execute(stmt, &[p]).await }),
         )
         .await
-        .map_err(|e| pg_error(e, "delete_many"))?;
-        tx.commit().await.map_err(|e| pg_error(e, "delete_many"))
+        .map_err(|e| pg_error(e, Operation::DeleteMany))?;
+        tx.commit()
+            .await
+            .map_err(|e| pg_error(e, Operation::DeleteMany))
     }
 }
 

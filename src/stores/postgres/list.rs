@@ -3,11 +3,12 @@
 use super::error::pg_error;
 use super::{prepare, PostgresKvStore};
 use crate::error::Result;
+use crate::operation::Operation;
 use crate::store::KvEntry;
 use crate::stores::sql::{self, after, decode_key, parse_value};
 
 /// Reads a `(key, value::text)` row of a listing.
-fn entry(row: &tokio_postgres::Row, operation: &'static str) -> Result<(Vec<u8>, Result<KvEntry>)> {
+fn entry(row: &tokio_postgres::Row, operation: Operation) -> Result<(Vec<u8>, Result<KvEntry>)> {
     let enc: Vec<u8> = row.try_get(0).map_err(|e| pg_error(e, operation))?;
     let entry = decode_key(&enc)
         .map_err(|e| e.with_operation(operation))
@@ -25,18 +26,18 @@ impl PostgresKvStore {
         start: Vec<u8>,
         end: &[u8],
     ) -> Result<(Vec<Result<KvEntry>>, Option<Vec<u8>>)> {
-        let client = self.inner.client("list").await?;
-        let stmt = prepare(&client, &self.inner.sql.list, "list").await?;
+        let client = self.inner.client(Operation::List).await?;
+        let stmt = prepare(&client, &self.inner.sql.list, Operation::List).await?;
         let limit = i64::try_from(sql::LIST_PAGE).unwrap_or(i64::MAX);
         let rows = client
             .query(&stmt, &[&start, &end, &limit])
             .await
-            .map_err(|e| pg_error(e, "list"))?;
+            .map_err(|e| pg_error(e, Operation::List))?;
         let full = rows.len() == sql::LIST_PAGE;
         let mut entries = Vec::with_capacity(rows.len());
         let mut last = None;
         for row in &rows {
-            let (enc, entry) = entry(row, "list")?;
+            let (enc, entry) = entry(row, Operation::List)?;
             entries.push(entry);
             last = Some(enc);
         }

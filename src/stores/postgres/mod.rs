@@ -68,6 +68,7 @@ pub use deadpool_postgres;
 
 use crate::error::{Error, Result};
 use crate::key::KvKey;
+use crate::operation::Operation;
 use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
 use crate::stores::layout::Layout;
 use crate::stores::sql::{self, encode_key, parse_value, prefix_range, ttl_ms, value_text};
@@ -265,11 +266,12 @@ impl PostgresKvStoreBuilder {
     /// reached; [`Backend`](crate::ErrorKind::Backend) when the table cannot be
     /// created.
     pub async fn connect(self, url: &str) -> Result<PostgresKvStore> {
-        sql::validate_table(&self.table_name()).map_err(|e| e.with_operation("connect"))?;
+        sql::validate_table(&self.table_name())
+            .map_err(|e| e.with_operation(Operation::Connect))?;
         let config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
             // The message does not repeat the URL: it may hold a password.
             let err = Error::config(format!("url: not a PostgreSQL connection string ({e})"))
-                .with_operation("connect");
+                .with_operation(Operation::Connect);
             crate::redact::scrub(err, [url])
         })?;
         let manager = Manager::new(config, NoTls);
@@ -281,7 +283,7 @@ impl PostgresKvStoreBuilder {
             .build()
             .map_err(|e| {
                 Error::config(format!("max_connections: cannot build the pool ({e})"))
-                    .with_operation("connect")
+                    .with_operation(Operation::Connect)
             })?;
         // A server's message may quote what it was given: no password of
         // `url` survives in the error.
@@ -298,7 +300,7 @@ impl PostgresKvStoreBuilder {
     /// As for [`connect`](Self::connect).
     pub async fn from_pool(self, pool: Pool) -> Result<PostgresKvStore> {
         let table = self.table_name();
-        sql::validate_table(&table).map_err(|e| e.with_operation("connect"))?;
+        sql::validate_table(&table).map_err(|e| e.with_operation(Operation::Connect))?;
         let sql = Statements::new(&table);
         if self.layout == Layout::Fedify {
             let fedify = fedify::FedifyPostgres::start(
@@ -317,7 +319,10 @@ impl PostgresKvStoreBuilder {
                 }),
             });
         }
-        let mut client = pool.get().await.map_err(|e| pool_error(e, "connect"))?;
+        let mut client = pool
+            .get()
+            .await
+            .map_err(|e| pool_error(e, Operation::Connect))?;
         let mut attempt = 0;
         while let Err(e) = setup(&mut client, &table, &sql).await {
             // Setups through this version take turns (an advisory lock), but
@@ -329,7 +334,7 @@ impl PostgresKvStoreBuilder {
             });
             attempt += 1;
             if !raced || attempt > 1 {
-                return Err(pg_error(e, "connect"));
+                return Err(pg_error(e, Operation::Connect));
             }
         }
         drop(client);
@@ -351,7 +356,7 @@ impl PostgresKvStoreBuilder {
 pub(super) async fn prepare(
     client: &Object,
     query: &str,
-    operation: &'static str,
+    operation: Operation,
 ) -> Result<tokio_postgres::Statement> {
     client
         .prepare_cached(query)
@@ -360,7 +365,7 @@ pub(super) async fn prepare(
 }
 
 impl Inner {
-    async fn client(&self, operation: &'static str) -> Result<Object> {
+    async fn client(&self, operation: Operation) -> Result<Object> {
         self.pool.get().await.map_err(|e| pool_error(e, operation))
     }
 }
@@ -443,27 +448,27 @@ impl KvStore for PostgresKvStore {
             return fedify.get(key).await.map_err(|e| e.with_key(key));
         }
         let with_key = |e: Error| e.with_key(key);
-        let client = self.inner.client("get").await.map_err(with_key)?;
-        let stmt = prepare(&client, &self.inner.sql.get, "get")
+        let client = self.inner.client(Operation::Get).await.map_err(with_key)?;
+        let stmt = prepare(&client, &self.inner.sql.get, Operation::Get)
             .await
             .map_err(with_key)?;
         let row = client
             .query_opt(&stmt, &[&encode_key(key)])
             .await
-            .map_err(|e| pg_error(e, "get").with_key(key))?;
+            .map_err(|e| pg_error(e, Operation::Get).with_key(key))?;
         match row {
             Some(row) => {
                 let text: &str = row
                     .try_get(0)
-                    .map_err(|e| pg_error(e, "get").with_key(key))?;
-                parse_value(text, key, "get").map(Some)
+                    .map_err(|e| pg_error(e, Operation::Get).with_key(key))?;
+                parse_value(text, key, Operation::Get).map(Some)
             }
             None => Ok(None),
         }
     }
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
-        let value = checked(value).map_err(|e| e.with_operation("set").with_key(key))?;
+        let value = checked(value).map_err(|e| e.with_operation(Operation::Set).with_key(key))?;
         if let Some(fedify) = &self.inner.fedify {
             return fedify
                 .set(key, value, options)
@@ -474,8 +479,8 @@ impl KvStore for PostgresKvStore {
             return self.delete(key).await;
         }
         let with_key = |e: Error| e.with_key(key);
-        let client = self.inner.client("set").await.map_err(with_key)?;
-        let stmt = prepare(&client, &self.inner.sql.upsert, "set")
+        let client = self.inner.client(Operation::Set).await.map_err(with_key)?;
+        let stmt = prepare(&client, &self.inner.sql.upsert, Operation::Set)
             .await
             .map_err(with_key)?;
         client
@@ -484,7 +489,7 @@ impl KvStore for PostgresKvStore {
                 &[&encode_key(key), &value_text(&value), &ttl_ms(options.ttl)],
             )
             .await
-            .map_err(|e| pg_error(e, "set").with_key(key))?;
+            .map_err(|e| pg_error(e, Operation::Set).with_key(key))?;
         Ok(())
     }
 
@@ -493,14 +498,18 @@ impl KvStore for PostgresKvStore {
             return fedify.delete(key).await.map_err(|e| e.with_key(key));
         }
         let with_key = |e: Error| e.with_key(key);
-        let client = self.inner.client("delete").await.map_err(with_key)?;
-        let stmt = prepare(&client, &self.inner.sql.delete, "delete")
+        let client = self
+            .inner
+            .client(Operation::Delete)
+            .await
+            .map_err(with_key)?;
+        let stmt = prepare(&client, &self.inner.sql.delete, Operation::Delete)
             .await
             .map_err(with_key)?;
         client
             .execute(&stmt, &[&encode_key(key)])
             .await
-            .map_err(|e| pg_error(e, "delete").with_key(key))?;
+            .map_err(|e| pg_error(e, Operation::Delete).with_key(key))?;
         Ok(())
     }
 
@@ -511,7 +520,8 @@ impl KvStore for PostgresKvStore {
         new: Option<Value>,
         options: SetOptions,
     ) -> Result<bool> {
-        let new = checked_cas(expected, new).map_err(|e| e.with_operation("cas").with_key(key))?;
+        let new = checked_cas(expected, new)
+            .map_err(|e| e.with_operation(Operation::Cas).with_key(key))?;
         if let Some(fedify) = &self.inner.fedify {
             return fedify
                 .cas(key, expected, new, options)
@@ -553,22 +563,26 @@ impl KvStore for PostgresKvStore {
             return Ok(Vec::new());
         }
         let encoded: Vec<Vec<u8>> = keys.iter().map(encode_key).collect();
-        let client = self.inner.client("get_many").await?;
-        let stmt = prepare(&client, &self.inner.sql.get_many, "get_many").await?;
+        let client = self.inner.client(Operation::GetMany).await?;
+        let stmt = prepare(&client, &self.inner.sql.get_many, Operation::GetMany).await?;
         let rows = client
             .query(&stmt, &[&encoded])
             .await
-            .map_err(|e| pg_error(e, "get_many"))?;
+            .map_err(|e| pg_error(e, Operation::GetMany))?;
         let mut found: HashMap<Vec<u8>, &str> = HashMap::with_capacity(rows.len());
         for row in &rows {
-            let enc: Vec<u8> = row.try_get(0).map_err(|e| pg_error(e, "get_many"))?;
-            let text: &str = row.try_get(1).map_err(|e| pg_error(e, "get_many"))?;
+            let enc: Vec<u8> = row
+                .try_get(0)
+                .map_err(|e| pg_error(e, Operation::GetMany))?;
+            let text: &str = row
+                .try_get(1)
+                .map_err(|e| pg_error(e, Operation::GetMany))?;
             found.insert(enc, text);
         }
         keys.iter()
             .zip(&encoded)
             .map(|(key, enc)| match found.get(enc) {
-                Some(text) => parse_value(text, key, "get_many").map(Some),
+                Some(text) => parse_value(text, key, Operation::GetMany).map(Some),
                 None => Ok(None),
             })
             .collect()
@@ -576,7 +590,7 @@ impl KvStore for PostgresKvStore {
 
     async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {
         // One nesting limit for every layout: check before handing off.
-        let entries = checked_entries(entries).map_err(|e| e.with_operation("set_many"))?;
+        let entries = checked_entries(entries).map_err(|e| e.with_operation(Operation::SetMany))?;
         if let Some(fedify) = &self.inner.fedify {
             return fedify.set_many(entries, options).await;
         }
@@ -604,12 +618,12 @@ impl KvStore for PostgresKvStore {
                 }
             }
         }
-        let client = self.inner.client("set_many").await?;
-        let stmt = prepare(&client, &self.inner.sql.set_many, "set_many").await?;
+        let client = self.inner.client(Operation::SetMany).await?;
+        let stmt = prepare(&client, &self.inner.sql.set_many, Operation::SetMany).await?;
         client
             .execute(&stmt, &[&encoded, &texts, &ttl_ms(options.ttl)])
             .await
-            .map_err(|e| pg_error(e, "set_many"))?;
+            .map_err(|e| pg_error(e, Operation::SetMany))?;
         Ok(())
     }
 
@@ -621,12 +635,12 @@ impl KvStore for PostgresKvStore {
             return Ok(());
         }
         let encoded: Vec<Vec<u8>> = keys.iter().map(encode_key).collect();
-        let client = self.inner.client("delete_many").await?;
-        let stmt = prepare(&client, &self.inner.sql.delete_many, "delete_many").await?;
+        let client = self.inner.client(Operation::DeleteMany).await?;
+        let stmt = prepare(&client, &self.inner.sql.delete_many, Operation::DeleteMany).await?;
         client
             .execute(&stmt, &[&encoded])
             .await
-            .map_err(|e| pg_error(e, "delete_many"))?;
+            .map_err(|e| pg_error(e, Operation::DeleteMany))?;
         Ok(())
     }
 

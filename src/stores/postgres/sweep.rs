@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::error::pg_error;
 use super::{prepare, Inner};
 use crate::error::Result;
+use crate::operation::Operation;
 use crate::stores::sql;
 
 /// Sweeps every `every` while the store lives: the task holds a `Weak`, so it
@@ -30,15 +31,15 @@ pub(super) fn spawn_sweeper(store: Weak<Inner>, every: Duration) {
 }
 
 pub(super) async fn sweep_all(inner: &Inner) -> Result<u64> {
-    let client = inner.client("sweep").await?;
-    let stmt = prepare(&client, &inner.sql.sweep, "sweep").await?;
+    let client = inner.client(Operation::Sweep).await?;
+    let stmt = prepare(&client, &inner.sql.sweep, Operation::Sweep).await?;
     let batch = i64::try_from(sql::SWEEP_BATCH).unwrap_or(i64::MAX);
     let mut total = 0;
     loop {
         let deleted = client
             .execute(&stmt, &[&batch])
             .await
-            .map_err(|e| pg_error(e, "sweep"))?;
+            .map_err(|e| pg_error(e, Operation::Sweep))?;
         total += deleted;
         if deleted < sql::SWEEP_BATCH as u64 {
             return Ok(total);

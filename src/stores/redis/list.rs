@@ -12,6 +12,7 @@ use super::error::map_redis_error;
 use super::RedisKvStore;
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
+use crate::operation::Operation;
 use crate::store::KvEntry;
 
 /// Where a listing is.
@@ -95,7 +96,7 @@ impl RedisKvStore {
             Ok(page) => Some((page, state)),
             Err(err) => {
                 state.done = true;
-                Some((vec![Err(err.with_operation("list"))], state))
+                Some((vec![Err(err.with_operation(Operation::List))], state))
             }
         }
     }
@@ -159,7 +160,7 @@ impl RedisKvStore {
                                 String::from_utf8_lossy(&raw_key)
                             ),
                         )
-                        .with_operation("list")));
+                        .with_operation(Operation::List)));
                     }
                 };
                 // The pattern already guarantees it; a cheap second check.
@@ -168,7 +169,7 @@ impl RedisKvStore {
                 }
                 Some(match decode_value(&raw_value) {
                     Ok(value) => Ok(KvEntry { key, value }),
-                    Err(e) => Err(e.with_operation("list").with_key(&key)),
+                    Err(e) => Err(e.with_operation(Operation::List).with_key(&key)),
                 })
             })
             .collect()

@@ -159,6 +159,7 @@ use self::encoding::{decode_value, encode_value, KeyCodec};
 use self::error::{config_error, timeout_error};
 use crate::error::{Error, Result};
 use crate::key::KvKey;
+use crate::operation::Operation;
 use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
 use crate::stores::layout::Layout;
 
@@ -381,7 +382,7 @@ impl RedisKvStoreBuilder {
             ConnectionManager::new_with_config(client, config),
         )
         .await
-        .map_err(|e| crate::redact::scrub(e.with_operation("connect"), [url]))?;
+        .map_err(|e| crate::redact::scrub(e.with_operation(Operation::Connect), [url]))?;
         Ok(self.build(Conn::Single(manager), redact(url)))
     }
 
@@ -416,7 +417,7 @@ impl RedisKvStoreBuilder {
             client.get_async_connection(),
         )
         .await
-        .map_err(|e| e.with_operation("connect"))?;
+        .map_err(|e| e.with_operation(Operation::Connect))?;
         Ok(self.build(Conn::Cluster(conn), endpoint))
     }
 
@@ -560,26 +561,27 @@ impl KvStore for RedisKvStore {
         let raw: Option<Vec<u8>> = self
             .run(redis::cmd("GET").arg(&rkey).query_async(&mut conn))
             .await
-            .map_err(|e| e.with_operation("get").with_key(key))?;
+            .map_err(|e| e.with_operation(Operation::Get).with_key(key))?;
         raw.map(|raw| decode_value(&raw))
             .transpose()
-            .map_err(|e| e.with_operation("get").with_key(key))
+            .map_err(|e| e.with_operation(Operation::Get).with_key(key))
     }
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
-        let value =
-            crate::value::checked(value).map_err(|e| e.with_operation("set").with_key(key))?;
+        let value = crate::value::checked(value)
+            .map_err(|e| e.with_operation(Operation::Set).with_key(key))?;
         let rkey = self.inner.codec.encode(key);
         let cmd = if options.is_expired() {
             del_cmd(std::slice::from_ref(&rkey))
         } else {
-            let text = encode_value(&value).map_err(|e| e.with_operation("set").with_key(key))?;
+            let text =
+                encode_value(&value).map_err(|e| e.with_operation(Operation::Set).with_key(key))?;
             set_cmd(&rkey, &text, options.ttl.map(|ttl| self.ttl_ms(ttl)))
         };
         let mut conn = self.conn();
         self.run(cmd.query_async::<()>(&mut conn))
             .await
-            .map_err(|e| e.with_operation("set").with_key(key))
+            .map_err(|e| e.with_operation(Operation::Set).with_key(key))
     }
 
     async fn delete(&self, key: &KvKey) -> Result<()> {
@@ -587,7 +589,7 @@ impl KvStore for RedisKvStore {
         let mut conn = self.conn();
         self.run(del_cmd(std::slice::from_ref(&rkey)).query_async::<()>(&mut conn))
             .await
-            .map_err(|e| e.with_operation("delete").with_key(key))
+            .map_err(|e| e.with_operation(Operation::Delete).with_key(key))
     }
 
     async fn cas(
@@ -598,7 +600,7 @@ impl KvStore for RedisKvStore {
         options: SetOptions,
     ) -> Result<bool> {
         let new = crate::value::checked_cas(expected, new)
-            .map_err(|e| e.with_operation("cas").with_key(key))?;
+            .map_err(|e| e.with_operation(Operation::Cas).with_key(key))?;
         match tokio::time::timeout(
             self.inner.timeout,
             self.cas_inner(key, expected, new, options),
@@ -608,7 +610,7 @@ impl KvStore for RedisKvStore {
             Ok(result) => result,
             Err(_) => Err(timeout_error(self.inner.timeout)),
         }
-        .map_err(|e| e.with_operation("cas").with_key(key))
+        .map_err(|e| e.with_operation(Operation::Cas).with_key(key))
     }
 
     fn list(&self, prefix: Option<KvKey>) -> BoxStream<'_, Result<KvEntry>> {
@@ -621,28 +623,29 @@ impl KvStore for RedisKvStore {
         let raw = self
             .run(Self::mget(&mut conn, &raw_keys))
             .await
-            .map_err(|e| e.with_operation("get_many"))?;
+            .map_err(|e| e.with_operation(Operation::GetMany))?;
         keys.iter()
             .zip(raw)
             .map(|(key, raw)| {
                 raw.map(|raw| decode_value(&raw))
                     .transpose()
-                    .map_err(|e| e.with_operation("get_many").with_key(key))
+                    .map_err(|e| e.with_operation(Operation::GetMany).with_key(key))
             })
             .collect()
     }
 
     async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {
         // Encode everything first so that a bad value writes nothing.
-        let entries =
-            crate::value::checked_entries(entries).map_err(|e| e.with_operation("set_many"))?;
+        let entries = crate::value::checked_entries(entries)
+            .map_err(|e| e.with_operation(Operation::SetMany))?;
         let mut encoded = Vec::with_capacity(entries.len());
         for (key, value) in &entries {
             let rkey = self.inner.codec.encode(key);
             let text = if options.is_expired() {
                 Vec::new()
             } else {
-                encode_value(value).map_err(|e| e.with_operation("set_many").with_key(key))?
+                encode_value(value)
+                    .map_err(|e| e.with_operation(Operation::SetMany).with_key(key))?
             };
             encoded.push((rkey, text));
         }
@@ -693,7 +696,7 @@ impl KvStore for RedisKvStore {
         };
         self.run(run)
             .await
-            .map_err(|e| e.with_operation("set_many"))
+            .map_err(|e| e.with_operation(Operation::SetMany))
     }
 
     async fn delete_many(&self, keys: &[KvKey]) -> Result<()> {
@@ -711,7 +714,7 @@ impl KvStore for RedisKvStore {
         };
         self.run(run)
             .await
-            .map_err(|e| e.with_operation("delete_many"))
+            .map_err(|e| e.with_operation(Operation::DeleteMany))
     }
 
     /// The value and its `PTTL`, read atomically by one script.

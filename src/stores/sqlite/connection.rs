@@ -15,6 +15,7 @@ use super::error::{closed, sqlite_error};
 use super::schema::{drop_legacy_index, Statements};
 use super::SqliteKvStore;
 use crate::error::{Error, ErrorKind, Result};
+use crate::operation::Operation;
 use crate::stores::sql::{self, now_ms};
 
 /// A job for a connection thread.
@@ -45,7 +46,7 @@ pub(super) fn spawn_connection(
                 format!("cannot start the SQLite thread: {e}"),
             )
             .with_source(e)
-            .with_operation("open")
+            .with_operation(Operation::Connect)
         })?;
     Ok((thread, opened))
 }
@@ -53,7 +54,7 @@ pub(super) fn spawn_connection(
 pub(super) async fn wait_opened(opened: oneshot::Receiver<Result<()>>) -> Result<()> {
     match opened.await {
         Ok(result) => result,
-        Err(_) => Err(closed("open")),
+        Err(_) => Err(closed(Operation::Connect)),
     }
 }
 
@@ -70,7 +71,7 @@ pub(super) fn connect(
         let kind = ErrorKind::Unavailable;
         Error::new(kind, format!("cannot open the SQLite database: {e}"))
             .with_source(e)
-            .with_operation("open")
+            .with_operation(Operation::Connect)
     })?;
     let setup = || -> rusqlite::Result<()> {
         conn.busy_timeout(Duration::from_secs(5))?;
@@ -80,7 +81,7 @@ pub(super) fn connect(
         conn.execute_batch(&statements.create)?;
         drop_legacy_index(&conn, statements)
     };
-    setup().map_err(|e| sqlite_error(e, "open"))?;
+    setup().map_err(|e| sqlite_error(e, Operation::Connect))?;
     Ok(conn)
 }
 
@@ -92,13 +93,13 @@ pub(super) fn connect_reader(path: &Path) -> Result<Connection> {
             format!("cannot open the SQLite database: {e}"),
         )
         .with_source(e)
-        .with_operation("open")
+        .with_operation(Operation::Connect)
     })?;
     // A WAL read waits only in rare cases (a checkpoint resetting the log);
     // `query_only` makes sure no write ever takes this path.
     conn.busy_timeout(Duration::from_secs(5))
         .and_then(|()| conn.execute_batch("PRAGMA query_only = ON;"))
-        .map_err(|e| sqlite_error(e, "open"))?;
+        .map_err(|e| sqlite_error(e, Operation::Connect))?;
     Ok(conn)
 }
 
@@ -168,12 +169,12 @@ pub(super) fn sweep_batch(conn: &Connection, statements: &Statements) -> Result<
     let batch = i64::try_from(sql::SWEEP_BATCH).unwrap_or(i64::MAX);
     conn.prepare_cached(&statements.sweep)
         .and_then(|mut stmt| stmt.execute(params![now_ms(), batch]))
-        .map_err(|e| sqlite_error(e, "sweep"))
+        .map_err(|e| sqlite_error(e, Operation::Sweep))
 }
 
 impl SqliteKvStore {
     /// Runs `f` on the write connection's thread and waits for its result.
-    pub(super) async fn run<T, F>(&self, operation: &'static str, f: F) -> Result<T>
+    pub(super) async fn run<T, F>(&self, operation: Operation, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection, &Statements) -> Result<T> + Send + 'static,
@@ -183,7 +184,7 @@ impl SqliteKvStore {
 
     /// Runs the read-only `f` on a read connection (or on the write
     /// connection when there is none) and waits for its result.
-    pub(super) async fn read<T, F>(&self, operation: &'static str, f: F) -> Result<T>
+    pub(super) async fn read<T, F>(&self, operation: Operation, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection, &Statements) -> Result<T> + Send + 'static,
@@ -195,7 +196,7 @@ impl SqliteKvStore {
     pub(super) async fn run_on<T, F>(
         &self,
         queue: Option<&mpsc::Sender<Job>>,
-        operation: &'static str,
+        operation: Operation,
         f: F,
     ) -> Result<T>
     where

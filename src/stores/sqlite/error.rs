@@ -3,9 +3,10 @@
 use rusqlite::ErrorCode;
 
 use crate::error::{Error, ErrorKind};
+use crate::operation::Operation;
 
 /// Maps a rusqlite error: busy and locked databases are retryable.
-pub(super) fn sqlite_error(err: rusqlite::Error, operation: &'static str) -> Error {
+pub(super) fn sqlite_error(err: rusqlite::Error, operation: Operation) -> Error {
     let (kind, retryable) = match &err {
         rusqlite::Error::SqliteFailure(failure, _) => match failure.code {
             ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => (ErrorKind::Backend, true),
@@ -21,7 +22,7 @@ pub(super) fn sqlite_error(err: rusqlite::Error, operation: &'static str) -> Err
         .with_retryable(retryable)
 }
 
-pub(super) fn closed(operation: &'static str) -> Error {
+pub(super) fn closed(operation: Operation) -> Error {
     Error::new(
         ErrorKind::Unavailable,
         "the SQLite connection thread has stopped",

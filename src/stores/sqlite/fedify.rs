@@ -40,6 +40,7 @@ use tokio::sync::oneshot;
 use super::{closed, read_value, sqlite_error};
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
+use crate::operation::Operation;
 use crate::store::{KvEntry, SetOptions, Value};
 use crate::stores::sql::{self, expires_at, now_ms, value_text};
 
@@ -158,7 +159,7 @@ fn connect(path: Option<&Path>, synchronous: &str, statements: &Statements) -> R
             format!("cannot open the SQLite database: {e}"),
         )
         .with_source(e)
-        .with_operation("open")
+        .with_operation(Operation::Connect)
     })?;
     let setup = || -> rusqlite::Result<()> {
         conn.busy_timeout(Duration::from_secs(5))?;
@@ -168,7 +169,7 @@ fn connect(path: Option<&Path>, synchronous: &str, statements: &Statements) -> R
         conn.execute_batch(&format!("PRAGMA synchronous = {synchronous};"))?;
         conn.execute_batch(&statements.create)
     };
-    setup().map_err(|e| sqlite_error(e, "open"))?;
+    setup().map_err(|e| sqlite_error(e, Operation::Connect))?;
     Ok(conn)
 }
 
@@ -219,7 +220,7 @@ fn sweep_batch(conn: &Connection, statements: &Statements) -> Result<usize> {
     let batch = i64::try_from(sql::SWEEP_BATCH).unwrap_or(i64::MAX);
     conn.prepare_cached(&statements.sweep)
         .and_then(|mut stmt| stmt.execute(params![now_ms(), batch]))
-        .map_err(|e| sqlite_error(e, "sweep"))
+        .map_err(|e| sqlite_error(e, Operation::Sweep))
 }
 
 fn get_live(
@@ -227,7 +228,7 @@ fn get_live(
     statements: &Statements,
     key: &KvKey,
     now: i64,
-    operation: &'static str,
+    operation: Operation,
 ) -> Result<Option<Value>> {
     let mut stmt = conn
         .prepare_cached(&statements.get)
@@ -249,7 +250,7 @@ fn write(
     value: Option<&str>,
     options: SetOptions,
     now: i64,
-    operation: &'static str,
+    operation: Operation,
 ) -> Result<()> {
     let result = match value {
         Some(text) if !options.is_expired() => conn
@@ -294,7 +295,7 @@ impl FedifySqlite {
                     format!("cannot start the SQLite thread: {e}"),
                 )
                 .with_source(e)
-                .with_operation("open")
+                .with_operation(Operation::Connect)
             })?;
         let store = Self {
             jobs: Some(jobs),
@@ -303,12 +304,12 @@ impl FedifySqlite {
         match opened.await {
             Ok(Ok(())) => Ok(store),
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(closed("open")),
+            Err(_) => Err(closed(Operation::Connect)),
         }
     }
 
     /// Runs `f` on the connection thread and waits for its result.
-    async fn run<T, F>(&self, operation: &'static str, f: F) -> Result<T>
+    async fn run<T, F>(&self, operation: Operation, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection, &Statements) -> Result<T> + Send + 'static,
@@ -323,7 +324,7 @@ impl FedifySqlite {
     }
 
     pub(super) async fn sweep_expired(&self) -> Result<u64> {
-        self.run("sweep", |conn, statements| {
+        self.run(Operation::Sweep, |conn, statements| {
             let mut total = 0u64;
             loop {
                 let deleted = sweep_batch(conn, statements)?;
@@ -338,8 +339,8 @@ impl FedifySqlite {
 
     pub(super) async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
         let owned = key.clone();
-        self.run("get", move |conn, statements| {
-            get_live(conn, statements, &owned, now_ms(), "get")
+        self.run(Operation::Get, move |conn, statements| {
+            get_live(conn, statements, &owned, now_ms(), Operation::Get)
         })
         .await
         .map_err(|e| e.with_key(key))
@@ -348,7 +349,7 @@ impl FedifySqlite {
     pub(super) async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
         let text = key_text(key);
         let value = value_text(&value);
-        self.run("set", move |conn, statements| {
+        self.run(Operation::Set, move |conn, statements| {
             write(
                 conn,
                 statements,
@@ -356,7 +357,7 @@ impl FedifySqlite {
                 Some(&value),
                 options,
                 now_ms(),
-                "set",
+                Operation::Set,
             )
         })
         .await
@@ -365,7 +366,7 @@ impl FedifySqlite {
 
     pub(super) async fn delete(&self, key: &KvKey) -> Result<()> {
         let text = key_text(key);
-        self.run("delete", move |conn, statements| {
+        self.run(Operation::Delete, move |conn, statements| {
             write(
                 conn,
                 statements,
@@ -373,7 +374,7 @@ impl FedifySqlite {
                 None,
                 SetOptions::default(),
                 0,
-                "delete",
+                Operation::Delete,
             )
         })
         .await
@@ -390,22 +391,30 @@ impl FedifySqlite {
         let owned = key.clone();
         let expected = expected.cloned();
         let new = new.map(|v| value_text(&v));
-        self.run("cas", move |conn, statements| {
+        self.run(Operation::Cas, move |conn, statements| {
             // BEGIN IMMEDIATE, as Fedify's own cas does: the write lock is
             // taken before the read, so a Fedify process on the same file
             // cannot write between the comparison and the write.
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| sqlite_error(e, "cas"))?;
+                .map_err(|e| sqlite_error(e, Operation::Cas))?;
             let now = now_ms();
-            let current = get_live(&tx, statements, &owned, now, "cas")?;
+            let current = get_live(&tx, statements, &owned, now, Operation::Cas)?;
             // serde_json's equality is structural, like Fedify's `isEqual`.
             if current != expected {
                 return Ok(false);
             }
             let text = key_text(&owned);
-            write(&tx, statements, &text, new.as_deref(), options, now, "cas")?;
-            tx.commit().map_err(|e| sqlite_error(e, "cas"))?;
+            write(
+                &tx,
+                statements,
+                &text,
+                new.as_deref(),
+                options,
+                now,
+                Operation::Cas,
+            )?;
+            tx.commit().map_err(|e| sqlite_error(e, Operation::Cas))?;
             Ok(true)
         })
         .await
@@ -419,7 +428,7 @@ impl FedifySqlite {
         after: String,
         bounds: Option<(String, String, String)>,
     ) -> Result<(Vec<Result<KvEntry>>, Option<String>)> {
-        self.run("list", move |conn, statements| {
+        self.run(Operation::List, move |conn, statements| {
             let limit = i64::try_from(sql::LIST_PAGE).unwrap_or(i64::MAX);
             let now = now_ms();
             let (sql, bounds) = match &bounds {
@@ -428,22 +437,22 @@ impl FedifySqlite {
             };
             let mut stmt = conn
                 .prepare_cached(sql)
-                .map_err(|e| sqlite_error(e, "list"))?;
+                .map_err(|e| sqlite_error(e, Operation::List))?;
             let mut rows = match bounds {
                 Some((exact, low, high)) => {
                     stmt.query(params![after, now, limit, exact, low, high])
                 }
                 None => stmt.query(params![after, now, limit]),
             }
-            .map_err(|e| sqlite_error(e, "list"))?;
+            .map_err(|e| sqlite_error(e, Operation::List))?;
             let mut entries = Vec::new();
             let mut last = None;
-            while let Some(row) = rows.next().map_err(|e| sqlite_error(e, "list"))? {
-                let text: String = row.get(0).map_err(|e| sqlite_error(e, "list"))?;
+            while let Some(row) = rows.next().map_err(|e| sqlite_error(e, Operation::List))? {
+                let text: String = row.get(0).map_err(|e| sqlite_error(e, Operation::List))?;
                 let entry = parse_key_text(&text)
-                    .map_err(|e| e.with_operation("list"))
+                    .map_err(|e| e.with_operation(Operation::List))
                     .and_then(|key| {
-                        let value = read_value(row, 1, &key, "list")?;
+                        let value = read_value(row, 1, &key, Operation::List)?;
                         Ok(KvEntry { key, value })
                     });
                 entries.push(entry);
@@ -481,17 +490,18 @@ impl FedifySqlite {
             return Ok(Vec::new());
         }
         let keys = keys.to_vec();
-        self.run("get_many", move |conn, statements| {
+        self.run(Operation::GetMany, move |conn, statements| {
             // One read transaction: every value from the same snapshot.
             let tx = conn
                 .transaction()
-                .map_err(|e| sqlite_error(e, "get_many"))?;
+                .map_err(|e| sqlite_error(e, Operation::GetMany))?;
             let now = now_ms();
             let values = keys
                 .iter()
-                .map(|key| get_live(&tx, statements, key, now, "get_many"))
+                .map(|key| get_live(&tx, statements, key, now, Operation::GetMany))
                 .collect::<Result<Vec<_>>>()?;
-            tx.commit().map_err(|e| sqlite_error(e, "get_many"))?;
+            tx.commit()
+                .map_err(|e| sqlite_error(e, Operation::GetMany))?;
             Ok(values)
         })
         .await
@@ -509,16 +519,24 @@ impl FedifySqlite {
             .iter()
             .map(|(key, value)| (key_text(key), value_text(value)))
             .collect();
-        self.run("set_many", move |conn, statements| {
+        self.run(Operation::SetMany, move |conn, statements| {
             // One transaction, in order, so the last duplicate wins.
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| sqlite_error(e, "set_many"))?;
+                .map_err(|e| sqlite_error(e, Operation::SetMany))?;
             let now = now_ms();
             for (key, text) in &rows {
-                write(&tx, statements, key, Some(text), options, now, "set_many")?;
+                write(
+                    &tx,
+                    statements,
+                    key,
+                    Some(text),
+                    options,
+                    now,
+                    Operation::SetMany,
+                )?;
             }
-            tx.commit().map_err(|e| sqlite_error(e, "set_many"))
+            tx.commit().map_err(|e| sqlite_error(e, Operation::SetMany))
         })
         .await
     }
@@ -528,10 +546,10 @@ impl FedifySqlite {
             return Ok(());
         }
         let texts: Vec<String> = keys.iter().map(key_text).collect();
-        self.run("delete_many", move |conn, statements| {
+        self.run(Operation::DeleteMany, move |conn, statements| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| sqlite_error(e, "delete_many"))?;
+                .map_err(|e| sqlite_error(e, Operation::DeleteMany))?;
             for key in &texts {
                 write(
                     &tx,
@@ -540,10 +558,11 @@ impl FedifySqlite {
                     None,
                     SetOptions::default(),
                     0,
-                    "delete_many",
+                    Operation::DeleteMany,
                 )?;
             }
-            tx.commit().map_err(|e| sqlite_error(e, "delete_many"))
+            tx.commit()
+                .map_err(|e| sqlite_error(e, Operation::DeleteMany))
         })
         .await
     }

@@ -6,6 +6,7 @@ use rusqlite::params;
 use super::error::sqlite_error;
 use super::{read_value, SqliteKvStore};
 use crate::error::Result;
+use crate::operation::Operation;
 use crate::store::KvEntry;
 use crate::stores::sql::{self, after, decode_key, now_ms};
 
@@ -17,22 +18,22 @@ impl SqliteKvStore {
         start: Vec<u8>,
         end: Vec<u8>,
     ) -> Result<(Vec<Result<KvEntry>>, Option<Vec<u8>>)> {
-        self.read("list", move |conn, statements| {
+        self.read(Operation::List, move |conn, statements| {
             let limit = i64::try_from(sql::LIST_PAGE).unwrap_or(i64::MAX);
             let mut stmt = conn
                 .prepare_cached(&statements.list)
-                .map_err(|e| sqlite_error(e, "list"))?;
+                .map_err(|e| sqlite_error(e, Operation::List))?;
             let mut rows = stmt
                 .query(params![start, now_ms(), end, limit])
-                .map_err(|e| sqlite_error(e, "list"))?;
+                .map_err(|e| sqlite_error(e, Operation::List))?;
             let mut entries = Vec::new();
             let mut last: Option<Vec<u8>> = None;
-            while let Some(row) = rows.next().map_err(|e| sqlite_error(e, "list"))? {
-                let enc: Vec<u8> = row.get(0).map_err(|e| sqlite_error(e, "list"))?;
+            while let Some(row) = rows.next().map_err(|e| sqlite_error(e, Operation::List))? {
+                let enc: Vec<u8> = row.get(0).map_err(|e| sqlite_error(e, Operation::List))?;
                 let entry = decode_key(&enc)
-                    .map_err(|e| e.with_operation("list"))
+                    .map_err(|e| e.with_operation(Operation::List))
                     .and_then(|key| {
-                        let value = read_value(row, 1, &key, "list")?;
+                        let value = read_value(row, 1, &key, Operation::List)?;
                         Ok(KvEntry { key, value })
                     });
                 entries.push(entry);

@@ -73,6 +73,7 @@ use rusqlite::{params, Connection, TransactionBehavior};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
+use crate::operation::Operation;
 use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
 use crate::stores::layout::Layout;
 use crate::stores::sql::{
@@ -304,7 +305,7 @@ impl SqliteKvStoreBuilder {
             }
             .to_owned()
         });
-        sql::validate_table(&table).map_err(|e| e.with_operation("open"))?;
+        sql::validate_table(&table).map_err(|e| e.with_operation(Operation::Connect))?;
         let synchronous = if self.synchronous_full {
             "FULL"
         } else {
@@ -384,7 +385,7 @@ fn read_value(
     row: &rusqlite::Row<'_>,
     i: usize,
     key: &KvKey,
-    operation: &'static str,
+    operation: Operation,
 ) -> Result<Value> {
     match row.get_ref(i).map_err(|e| sqlite_error(e, operation))? {
         ValueRef::Text(text) => text_value(text, key, operation),
@@ -402,7 +403,7 @@ fn read_value(
 
 /// The value of a stored `TEXT` cell: its bytes are whatever another program
 /// wrote, so neither UTF-8 nor JSON is assumed.
-pub(crate) fn text_value(text: &[u8], key: &KvKey, operation: &'static str) -> Result<Value> {
+pub(crate) fn text_value(text: &[u8], key: &KvKey, operation: Operation) -> Result<Value> {
     match std::str::from_utf8(text) {
         Ok(text) => parse_value(text, key, operation),
         Err(e) => Err(
@@ -420,7 +421,7 @@ fn get_live(
     key: &KvKey,
     enc: &[u8],
     now: i64,
-    operation: &'static str,
+    operation: Operation,
 ) -> Result<Option<Value>> {
     let mut stmt = conn
         .prepare_cached(&statements.get)
@@ -442,7 +443,7 @@ fn write(
     value: Option<&str>,
     options: SetOptions,
     now: i64,
-    operation: &'static str,
+    operation: Operation,
 ) -> Result<()> {
     let result = match value {
         Some(text) if !options.is_expired() => conn
@@ -560,7 +561,7 @@ impl SqliteKvStore {
         if let Some(fedify) = &self.inner.fedify {
             return fedify.sweep_expired().await;
         }
-        self.run("sweep", |conn, statements| {
+        self.run(Operation::Sweep, |conn, statements| {
             let mut total = 0u64;
             loop {
                 let deleted = sweep_batch(conn, statements)?;
@@ -581,14 +582,14 @@ impl KvStore for SqliteKvStore {
             return fedify.get(key).await;
         }
         let owned = key.clone();
-        self.read("get", move |conn, statements| {
+        self.read(Operation::Get, move |conn, statements| {
             get_live(
                 conn,
                 statements,
                 &owned,
                 &encode_key(&owned),
                 now_ms(),
-                "get",
+                Operation::Get,
             )
         })
         .await
@@ -596,13 +597,13 @@ impl KvStore for SqliteKvStore {
     }
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
-        let value = checked(value).map_err(|e| e.with_operation("set").with_key(key))?;
+        let value = checked(value).map_err(|e| e.with_operation(Operation::Set).with_key(key))?;
         if let Some(fedify) = &self.inner.fedify {
             return fedify.set(key, value, options).await;
         }
         let enc = encode_key(key);
         let text = value_text(&value);
-        self.run("set", move |conn, statements| {
+        self.run(Operation::Set, move |conn, statements| {
             write(
                 conn,
                 statements,
@@ -610,7 +611,7 @@ impl KvStore for SqliteKvStore {
                 Some(&text),
                 options,
                 now_ms(),
-                "set",
+                Operation::Set,
             )
         })
         .await
@@ -622,7 +623,7 @@ impl KvStore for SqliteKvStore {
             return fedify.delete(key).await;
         }
         let enc = encode_key(key);
-        self.run("delete", move |conn, statements| {
+        self.run(Operation::Delete, move |conn, statements| {
             write(
                 conn,
                 statements,
@@ -630,7 +631,7 @@ impl KvStore for SqliteKvStore {
                 None,
                 SetOptions::default(),
                 0,
-                "delete",
+                Operation::Delete,
             )
         })
         .await
@@ -644,29 +645,38 @@ impl KvStore for SqliteKvStore {
         new: Option<Value>,
         options: SetOptions,
     ) -> Result<bool> {
-        let new = checked_cas(expected, new).map_err(|e| e.with_operation("cas").with_key(key))?;
+        let new = checked_cas(expected, new)
+            .map_err(|e| e.with_operation(Operation::Cas).with_key(key))?;
         if let Some(fedify) = &self.inner.fedify {
             return fedify.cas(key, expected, new, options).await;
         }
         let owned = key.clone();
         let expected = expected.cloned();
         let new = new.map(|v| value_text(&v));
-        self.run("cas", move |conn, statements| {
+        self.run(Operation::Cas, move |conn, statements| {
             // The connection thread already serializes this store's jobs;
             // BEGIN IMMEDIATE takes the write lock up front so that another
             // process cannot write between the read and the write either.
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| sqlite_error(e, "cas"))?;
+                .map_err(|e| sqlite_error(e, Operation::Cas))?;
             let enc = encode_key(&owned);
             let now = now_ms();
-            let current = get_live(&tx, statements, &owned, &enc, now, "cas")?;
+            let current = get_live(&tx, statements, &owned, &enc, now, Operation::Cas)?;
             // serde_json's equality is structural: objects compare as maps.
             if current != expected {
                 return Ok(false);
             }
-            write(&tx, statements, &enc, new.as_deref(), options, now, "cas")?;
-            tx.commit().map_err(|e| sqlite_error(e, "cas"))?;
+            write(
+                &tx,
+                statements,
+                &enc,
+                new.as_deref(),
+                options,
+                now,
+                Operation::Cas,
+            )?;
+            tx.commit().map_err(|e| sqlite_error(e, Operation::Cas))?;
             Ok(true)
         })
         .await
@@ -703,17 +713,27 @@ impl KvStore for SqliteKvStore {
             return Ok(Vec::new());
         }
         let keys = keys.to_vec();
-        self.read("get_many", move |conn, statements| {
+        self.read(Operation::GetMany, move |conn, statements| {
             // One read transaction: every value from the same snapshot.
             let tx = conn
                 .transaction()
-                .map_err(|e| sqlite_error(e, "get_many"))?;
+                .map_err(|e| sqlite_error(e, Operation::GetMany))?;
             let now = now_ms();
             let values = keys
                 .iter()
-                .map(|key| get_live(&tx, statements, key, &encode_key(key), now, "get_many"))
+                .map(|key| {
+                    get_live(
+                        &tx,
+                        statements,
+                        key,
+                        &encode_key(key),
+                        now,
+                        Operation::GetMany,
+                    )
+                })
                 .collect::<Result<Vec<_>>>()?;
-            tx.commit().map_err(|e| sqlite_error(e, "get_many"))?;
+            tx.commit()
+                .map_err(|e| sqlite_error(e, Operation::GetMany))?;
             Ok(values)
         })
         .await
@@ -721,7 +741,7 @@ impl KvStore for SqliteKvStore {
 
     async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {
         // One nesting limit for every layout: check before handing off.
-        let entries = checked_entries(entries).map_err(|e| e.with_operation("set_many"))?;
+        let entries = checked_entries(entries).map_err(|e| e.with_operation(Operation::SetMany))?;
         if let Some(fedify) = &self.inner.fedify {
             return fedify.set_many(entries, options).await;
         }
@@ -732,17 +752,25 @@ impl KvStore for SqliteKvStore {
             .iter()
             .map(|(key, value)| (encode_key(key), value_text(value)))
             .collect();
-        self.run("set_many", move |conn, statements| {
+        self.run(Operation::SetMany, move |conn, statements| {
             // One transaction: all or nothing, and one commit (one fsync)
             // instead of one per entry. In order, so the last duplicate wins.
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| sqlite_error(e, "set_many"))?;
+                .map_err(|e| sqlite_error(e, Operation::SetMany))?;
             let now = now_ms();
             for (enc, text) in &rows {
-                write(&tx, statements, enc, Some(text), options, now, "set_many")?;
+                write(
+                    &tx,
+                    statements,
+                    enc,
+                    Some(text),
+                    options,
+                    now,
+                    Operation::SetMany,
+                )?;
             }
-            tx.commit().map_err(|e| sqlite_error(e, "set_many"))
+            tx.commit().map_err(|e| sqlite_error(e, Operation::SetMany))
         })
         .await
     }
@@ -755,10 +783,10 @@ impl KvStore for SqliteKvStore {
             return Ok(());
         }
         let encoded: Vec<Vec<u8>> = keys.iter().map(encode_key).collect();
-        self.run("delete_many", move |conn, statements| {
+        self.run(Operation::DeleteMany, move |conn, statements| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| sqlite_error(e, "delete_many"))?;
+                .map_err(|e| sqlite_error(e, Operation::DeleteMany))?;
             for enc in &encoded {
                 write(
                     &tx,
@@ -767,10 +795,11 @@ impl KvStore for SqliteKvStore {
                     None,
                     SetOptions::default(),
                     0,
-                    "delete_many",
+                    Operation::DeleteMany,
                 )?;
             }
-            tx.commit().map_err(|e| sqlite_error(e, "delete_many"))
+            tx.commit()
+                .map_err(|e| sqlite_error(e, Operation::DeleteMany))
         })
         .await
     }
