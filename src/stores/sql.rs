@@ -201,6 +201,13 @@ pub(crate) fn expires_at(now: i64, ttl: Option<Duration>) -> Option<i64> {
     ttl_ms(ttl).and_then(|ms| now.checked_add(ms))
 }
 
+/// The remaining lifetime of a live row whose expiry (ms since the epoch)
+/// is `expires_at`, at `now` (`None`: never expires). Never more than the row
+/// has left, so a cache filled from it never outlives the row.
+pub(crate) fn remaining(expires_at: Option<i64>, now: i64) -> Option<Duration> {
+    expires_at.map(|at| Duration::from_millis(u64::try_from(at.saturating_sub(now)).unwrap_or(0)))
+}
+
 /// Parses a stored value; an [`InvalidValue`](ErrorKind::InvalidValue) error
 /// naming the key when it is not JSON.
 pub(crate) fn parse_value(text: &str, key: &KvKey, operation: Operation) -> Result<Value> {

@@ -66,6 +66,13 @@
 //! `exact_expiry: false`: an expired entry may be seen until the server
 //! collects it.
 //!
+//! For the same reason [`get_with_ttl`](KvStore::get_with_ttl) reports the
+//! remaining lifetime over a local file (from the stored expiry, in the same
+//! read as the value) but not over KV Connect, which declares
+//! [`reports_ttl: false`](Capabilities::reports_ttl): a
+//! [`CacheLayer`](crate::layers::CacheLayer) over it keeps fills for its
+//! `front_max_ttl`.
+//!
 //! # Compare-and-swap
 //!
 //! `cas` reads the current value and its versionstamp, compares the JSON
@@ -317,6 +324,10 @@ struct Raw {
     versionstamp: Versionstamp,
     /// Known to be past its expiry (only a local read can tell).
     expired: bool,
+    /// What is left of its lifetime at the read (`None`: never expires, or
+    /// unknown: KV Connect's `KvEntry` carries no expiry, so remote reads
+    /// cannot tell and that backend declares `reports_ttl: false`).
+    remaining: Option<Duration>,
 }
 
 impl DenoKvStore {
@@ -412,6 +423,11 @@ impl DenoKvStore {
                                     value: decode_kv_value(v, encoding)?,
                                     versionstamp: version_to_versionstamp(version),
                                     expired: expiration_ms >= 0 && expiration_ms <= now,
+                                    // Deno stores -1 for "never expires".
+                                    remaining: (expiration_ms >= 0).then(|| {
+                                        let left = expiration_ms.saturating_sub(now);
+                                        Duration::from_millis(u64::try_from(left).unwrap_or(0))
+                                    }),
                                     key,
                                 })
                             })
@@ -441,6 +457,38 @@ impl DenoKvStore {
                 Ok(out)
             }
         }
+    }
+
+    /// The live entries of `keys` with their remaining lifetimes (see
+    /// [`Raw::remaining`]), in one read; errors name `operation`.
+    async fn read_live(
+        &self,
+        keys: &[KvKey],
+        operation: Operation,
+    ) -> Result<Vec<Option<(Value, Option<Duration>)>>> {
+        let mut bytes = Vec::with_capacity(keys.len());
+        for key in keys {
+            bytes.push(
+                self.encode_key(key)
+                    .map_err(|e| e.with_operation(operation).with_key(key))?,
+            );
+        }
+        let raws = self
+            .read_points(bytes)
+            .await
+            .map_err(|e| e.with_operation(operation))?;
+        keys.iter()
+            .zip(raws)
+            .map(|(key, raw)| match raw {
+                Some(raw) if !raw.expired => {
+                    let remaining = raw.remaining;
+                    self.decode_value(raw)
+                        .map(|value| Some((value, remaining)))
+                        .map_err(|e| e.with_operation(operation).with_key(key))
+                }
+                _ => Ok(None),
+            })
+            .collect()
     }
 
     /// Up to [`PAGE`] live entries in `[start, end)`.
@@ -476,6 +524,7 @@ impl DenoKvStore {
                             value: decode_kv_value(v, encoding)?,
                             versionstamp: version_to_versionstamp(version),
                             expired: false,
+                            remaining: None,
                         })
                     })
                     .collect()
@@ -519,6 +568,7 @@ impl DenoKvStore {
                         value: e.value,
                         versionstamp: e.versionstamp,
                         expired: false,
+                        remaining: None,
                     })
                     .collect()
             })
@@ -725,11 +775,17 @@ fn backend_error(what: &'static str, e: impl Into<BoxError>) -> Error {
 #[async_trait]
 impl KvStore for DenoKvStore {
     async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
-        Ok(self
-            .read_values(std::slice::from_ref(key), Operation::Get)
-            .await?
-            .pop()
-            .flatten())
+        let found = self
+            .read_live(std::slice::from_ref(key), Operation::Get)
+            .await?;
+        Ok(found.into_iter().next().flatten().map(|(value, _)| value))
+    }
+
+    async fn get_with_ttl(&self, key: &KvKey) -> Result<Option<(Value, Option<Duration>)>> {
+        let found = self
+            .read_live(std::slice::from_ref(key), Operation::GetWithTtl)
+            .await?;
+        Ok(found.into_iter().next().flatten())
     }
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
@@ -865,7 +921,18 @@ impl KvStore for DenoKvStore {
     }
 
     async fn get_many(&self, keys: &[KvKey]) -> Result<Vec<Option<Value>>> {
-        self.read_values(keys, Operation::GetMany).await
+        let found = self.read_live(keys, Operation::GetMany).await?;
+        Ok(found
+            .into_iter()
+            .map(|e| e.map(|(value, _)| value))
+            .collect())
+    }
+
+    async fn get_many_with_ttl(
+        &self,
+        keys: &[KvKey],
+    ) -> Result<Vec<Option<(Value, Option<Duration>)>>> {
+        self.read_live(keys, Operation::GetManyWithTtl).await
     }
 
     async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {
@@ -878,10 +945,11 @@ impl KvStore for DenoKvStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        // get_with_ttl is the trait's default: KV Connect reads do not carry
-        // the expiry, so neither backend reports it.
+        // A local file keeps `expiration_ms` beside the value, so get_with_ttl
+        // reports it; KV Connect's read results carry no expiry (its
+        // `KvEntry` is key, value, versionstamp), so the remote backend cannot.
         match self.inner.backend {
-            Backend::Local { .. } => Capabilities::full().with_reports_ttl(false),
+            Backend::Local { .. } => Capabilities::full(),
             Backend::Remote { .. } => Capabilities::full()
                 .with_exact_expiry(false)
                 .with_reports_ttl(false),
@@ -890,35 +958,6 @@ impl KvStore for DenoKvStore {
 }
 
 impl DenoKvStore {
-    /// `get_many`, its errors naming `operation`.
-    async fn read_values(
-        &self,
-        keys: &[KvKey],
-        operation: Operation,
-    ) -> Result<Vec<Option<Value>>> {
-        let mut bytes = Vec::with_capacity(keys.len());
-        for key in keys {
-            bytes.push(
-                self.encode_key(key)
-                    .map_err(|e| e.with_operation(operation).with_key(key))?,
-            );
-        }
-        let raws = self
-            .read_points(bytes)
-            .await
-            .map_err(|e| e.with_operation(operation))?;
-        keys.iter()
-            .zip(raws)
-            .map(|(key, raw)| match raw {
-                Some(raw) if !raw.expired => self
-                    .decode_value(raw)
-                    .map(Some)
-                    .map_err(|e| e.with_operation(operation).with_key(key)),
-                _ => Ok(None),
-            })
-            .collect()
-    }
-
     /// `set_many`, its errors naming `operation`.
     async fn write_values(
         &self,

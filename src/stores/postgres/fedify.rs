@@ -112,7 +112,13 @@ impl Statements {
                  key text[] PRIMARY KEY, value jsonb NOT NULL, \
                  created timestamp with time zone DEFAULT CURRENT_TIMESTAMP, ttl interval)"
             ),
-            get: format!("SELECT value::text FROM {t} WHERE key = $1 AND {LIVE}"),
+            // The remaining lifetime in whole ms, rounded down so a fill never
+            // outlives the row (NULL: never expires).
+            get: format!(
+                "SELECT value::text, \
+                 floor(extract(epoch from created + ttl - CURRENT_TIMESTAMP) * 1000)::bigint \
+                 FROM {t} WHERE key = $1 AND {LIVE}"
+            ),
             upsert: format!(
                 "INSERT INTO {t} (key, value, created, ttl) \
                  VALUES ($1, $2::text::jsonb, CURRENT_TIMESTAMP, {ttl}) \
@@ -286,21 +292,33 @@ impl FedifyPostgres {
         }
     }
 
-    pub(super) async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
-        let parts = key_parts(key).map_err(|e| e.with_operation(Operation::Get))?;
-        let client = self.client(Operation::Get).await?;
-        let stmt = prepare(&client, &self.sql.get, Operation::Get).await?;
+    /// The value and its remaining lifetime (`created + ttl`), in one query.
+    pub(super) async fn get(
+        &self,
+        key: &KvKey,
+        operation: Operation,
+    ) -> Result<Option<(Value, Option<Duration>)>> {
+        let parts = key_parts(key).map_err(|e| e.with_operation(operation))?;
+        let client = self.client(operation).await?;
+        let stmt = prepare(&client, &self.sql.get, operation).await?;
         let row = client
             .query_opt(&stmt, &[&parts])
             .await
-            .map_err(|e| pg_error(e, Operation::Get))?;
-        match row {
-            Some(row) => {
-                let text: &str = row.try_get(0).map_err(|e| pg_error(e, Operation::Get))?;
-                self.value(text, key, Operation::Get).map(Some)
-            }
-            None => Ok(None),
-        }
+            .map_err(|e| pg_error(e, operation))?;
+        row.map(|row| self.live_row(&row, key, operation))
+            .transpose()
+    }
+
+    /// A row of the `get` statement: the value and the ms it has left.
+    fn live_row(
+        &self,
+        row: &tokio_postgres::Row,
+        key: &KvKey,
+        operation: Operation,
+    ) -> Result<(Value, Option<Duration>)> {
+        let text: &str = row.try_get(0).map_err(|e| pg_error(e, operation))?;
+        let left: Option<i64> = row.try_get(1).map_err(|e| pg_error(e, operation))?;
+        Ok((self.value(text, key, operation)?, sql::remaining(left, 0)))
     }
 
     pub(super) async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
@@ -479,16 +497,20 @@ impl FedifyPostgres {
         .boxed()
     }
 
-    pub(super) async fn get_many(&self, keys: &[KvKey]) -> Result<Vec<Option<Value>>> {
+    pub(super) async fn get_many(
+        &self,
+        keys: &[KvKey],
+        operation: Operation,
+    ) -> Result<Vec<Option<(Value, Option<Duration>)>>> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
         let parts = keys
             .iter()
-            .map(|k| key_parts(k).map_err(|e| e.with_operation(Operation::GetMany)))
+            .map(|k| key_parts(k).map_err(|e| e.with_operation(operation)))
             .collect::<Result<Vec<_>>>()?;
-        let client = self.client(Operation::GetMany).await?;
-        let stmt = prepare(&client, &self.sql.get, Operation::GetMany).await?;
+        let client = self.client(operation).await?;
+        let stmt = prepare(&client, &self.sql.get, operation).await?;
         // Ragged text[] keys do not fit one array parameter: the queries are
         // pipelined on one connection instead (one round trip's wait).
         let (client, stmt) = (&client, &stmt);
@@ -498,17 +520,12 @@ impl FedifyPostgres {
                 .map(|p| async move { client.query_opt(stmt, &[p]).await }),
         )
         .await
-        .map_err(|e| pg_error(e, Operation::GetMany))?;
+        .map_err(|e| pg_error(e, operation))?;
         keys.iter()
             .zip(rows)
-            .map(|(key, row)| match row {
-                Some(row) => {
-                    let text: &str = row
-                        .try_get(0)
-                        .map_err(|e| pg_error(e, Operation::GetMany))?;
-                    self.value(text, key, Operation::GetMany).map(Some)
-                }
-                None => Ok(None),
+            .map(|(key, row)| {
+                row.map(|row| self.live_row(&row, key, operation))
+                    .transpose()
             })
             .collect()
     }

@@ -441,30 +441,94 @@ impl PostgresKvStore {
     }
 }
 
-#[async_trait]
-impl KvStore for PostgresKvStore {
-    async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
+impl PostgresKvStore {
+    /// `get` and `get_with_ttl`: the value and the ms it has left on the
+    /// server's clock, in one query.
+    async fn read_one(
+        &self,
+        key: &KvKey,
+        operation: Operation,
+    ) -> Result<Option<(Value, Option<Duration>)>> {
         if let Some(fedify) = &self.inner.fedify {
-            return fedify.get(key).await.map_err(|e| e.with_key(key));
+            return fedify
+                .get(key, operation)
+                .await
+                .map_err(|e| e.with_key(key));
         }
         let with_key = |e: Error| e.with_key(key);
-        let client = self.inner.client(Operation::Get).await.map_err(with_key)?;
-        let stmt = prepare(&client, &self.inner.sql.get, Operation::Get)
+        let client = self.inner.client(operation).await.map_err(with_key)?;
+        let stmt = prepare(&client, &self.inner.sql.get, operation)
             .await
             .map_err(with_key)?;
         let row = client
             .query_opt(&stmt, &[&encode_key(key)])
             .await
-            .map_err(|e| pg_error(e, Operation::Get).with_key(key))?;
-        match row {
-            Some(row) => {
-                let text: &str = row
-                    .try_get(0)
-                    .map_err(|e| pg_error(e, Operation::Get).with_key(key))?;
-                parse_value(text, key, Operation::Get).map(Some)
-            }
-            None => Ok(None),
+            .map_err(|e| pg_error(e, operation).with_key(key))?;
+        row.map(|row| live_row(&row, 0, key, operation))
+            .transpose()
+            .map_err(with_key)
+    }
+
+    /// `get_many` and `get_many_with_ttl`, in one query.
+    async fn read_many(
+        &self,
+        keys: &[KvKey],
+        operation: Operation,
+    ) -> Result<Vec<Option<(Value, Option<Duration>)>>> {
+        if let Some(fedify) = &self.inner.fedify {
+            return fedify.get_many(keys, operation).await;
         }
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let encoded: Vec<Vec<u8>> = keys.iter().map(encode_key).collect();
+        let client = self.inner.client(operation).await?;
+        let stmt = prepare(&client, &self.inner.sql.get_many, operation).await?;
+        let rows = client
+            .query(&stmt, &[&encoded])
+            .await
+            .map_err(|e| pg_error(e, operation))?;
+        let mut found: HashMap<Vec<u8>, &tokio_postgres::Row> = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let enc: Vec<u8> = row.try_get(0).map_err(|e| pg_error(e, operation))?;
+            found.insert(enc, row);
+        }
+        keys.iter()
+            .zip(&encoded)
+            .map(|(key, enc)| {
+                found
+                    .get(enc)
+                    .map(|row| live_row(row, 1, key, operation))
+                    .transpose()
+            })
+            .collect()
+    }
+}
+
+/// The value (column `at`) and the ms it has left (column `at + 1`, `NULL`:
+/// never expires) of a live row.
+fn live_row(
+    row: &tokio_postgres::Row,
+    at: usize,
+    key: &KvKey,
+    operation: Operation,
+) -> Result<(Value, Option<Duration>)> {
+    let text: &str = row.try_get(at).map_err(|e| pg_error(e, operation))?;
+    let left: Option<i64> = row.try_get(at + 1).map_err(|e| pg_error(e, operation))?;
+    Ok((parse_value(text, key, operation)?, sql::remaining(left, 0)))
+}
+
+#[async_trait]
+impl KvStore for PostgresKvStore {
+    async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
+        Ok(self
+            .read_one(key, Operation::Get)
+            .await?
+            .map(|(value, _)| value))
+    }
+
+    async fn get_with_ttl(&self, key: &KvKey) -> Result<Option<(Value, Option<Duration>)>> {
+        self.read_one(key, Operation::GetWithTtl).await
     }
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
@@ -556,36 +620,18 @@ impl KvStore for PostgresKvStore {
     }
 
     async fn get_many(&self, keys: &[KvKey]) -> Result<Vec<Option<Value>>> {
-        if let Some(fedify) = &self.inner.fedify {
-            return fedify.get_many(keys).await;
-        }
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let encoded: Vec<Vec<u8>> = keys.iter().map(encode_key).collect();
-        let client = self.inner.client(Operation::GetMany).await?;
-        let stmt = prepare(&client, &self.inner.sql.get_many, Operation::GetMany).await?;
-        let rows = client
-            .query(&stmt, &[&encoded])
-            .await
-            .map_err(|e| pg_error(e, Operation::GetMany))?;
-        let mut found: HashMap<Vec<u8>, &str> = HashMap::with_capacity(rows.len());
-        for row in &rows {
-            let enc: Vec<u8> = row
-                .try_get(0)
-                .map_err(|e| pg_error(e, Operation::GetMany))?;
-            let text: &str = row
-                .try_get(1)
-                .map_err(|e| pg_error(e, Operation::GetMany))?;
-            found.insert(enc, text);
-        }
-        keys.iter()
-            .zip(&encoded)
-            .map(|(key, enc)| match found.get(enc) {
-                Some(text) => parse_value(text, key, Operation::GetMany).map(Some),
-                None => Ok(None),
-            })
-            .collect()
+        let found = self.read_many(keys, Operation::GetMany).await?;
+        Ok(found
+            .into_iter()
+            .map(|e| e.map(|(value, _)| value))
+            .collect())
+    }
+
+    async fn get_many_with_ttl(
+        &self,
+        keys: &[KvKey],
+    ) -> Result<Vec<Option<(Value, Option<Duration>)>>> {
+        self.read_many(keys, Operation::GetManyWithTtl).await
     }
 
     async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {
@@ -644,14 +690,12 @@ impl KvStore for PostgresKvStore {
         Ok(())
     }
 
-    // The trait's default get_with_ttl: the remaining lifetime is not read yet.
+    // get_with_ttl reads the expiry with the value, in both layouts.
     fn capabilities(&self) -> Capabilities {
         if self.inner.fedify.is_some() {
             // text and jsonb cannot hold U+0000.
-            return Capabilities::full()
-                .with_reports_ttl(false)
-                .with_nul_in_text(false);
+            return Capabilities::full().with_nul_in_text(false);
         }
-        Capabilities::full().with_reports_ttl(false)
+        Capabilities::full()
     }
 }

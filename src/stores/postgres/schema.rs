@@ -76,7 +76,9 @@ impl Statements {
                  CREATE INDEX IF NOT EXISTS \"{index}\" ON {t} (expires_at) \
                  WHERE expires_at IS NOT NULL;"
             ),
-            get: format!("SELECT value::text FROM {t} WHERE key = $1 AND {live}"),
+            // The remaining lifetime in ms on the server's clock, with the value
+            // (one round trip for get_with_ttl; NULL: never expires).
+            get: format!("SELECT value::text, expires_at - {NOW} FROM {t} WHERE key = $1 AND {live}"),
             // `NOW + NULL` is NULL: no TTL, never expires.
             upsert: format!(
                 "INSERT INTO {t} (key, value, expires_at) \
@@ -98,7 +100,9 @@ impl Statements {
                 "SELECT key, value::text FROM {t} \
                  WHERE key >= $1 AND key < $2 AND {live} ORDER BY key LIMIT $3"
             ),
-            get_many: format!("SELECT key, value::text FROM {t} WHERE key = ANY($1) AND {live}"),
+            get_many: format!(
+                "SELECT key, value::text, expires_at - {NOW} FROM {t} WHERE key = ANY($1) AND {live}"
+            ),
             set_many: format!(
                 "INSERT INTO {t} (key, value, expires_at) \
                  SELECT k, v::json, {NOW} + $3::bigint FROM unnest($1::bytea[], $2::text[]) AS u(k, v) \

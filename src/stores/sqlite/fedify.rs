@@ -37,7 +37,7 @@ use futures::stream::{self, BoxStream, StreamExt};
 use rusqlite::{params, Connection, TransactionBehavior};
 use tokio::sync::oneshot;
 
-use super::{closed, read_value, sqlite_error};
+use super::{closed, live_row, read_value, sqlite_error};
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
 use crate::operation::Operation;
@@ -125,7 +125,7 @@ impl Statements {
                  expires INTEGER);\
                  CREATE INDEX IF NOT EXISTS \"idx_{table}_expires\" ON {t} (expires);"
             ),
-            get: format!("SELECT value FROM {t} WHERE key = ?1 AND {LIVE}"),
+            get: format!("SELECT value, expires FROM {t} WHERE key = ?1 AND {LIVE}"),
             // Fedify's upsert: an overwrite keeps `created`.
             upsert: format!(
                 "INSERT INTO {t} (key, value, created, expires) VALUES (?1, ?2, ?4, ?3) \
@@ -229,7 +229,7 @@ fn get_live(
     key: &KvKey,
     now: i64,
     operation: Operation,
-) -> Result<Option<Value>> {
+) -> Result<Option<(Value, Option<Duration>)>> {
     let mut stmt = conn
         .prepare_cached(&statements.get)
         .map_err(|e| sqlite_error(e, operation))?;
@@ -237,7 +237,7 @@ fn get_live(
         .query(params![key_text(key), now])
         .map_err(|e| sqlite_error(e, operation))?;
     match rows.next().map_err(|e| sqlite_error(e, operation))? {
-        Some(row) => read_value(row, 0, key, operation).map(Some),
+        Some(row) => live_row(row, key, now, operation).map(Some),
         None => Ok(None),
     }
 }
@@ -337,10 +337,15 @@ impl FedifySqlite {
         .await
     }
 
-    pub(super) async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
+    /// The value and its remaining lifetime (`expires`), in one query.
+    pub(super) async fn get(
+        &self,
+        key: &KvKey,
+        operation: Operation,
+    ) -> Result<Option<(Value, Option<Duration>)>> {
         let owned = key.clone();
-        self.run(Operation::Get, move |conn, statements| {
-            get_live(conn, statements, &owned, now_ms(), Operation::Get)
+        self.run(operation, move |conn, statements| {
+            get_live(conn, statements, &owned, now_ms(), operation)
         })
         .await
         .map_err(|e| e.with_key(key))
@@ -399,7 +404,7 @@ impl FedifySqlite {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|e| sqlite_error(e, Operation::Cas))?;
             let now = now_ms();
-            let current = get_live(&tx, statements, &owned, now, Operation::Cas)?;
+            let current = get_live(&tx, statements, &owned, now, Operation::Cas)?.map(|(v, _)| v);
             // serde_json's equality is structural, like Fedify's `isEqual`.
             if current != expected {
                 return Ok(false);
@@ -485,23 +490,24 @@ impl FedifySqlite {
         .boxed()
     }
 
-    pub(super) async fn get_many(&self, keys: &[KvKey]) -> Result<Vec<Option<Value>>> {
+    pub(super) async fn get_many(
+        &self,
+        keys: &[KvKey],
+        operation: Operation,
+    ) -> Result<Vec<Option<(Value, Option<Duration>)>>> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
         let keys = keys.to_vec();
-        self.run(Operation::GetMany, move |conn, statements| {
+        self.run(operation, move |conn, statements| {
             // One read transaction: every value from the same snapshot.
-            let tx = conn
-                .transaction()
-                .map_err(|e| sqlite_error(e, Operation::GetMany))?;
+            let tx = conn.transaction().map_err(|e| sqlite_error(e, operation))?;
             let now = now_ms();
             let values = keys
                 .iter()
-                .map(|key| get_live(&tx, statements, key, now, Operation::GetMany))
+                .map(|key| get_live(&tx, statements, key, now, operation))
                 .collect::<Result<Vec<_>>>()?;
-            tx.commit()
-                .map_err(|e| sqlite_error(e, Operation::GetMany))?;
+            tx.commit().map_err(|e| sqlite_error(e, operation))?;
             Ok(values)
         })
         .await

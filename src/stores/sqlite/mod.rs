@@ -401,6 +401,22 @@ fn read_value(
     }
 }
 
+/// The value (column 0) and remaining lifetime (column 1: the expiry in ms
+/// since the epoch, `NULL` for none) of a live row read at `now`: one query
+/// gives both, so `get_with_ttl` costs what `get` does.
+pub(crate) fn live_row(
+    row: &rusqlite::Row<'_>,
+    key: &KvKey,
+    now: i64,
+    operation: Operation,
+) -> Result<(Value, Option<Duration>)> {
+    let value = read_value(row, 0, key, operation)?;
+    let expires: Option<i64> = row
+        .get(1)
+        .map_err(|e| sqlite_error(e, operation).with_key(key))?;
+    Ok((value, sql::remaining(expires, now)))
+}
+
 /// The value of a stored `TEXT` cell: its bytes are whatever another program
 /// wrote, so neither UTF-8 nor JSON is assumed.
 pub(crate) fn text_value(text: &[u8], key: &KvKey, operation: Operation) -> Result<Value> {
@@ -422,7 +438,7 @@ fn get_live(
     enc: &[u8],
     now: i64,
     operation: Operation,
-) -> Result<Option<Value>> {
+) -> Result<Option<(Value, Option<Duration>)>> {
     let mut stmt = conn
         .prepare_cached(&statements.get)
         .map_err(|e| sqlite_error(e, operation))?;
@@ -430,7 +446,7 @@ fn get_live(
         .query(params![enc, now])
         .map_err(|e| sqlite_error(e, operation))?;
     match rows.next().map_err(|e| sqlite_error(e, operation))? {
-        Some(row) => read_value(row, 0, key, operation).map(Some),
+        Some(row) => live_row(row, key, now, operation).map(Some),
         None => Ok(None),
     }
 }
@@ -573,27 +589,71 @@ impl SqliteKvStore {
         })
         .await
     }
-}
 
-#[async_trait]
-impl KvStore for SqliteKvStore {
-    async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
+    /// `get` and `get_with_ttl`: the value and its remaining lifetime, in one
+    /// query.
+    async fn read_one(
+        &self,
+        key: &KvKey,
+        operation: Operation,
+    ) -> Result<Option<(Value, Option<Duration>)>> {
         if let Some(fedify) = &self.inner.fedify {
-            return fedify.get(key).await;
+            return fedify.get(key, operation).await;
         }
         let owned = key.clone();
-        self.read(Operation::Get, move |conn, statements| {
+        self.read(operation, move |conn, statements| {
             get_live(
                 conn,
                 statements,
                 &owned,
                 &encode_key(&owned),
                 now_ms(),
-                Operation::Get,
+                operation,
             )
         })
         .await
         .map_err(|e| e.with_key(key))
+    }
+
+    /// `get_many` and `get_many_with_ttl`, from one read snapshot.
+    async fn read_many(
+        &self,
+        keys: &[KvKey],
+        operation: Operation,
+    ) -> Result<Vec<Option<(Value, Option<Duration>)>>> {
+        if let Some(fedify) = &self.inner.fedify {
+            return fedify.get_many(keys, operation).await;
+        }
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = keys.to_vec();
+        self.read(operation, move |conn, statements| {
+            // One read transaction: every value from the same snapshot.
+            let tx = conn.transaction().map_err(|e| sqlite_error(e, operation))?;
+            let now = now_ms();
+            let values = keys
+                .iter()
+                .map(|key| get_live(&tx, statements, key, &encode_key(key), now, operation))
+                .collect::<Result<Vec<_>>>()?;
+            tx.commit().map_err(|e| sqlite_error(e, operation))?;
+            Ok(values)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl KvStore for SqliteKvStore {
+    async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
+        Ok(self
+            .read_one(key, Operation::Get)
+            .await?
+            .map(|(value, _)| value))
+    }
+
+    async fn get_with_ttl(&self, key: &KvKey) -> Result<Option<(Value, Option<Duration>)>> {
+        self.read_one(key, Operation::GetWithTtl).await
     }
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
@@ -662,7 +722,8 @@ impl KvStore for SqliteKvStore {
                 .map_err(|e| sqlite_error(e, Operation::Cas))?;
             let enc = encode_key(&owned);
             let now = now_ms();
-            let current = get_live(&tx, statements, &owned, &enc, now, Operation::Cas)?;
+            let current =
+                get_live(&tx, statements, &owned, &enc, now, Operation::Cas)?.map(|(v, _)| v);
             // serde_json's equality is structural: objects compare as maps.
             if current != expected {
                 return Ok(false);
@@ -706,37 +767,18 @@ impl KvStore for SqliteKvStore {
     }
 
     async fn get_many(&self, keys: &[KvKey]) -> Result<Vec<Option<Value>>> {
-        if let Some(fedify) = &self.inner.fedify {
-            return fedify.get_many(keys).await;
-        }
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let keys = keys.to_vec();
-        self.read(Operation::GetMany, move |conn, statements| {
-            // One read transaction: every value from the same snapshot.
-            let tx = conn
-                .transaction()
-                .map_err(|e| sqlite_error(e, Operation::GetMany))?;
-            let now = now_ms();
-            let values = keys
-                .iter()
-                .map(|key| {
-                    get_live(
-                        &tx,
-                        statements,
-                        key,
-                        &encode_key(key),
-                        now,
-                        Operation::GetMany,
-                    )
-                })
-                .collect::<Result<Vec<_>>>()?;
-            tx.commit()
-                .map_err(|e| sqlite_error(e, Operation::GetMany))?;
-            Ok(values)
-        })
-        .await
+        let found = self.read_many(keys, Operation::GetMany).await?;
+        Ok(found
+            .into_iter()
+            .map(|e| e.map(|(value, _)| value))
+            .collect())
+    }
+
+    async fn get_many_with_ttl(
+        &self,
+        keys: &[KvKey],
+    ) -> Result<Vec<Option<(Value, Option<Duration>)>>> {
+        self.read_many(keys, Operation::GetManyWithTtl).await
     }
 
     async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {
@@ -804,8 +846,8 @@ impl KvStore for SqliteKvStore {
         .await
     }
 
-    // The trait's default get_with_ttl: the remaining lifetime is not read yet.
+    // get_with_ttl reads the expiry column with the value.
     fn capabilities(&self) -> Capabilities {
-        Capabilities::full().with_reports_ttl(false)
+        Capabilities::full()
     }
 }

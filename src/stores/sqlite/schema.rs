@@ -35,7 +35,7 @@ impl Statements {
             ),
             legacy_index: sql::legacy_expiry_index(table),
             table: table.to_owned(),
-            get: format!("SELECT v FROM {t} WHERE k = ?1 AND {LIVE}"),
+            get: format!("SELECT v, expires_at FROM {t} WHERE k = ?1 AND {LIVE}"),
             upsert: format!(
                 "INSERT INTO {t} (k, v, expires_at) VALUES (?1, ?2, ?3) \
                  ON CONFLICT (k) DO UPDATE SET v = excluded.v, expires_at = excluded.expires_at"
