@@ -6,8 +6,8 @@
 //! "absent" for it; nothing is changed.
 
 use futures::StreamExt;
-use kvtower::stores::Layout;
 use kvtower::layers::CacheLayer;
+use kvtower::stores::Layout;
 use kvtower::{kvkey, ErrorKind, KvKey, KvStore, MemoryKvStore, RedisKvStore, SetOptions};
 use serde_json::json;
 use tower::Layer;
