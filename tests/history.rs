@@ -289,14 +289,7 @@ async fn histories_under_faults_keep_the_three_properties() {
             restarted = true;
             continue;
         }
-        if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
-            let _: redis::RedisResult<i64> = redis::cmd("CLIENT")
-                .arg("KILL")
-                .arg("TYPE")
-                .arg("pubsub")
-                .query_async(&mut conn)
-                .await;
-        }
+        kill_bus_connections(&client).await;
     }
     for task in tasks {
         task.await.unwrap();
@@ -312,6 +305,18 @@ async fn histories_under_faults_keep_the_three_properties() {
         "history: {} operations, {reads} reads, max staleness observed {max:?} (bound {STALENESS_BOUND:?})",
         history.len()
     );
+}
+
+/// The fault of both runs: every bus (pub/sub) connection killed.
+async fn kill_bus_connections(client: &redis::Client) {
+    if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
+        let _: redis::RedisResult<i64> = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query_async(&mut conn)
+            .await;
+    }
 }
 
 /// Wall-clock microseconds since the Unix epoch.
@@ -454,14 +459,7 @@ async fn histories_of_two_processes_keep_the_three_properties() {
     let end = Instant::now() + Duration::from_secs(secs);
     while Instant::now() + Duration::from_secs(1) < end {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
-            let _: redis::RedisResult<i64> = redis::cmd("CLIENT")
-                .arg("KILL")
-                .arg("TYPE")
-                .arg("pubsub")
-                .query_async(&mut conn)
-                .await;
-        }
+        kill_bus_connections(&client).await;
     }
     let (base, base_us) = (Instant::now(), unix_micros(std::time::SystemTime::now()));
     let mut history = Vec::new();
