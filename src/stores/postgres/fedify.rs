@@ -324,24 +324,7 @@ impl FedifyPostgres {
     }
 
     pub(super) async fn sweep_expired(&self) -> Result<u64> {
-        let batch = i64::try_from(sql::SWEEP_BATCH).unwrap_or(i64::MAX);
-        let mut total = 0;
-        loop {
-            // Each batch is one operation, within the timeout.
-            let deleted = self
-                .run(Operation::Sweep, async |client| {
-                    let stmt = prepare(client, &self.sql.sweep, Operation::Sweep).await?;
-                    client
-                        .execute(&stmt, &[&batch])
-                        .await
-                        .map_err(|e| pg_error(e, Operation::Sweep))
-                })
-                .await?;
-            total += deleted;
-            if deleted < sql::SWEEP_BATCH as u64 {
-                return Ok(total);
-            }
-        }
+        super::sweep::sweep_batches(&self.pool, self.bounds, &self.sql.sweep).await
     }
 
     /// The value and its remaining lifetime (`created + ttl`), in one query.
