@@ -194,7 +194,7 @@ fn json_text(value: &Value, key: &KvKey) -> Result<String> {
 /// Reads a stored `key text[]`; an [`InvalidKey`](ErrorKind::InvalidKey)
 /// error for an array Fedify never writes (empty, or with `NULL` parts).
 fn read_key(row: &tokio_postgres::Row, operation: Operation) -> Result<(Vec<String>, KvKey)> {
-    let parts: Vec<Option<String>> = row.try_get(0).map_err(|e| pg_error(e, operation))?;
+    let parts: Vec<Option<String>> = row.try_get(0).map_err(pg_error)?;
     let parts: Option<Vec<String>> = parts.into_iter().collect();
     let parts = parts.ok_or_else(|| {
         Error::new(ErrorKind::InvalidKey, "stored key has a NULL part").with_operation(operation)
@@ -232,10 +232,7 @@ impl FedifyPostgres {
         sweep_interval: Option<Duration>,
     ) -> Result<Arc<Self>> {
         let sql = Statements::new(table);
-        let client = pool
-            .get()
-            .await
-            .map_err(|e| pool_error(e, Operation::Connect))?;
+        let client = pool.get().await.map_err(pool_error)?;
         if let Err(e) = client.batch_execute(&sql.create).await {
             // Two processes creating the table at once: one loses the race
             // on the catalog's unique index, and the table exists.
@@ -243,7 +240,7 @@ impl FedifyPostgres {
                 *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::DUPLICATE_TABLE
             });
             if !raced {
-                return Err(pg_error(e, Operation::Connect));
+                return Err(pg_error(e));
             }
         }
         drop(client);
@@ -258,8 +255,8 @@ impl FedifyPostgres {
         Ok(store)
     }
 
-    async fn client(&self, operation: Operation) -> Result<Object> {
-        self.pool.get().await.map_err(|e| pool_error(e, operation))
+    async fn client(&self) -> Result<Object> {
+        self.pool.get().await.map_err(pool_error)
     }
 
     /// Parses a stored `value::text`, undoing a double encoding when asked.
@@ -276,15 +273,12 @@ impl FedifyPostgres {
     }
 
     pub(super) async fn sweep_expired(&self) -> Result<u64> {
-        let client = self.client(Operation::Sweep).await?;
-        let stmt = prepare(&client, &self.sql.sweep, Operation::Sweep).await?;
+        let client = self.client().await?;
+        let stmt = prepare(&client, &self.sql.sweep).await?;
         let batch = i64::try_from(sql::SWEEP_BATCH).unwrap_or(i64::MAX);
         let mut total = 0;
         loop {
-            let deleted = client
-                .execute(&stmt, &[&batch])
-                .await
-                .map_err(|e| pg_error(e, Operation::Sweep))?;
+            let deleted = client.execute(&stmt, &[&batch]).await.map_err(pg_error)?;
             total += deleted;
             if deleted < sql::SWEEP_BATCH as u64 {
                 return Ok(total);
@@ -299,12 +293,9 @@ impl FedifyPostgres {
         operation: Operation,
     ) -> Result<Option<(Value, Option<Duration>)>> {
         let parts = key_parts(key).map_err(|e| e.with_operation(operation))?;
-        let client = self.client(operation).await?;
-        let stmt = prepare(&client, &self.sql.get, operation).await?;
-        let row = client
-            .query_opt(&stmt, &[&parts])
-            .await
-            .map_err(|e| pg_error(e, operation))?;
+        let client = self.client().await?;
+        let stmt = prepare(&client, &self.sql.get).await?;
+        let row = client.query_opt(&stmt, &[&parts]).await.map_err(pg_error)?;
         row.map(|row| self.live_row(&row, key, operation))
             .transpose()
     }
@@ -316,8 +307,8 @@ impl FedifyPostgres {
         key: &KvKey,
         operation: Operation,
     ) -> Result<(Value, Option<Duration>)> {
-        let text: &str = row.try_get(0).map_err(|e| pg_error(e, operation))?;
-        let left: Option<i64> = row.try_get(1).map_err(|e| pg_error(e, operation))?;
+        let text: &str = row.try_get(0).map_err(pg_error)?;
+        let left: Option<i64> = row.try_get(1).map_err(pg_error)?;
         Ok((self.value(text, key, operation)?, sql::remaining(left, 0)))
     }
 
@@ -327,23 +318,20 @@ impl FedifyPostgres {
         }
         let parts = key_parts(key).map_err(|e| e.with_operation(Operation::Set))?;
         let text = json_text(&value, key).map_err(|e| e.with_operation(Operation::Set))?;
-        let client = self.client(Operation::Set).await?;
-        let stmt = prepare(&client, &self.sql.upsert, Operation::Set).await?;
+        let client = self.client().await?;
+        let stmt = prepare(&client, &self.sql.upsert).await?;
         client
             .execute(&stmt, &[&parts, &text, &ttl_micros(options.ttl)])
             .await
-            .map_err(|e| pg_error(e, Operation::Set))?;
+            .map_err(pg_error)?;
         Ok(())
     }
 
     pub(super) async fn delete(&self, key: &KvKey) -> Result<()> {
         let parts = key_parts(key).map_err(|e| e.with_operation(Operation::Delete))?;
-        let client = self.client(Operation::Delete).await?;
-        let stmt = prepare(&client, &self.sql.delete, Operation::Delete).await?;
-        client
-            .execute(&stmt, &[&parts])
-            .await
-            .map_err(|e| pg_error(e, Operation::Delete))?;
+        let client = self.client().await?;
+        let stmt = prepare(&client, &self.sql.delete).await?;
+        client.execute(&stmt, &[&parts]).await.map_err(pg_error)?;
         Ok(())
     }
 
@@ -363,25 +351,19 @@ impl FedifyPostgres {
         };
         let ttl = ttl_micros(options.ttl);
         let sql = &self.sql;
-        let mut client = self.client(Operation::Cas).await?;
-        let select = prepare(&client, &sql.cas_select, Operation::Cas).await?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(|e| pg_error(e, Operation::Cas))?;
+        let mut client = self.client().await?;
+        let select = prepare(&client, &sql.cas_select).await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
         for _ in 0..CAS_ROUNDS {
             // Read committed: FOR UPDATE holds the row until commit, so no
             // writer (Fedify's included) changes it between the comparison
             // and the write.
-            let row = tx
-                .query_opt(&select, &[&parts])
-                .await
-                .map_err(|e| pg_error(e, Operation::Cas))?;
+            let row = tx.query_opt(&select, &[&parts]).await.map_err(pg_error)?;
             let current = match &row {
                 Some(row) => {
-                    let live: bool = row.try_get(1).map_err(|e| pg_error(e, Operation::Cas))?;
+                    let live: bool = row.try_get(1).map_err(pg_error)?;
                     if live {
-                        let text: &str = row.try_get(0).map_err(|e| pg_error(e, Operation::Cas))?;
+                        let text: &str = row.try_get(0).map_err(pg_error)?;
                         Some(self.value(text, key, Operation::Cas)?)
                     } else {
                         None
@@ -398,26 +380,23 @@ impl FedifyPostgres {
                 (Some(_), false) => &sql.cas_insert,
                 (None, true) => &sql.delete,
                 (None, false) => {
-                    tx.commit().await.map_err(|e| pg_error(e, Operation::Cas))?;
+                    tx.commit().await.map_err(pg_error)?;
                     return Ok(true);
                 }
             };
-            let stmt = tx
-                .prepare_cached(statement)
-                .await
-                .map_err(|e| pg_error(e, Operation::Cas))?;
+            let stmt = tx.prepare_cached(statement).await.map_err(pg_error)?;
             let changed = match &new_text {
                 Some(text) => tx.execute(&stmt, &[&parts, text, &ttl]).await,
                 None => tx.execute(&stmt, &[&parts]).await,
             }
-            .map_err(|e| pg_error(e, Operation::Cas))?;
+            .map_err(pg_error)?;
             if changed == 0 && row.is_none() {
                 // Another writer inserted the key after our SELECT (and
                 // committed: ON CONFLICT waited for it). Read and lock its
                 // row, and compare again.
                 continue;
             }
-            tx.commit().await.map_err(|e| pg_error(e, Operation::Cas))?;
+            tx.commit().await.map_err(pg_error)?;
             return Ok(true);
         }
         Err(Error::new(
@@ -434,20 +413,20 @@ impl FedifyPostgres {
         prefix: Option<&[String]>,
         after: Option<Vec<String>>,
     ) -> Result<(Vec<Result<KvEntry>>, Option<Vec<String>>)> {
-        let client = self.client(Operation::List).await?;
+        let client = self.client().await?;
         let limit = i64::try_from(sql::LIST_PAGE).unwrap_or(i64::MAX);
         let rows = match prefix {
             Some(prefix) => {
-                let stmt = prepare(&client, &self.sql.list_prefix, Operation::List).await?;
+                let stmt = prepare(&client, &self.sql.list_prefix).await?;
                 let n = i32::try_from(prefix.len()).unwrap_or(i32::MAX);
                 client.query(&stmt, &[&after, &limit, &prefix, &n]).await
             }
             None => {
-                let stmt = prepare(&client, &self.sql.list_all, Operation::List).await?;
+                let stmt = prepare(&client, &self.sql.list_all).await?;
                 client.query(&stmt, &[&after, &limit]).await
             }
         }
-        .map_err(|e| pg_error(e, Operation::List))?;
+        .map_err(pg_error)?;
         let full = rows.len() == sql::LIST_PAGE;
         let mut entries = Vec::with_capacity(rows.len());
         let mut last = None;
@@ -456,7 +435,7 @@ impl FedifyPostgres {
                 Ok((parts, key)) => {
                     let entry = row
                         .try_get::<_, &str>(1)
-                        .map_err(|e| pg_error(e, Operation::List))
+                        .map_err(pg_error)
                         .and_then(|text| self.value(text, &key, Operation::List))
                         .map(|value| KvEntry { key, value });
                     (Some(parts), entry)
@@ -509,8 +488,8 @@ impl FedifyPostgres {
             .iter()
             .map(|k| key_parts(k).map_err(|e| e.with_operation(operation)))
             .collect::<Result<Vec<_>>>()?;
-        let client = self.client(operation).await?;
-        let stmt = prepare(&client, &self.sql.get, operation).await?;
+        let client = self.client().await?;
+        let stmt = prepare(&client, &self.sql.get).await?;
         // Ragged text[] keys do not fit one array parameter: the queries are
         // pipelined on one connection instead (one round trip's wait).
         let (client, stmt) = (&client, &stmt);
@@ -520,7 +499,7 @@ impl FedifyPostgres {
                 .map(|p| async move { client.query_opt(stmt, &[p]).await }),
         )
         .await
-        .map_err(|e| pg_error(e, operation))?;
+        .map_err(pg_error)?;
         keys.iter()
             .zip(rows)
             .map(|(key, row)| {
@@ -557,22 +536,17 @@ impl FedifyPostgres {
             }
         }
         let ttl = ttl_micros(options.ttl);
-        let mut client = self.client(Operation::SetMany).await?;
-        let stmt = prepare(&client, &self.sql.upsert, Operation::SetMany).await?;
+        let mut client = self.client().await?;
+        let stmt = prepare(&client, &self.sql.upsert).await?;
         // One transaction (all or nothing), its statements pipelined.
-        let tx = client
-            .transaction()
-            .await
-            .map_err(|e| pg_error(e, Operation::SetMany))?;
+        let tx = client.transaction().await.map_err(pg_error)?;
         try_join_all(rows.iter().map(|(parts, text)| {
             let (tx, stmt, ttl) = (&tx, &stmt, &ttl);
             async move { tx.execute(stmt, &[parts, text, ttl]).await }
         }))
         .await
-        .map_err(|e| pg_error(e, Operation::SetMany))?;
-        tx.commit()
-            .await
-            .map_err(|e| pg_error(e, Operation::SetMany))
+        .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)
     }
 
     pub(super) async fn delete_many(&self, keys: &[KvKey]) -> Result<()> {
@@ -583,12 +557,9 @@ impl FedifyPostgres {
             .iter()
             .map(|k| key_parts(k).map_err(|e| e.with_operation(Operation::DeleteMany)))
             .collect::<Result<Vec<_>>>()?;
-        let mut client = self.client(Operation::DeleteMany).await?;
-        let stmt = prepare(&client, &self.sql.delete, Operation::DeleteMany).await?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(|e| pg_error(e, Operation::DeleteMany))?;
+        let mut client = self.client().await?;
+        let stmt = prepare(&client, &self.sql.delete).await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
         let (txr, stmt) = (&tx, &stmt);
         try_join_all(
             parts
@@ -596,10 +567,8 @@ impl FedifyPostgres {
                 .map(|p| async move { txr.execute(stmt, &[p]).await }),
         )
         .await
-        .map_err(|e| pg_error(e, Operation::DeleteMany))?;
-        tx.commit()
-            .await
-            .map_err(|e| pg_error(e, Operation::DeleteMany))
+        .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::error::pg_error;
 use super::{prepare, Inner};
-use crate::error::Result;
+use crate::error::{Result, ResultExt};
 use crate::operation::Operation;
 use crate::stores::sql;
 
@@ -31,18 +31,19 @@ pub(super) fn spawn_sweeper(store: Weak<Inner>, every: Duration) {
 }
 
 pub(super) async fn sweep_all(inner: &Inner) -> Result<u64> {
-    let client = inner.client(Operation::Sweep).await?;
-    let stmt = prepare(&client, &inner.sql.sweep, Operation::Sweep).await?;
-    let batch = i64::try_from(sql::SWEEP_BATCH).unwrap_or(i64::MAX);
-    let mut total = 0;
-    loop {
-        let deleted = client
-            .execute(&stmt, &[&batch])
-            .await
-            .map_err(|e| pg_error(e, Operation::Sweep))?;
-        total += deleted;
-        if deleted < sql::SWEEP_BATCH as u64 {
-            return Ok(total);
+    async {
+        let client = inner.client().await?;
+        let stmt = prepare(&client, &inner.sql.sweep).await?;
+        let batch = i64::try_from(sql::SWEEP_BATCH).unwrap_or(i64::MAX);
+        let mut total = 0;
+        loop {
+            let deleted = client.execute(&stmt, &[&batch]).await.map_err(pg_error)?;
+            total += deleted;
+            if deleted < sql::SWEEP_BATCH as u64 {
+                return Ok(total);
+            }
         }
     }
+    .await
+    .op(Operation::Sweep)
 }
