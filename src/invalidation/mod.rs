@@ -201,30 +201,23 @@ impl RedisInvalidationBusBuilder {
     /// [`Config`](ErrorKind::Config) for a bad URL; [`Unavailable`](ErrorKind::Unavailable)
     /// when Redis cannot be reached within the connect timeout.
     pub async fn connect(self) -> Result<RedisInvalidationBus> {
-        // A zero interval would spin (tokio panics on a zero `interval`) and a
-        // zero timeout would fail every call: both are mistakes, said early.
-        for (name, value) in [
-            ("heartbeat", self.heartbeat),
-            ("publish_timeout", self.publish_timeout),
-            ("connect_timeout", self.connect_timeout),
-        ] {
-            if value.is_zero() {
-                return Err(Error::config(format!(
-                    "invalidation bus: {name} must be greater than zero"
-                )));
-            }
-        }
+        nonzero(
+            "invalidation bus",
+            &[
+                ("heartbeat", self.heartbeat),
+                ("publish_timeout", self.publish_timeout),
+                ("connect_timeout", self.connect_timeout),
+            ],
+        )?;
         if self.queue_capacity == 0 {
             return Err(Error::config(
                 "invalidation bus: queue_capacity must be greater than zero",
             ));
         }
-        let client = redis::Client::open(self.url.as_str()).map_err(|e| {
-            crate::redact::scrub(
-                Error::config(format!("invalidation bus url `{}`: {e}", redact(&self.url))),
-                [self.url.as_str()],
-            )
-        })?;
+        let client =
+            redis::Client::open(connection_info("invalidation bus", &self.url)?).map_err(|e| {
+                Error::config("invalidation bus: bad connection settings").with_source(e)
+            })?;
         let publisher =
             tokio::time::timeout(self.connect_timeout, ConnectionManager::new(client.clone()))
                 .await
@@ -258,6 +251,49 @@ impl RedisInvalidationBusBuilder {
             .await
             .map_err(|_| unavailable("subscribing timed out"))?;
         Ok(bus)
+    }
+}
+
+/// Rejects zero durations: a zero interval would spin (tokio panics on a
+/// zero `interval`) and a zero timeout would fail every call; both are
+/// mistakes, said early.
+fn nonzero(what: &str, settings: &[(&str, Duration)]) -> Result<()> {
+    match settings.iter().find(|(_, value)| value.is_zero()) {
+        Some((name, _)) => Err(Error::config(format!(
+            "{what}: {name} must be greater than zero"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The connection settings of `url`; a `Config` error without the URL's
+/// secrets when it is not a Redis URL.
+fn connection_info(what: &str, url: &str) -> Result<redis::ConnectionInfo> {
+    redis::IntoConnectionInfo::into_connection_info(url).map_err(|e| {
+        crate::redact::scrub(
+            Error::config(format!("{what} url `{}`: {e}", redact(url))),
+            [url],
+        )
+    })
+}
+
+/// The wait between reconnection attempts: doubling from 50 ms, at most 2 s.
+struct Backoff(Duration);
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(50);
+
+    fn new() -> Self {
+        Self(Self::FIRST)
+    }
+
+    fn reset(&mut self) {
+        self.0 = Self::FIRST;
+    }
+
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(Duration::from_secs(2));
     }
 }
 
@@ -425,11 +461,11 @@ impl Shared {
 /// Subscribes, delivers messages, and resubscribes after every loss, with a
 /// capped exponential backoff, until the bus is dropped.
 async fn subscribe_loop(client: redis::Client, shared: Arc<Shared>, heartbeat: Duration) {
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::new();
     loop {
         match subscribe(&client, &shared.channel, heartbeat).await {
             Ok((mut sink, mut stream)) => {
-                backoff = Duration::from_millis(50);
+                backoff.reset();
                 shared.set_connected(true).await;
                 let mut ticker = tokio::time::interval(heartbeat);
                 ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -452,8 +488,7 @@ async fn subscribe_loop(client: redis::Client, shared: Arc<Shared>, heartbeat: D
             }
             Err(err) => {
                 tracing::debug!(channel = %shared.channel, %err, "invalidation bus cannot subscribe yet");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                backoff.wait().await;
             }
         }
     }

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::targets::Targets;
-use super::{redact, unavailable};
+use super::{connection_info, nonzero, redact, unavailable, Backoff};
 use crate::error::{Error, Result};
 use crate::key::KvKey;
 use crate::layers::{Coherence, WeakCacheHandle};
@@ -83,23 +83,14 @@ impl RedisClientTrackingBuilder {
     /// duration; [`Unavailable`](crate::ErrorKind::Unavailable) when tracking
     /// is not on within `connect_timeout`.
     pub async fn connect(self) -> Result<RedisClientTracking> {
-        for (name, value) in [
-            ("heartbeat", self.heartbeat),
-            ("connect_timeout", self.connect_timeout),
-        ] {
-            if value.is_zero() {
-                return Err(Error::config(format!(
-                    "client tracking: {name} must be greater than zero"
-                )));
-            }
-        }
-        let info =
-            redis::IntoConnectionInfo::into_connection_info(self.url.as_str()).map_err(|e| {
-                crate::redact::scrub(
-                    Error::config(format!("client tracking url `{}`: {e}", redact(&self.url))),
-                    [self.url.as_str()],
-                )
-            })?;
+        nonzero(
+            "client tracking",
+            &[
+                ("heartbeat", self.heartbeat),
+                ("connect_timeout", self.connect_timeout),
+            ],
+        )?;
+        let info = connection_info("client tracking", &self.url)?;
         // Push messages need RESP3, whatever the URL asks for.
         let redis_settings = info
             .redis_settings()
@@ -379,7 +370,7 @@ async fn track_loop(
     shared: Arc<Shared>,
     heartbeat: Duration,
 ) {
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::new();
     loop {
         let (tx, mut rx) = mpsc::channel::<PushInfo>(QUEUE_CAPACITY);
         let overflowed = Arc::new(AtomicBool::new(false));
@@ -396,7 +387,7 @@ async fn track_loop(
         };
         match track(&client, &prefix, sender, heartbeat).await {
             Ok(mut connection) => {
-                backoff = Duration::from_millis(50);
+                backoff.reset();
                 shared.set_connected(true).await;
                 let mut ticker = tokio::time::interval(heartbeat);
                 ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -426,8 +417,7 @@ async fn track_loop(
             }
             Err(err) => {
                 tracing::debug!(prefix = %shared.targets.name(), %err, "client tracking cannot start yet");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                backoff.wait().await;
             }
         }
     }
