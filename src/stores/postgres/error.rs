@@ -1,5 +1,7 @@
 //! The one place tokio-postgres and pool errors become kvtower errors.
 
+use std::time::Duration;
+
 use deadpool_postgres::PoolError;
 use tokio_postgres::error::SqlState;
 
@@ -35,6 +37,16 @@ pub(super) fn pg_error(err: tokio_postgres::Error, operation: Operation) -> Erro
         .with_source(err)
         .with_operation(operation)
         .with_retryable(retryable)
+}
+
+/// The error of an operation that got no answer within `timeout`:
+/// retryable, like every [`Timeout`](ErrorKind::Timeout).
+pub(super) fn timeout_error(timeout: Duration, operation: Operation) -> Error {
+    Error::new(
+        ErrorKind::Timeout,
+        format!("no answer from Postgres within {timeout:?}"),
+    )
+    .with_operation(operation)
 }
 
 pub(super) fn pool_error(err: PoolError, operation: Operation) -> Error {

@@ -31,15 +31,19 @@ pub(super) fn spawn_sweeper(store: Weak<Inner>, every: Duration) {
 }
 
 pub(super) async fn sweep_all(inner: &Inner) -> Result<u64> {
-    let client = inner.client(Operation::Sweep).await?;
-    let stmt = prepare(&client, &inner.sql.sweep, Operation::Sweep).await?;
     let batch = i64::try_from(sql::SWEEP_BATCH).unwrap_or(i64::MAX);
     let mut total = 0;
     loop {
-        let deleted = client
-            .execute(&stmt, &[&batch])
-            .await
-            .map_err(|e| pg_error(e, Operation::Sweep))?;
+        // Each batch is one operation, within the timeout.
+        let deleted = inner
+            .run(Operation::Sweep, async |client| {
+                let stmt = prepare(client, &inner.sql.sweep, Operation::Sweep).await?;
+                client
+                    .execute(&stmt, &[&batch])
+                    .await
+                    .map_err(|e| pg_error(e, Operation::Sweep))
+            })
+            .await?;
         total += deleted;
         if deleted < sql::SWEEP_BATCH as u64 {
             return Ok(total);
