@@ -171,3 +171,17 @@ pub mod cfworkers {
         Some(layout::is_live(Some(&metadata), now_ms))
     }
 }
+
+/// The crate's one URL redactor (`Debug`, `Display` and errors of URLs).
+#[cfg(any(feature = "config", feature = "redis", feature = "postgres"))]
+pub mod redact {
+    /// `text` with its passwords and tokens replaced by `***`.
+    pub fn redact_url(text: &str) -> String {
+        crate::redact::redact_url(text)
+    }
+
+    /// The secrets of `text` as a driver may print them.
+    pub fn secrets(text: &str) -> Vec<String> {
+        crate::redact::secrets(text)
+    }
+}

@@ -271,3 +271,36 @@ async fn cache_builder_takes_duration_max() {
         .unwrap();
     assert_eq!(store.get(&kvkey!["a"]).await.unwrap(), Some(1.into()));
 }
+
+/// Issue 12 item 14: the Postgres backend takes the per-operation and
+/// connection timeouts, in the duration syntax of every other field, and
+/// refuses zero.
+#[test]
+fn postgres_timeouts_parse_and_zero_is_refused() {
+    let config = StoreConfig::from_toml_str(
+        "[backend]\nkind = \"postgres\"\nurl = \"postgres://app:pw@db/test\"\n\
+         timeout = \"1500ms\"\nconnect_timeout = \"3s\"",
+    )
+    .unwrap();
+    match &config.backend {
+        BackendConfig::Postgres(c) => {
+            assert_eq!(c.timeout, Some(Duration::from_millis(1500)));
+            assert_eq!(c.connect_timeout, Some(Duration::from_secs(3)));
+        }
+        other => panic!("{other:?}"),
+    }
+    let text = toml::to_string(&config).unwrap();
+    assert_eq!(StoreConfig::from_toml_str(&text).unwrap(), config);
+    for field in ["timeout", "connect_timeout"] {
+        let err = StoreConfig::from_toml_str(&format!(
+            "[backend]\nkind = \"postgres\"\nurl = \"postgres://db/test\"\n{field} = \"0s\""
+        ))
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("backend.{field}")) && text.contains("more than zero"),
+            "{text}"
+        );
+    }
+}

@@ -1,10 +1,12 @@
 //! `postgres://`: a `PostgresKvStore` (feature `postgres`).
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use super::Backend;
 use crate::config::SecretUrl;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::store::DynKvStore;
 use crate::stores::Layout;
 
@@ -41,6 +43,20 @@ pub struct PostgresConfig {
     /// default false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decode_double_encoded: Option<bool>,
+    /// Per-operation timeout (default 30 s), a duration like `"500ms"`.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub timeout: Option<Duration>,
+    /// Timeout of each connection attempt (default 10 s).
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub connect_timeout: Option<Duration>,
 }
 
 impl Backend for PostgresConfig {
@@ -50,10 +66,22 @@ impl Backend for PostgresConfig {
             table: None,
             layout: None,
             decode_double_encoded: None,
+            timeout: None,
+            connect_timeout: None,
         })
     }
 
     fn validate(&self) -> Result<()> {
+        for (name, value) in [
+            ("timeout", self.timeout),
+            ("connect_timeout", self.connect_timeout),
+        ] {
+            if value.is_some_and(|t| t.is_zero()) {
+                return Err(Error::config(format!(
+                    "backend.{name}: must be more than zero"
+                )));
+            }
+        }
         super::fedify_only(
             self.layout,
             "decode_double_encoded",
@@ -69,6 +97,12 @@ impl Backend for PostgresConfig {
                 .decode_double_encoded(self.decode_double_encoded.unwrap_or(false));
             if let Some(table) = &self.table {
                 builder = builder.table(table.clone());
+            }
+            if let Some(timeout) = self.timeout {
+                builder = builder.timeout(timeout);
+            }
+            if let Some(timeout) = self.connect_timeout {
+                builder = builder.connect_timeout(timeout);
             }
             let store = builder
                 .connect(self.url.expose())

@@ -119,6 +119,9 @@ const MAX_RANGES: usize = 10;
 const CAS_ATTEMPTS: usize = 1000;
 /// The default bound on one remote call.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How many times a local write runs again while the database is busy
+/// (with a backoff of 1 ms doubling up to 64 ms: about 4 s in all).
+const BUSY_ATTEMPTS: u32 = 70;
 
 /// A store on a Deno KV database: a local file or a remote KV Connect server.
 ///
@@ -578,11 +581,33 @@ impl DenoKvStore {
     /// Commits `write`; `false` when a check failed.
     async fn write(&self, write: AtomicWrite) -> Result<bool> {
         match &self.inner.backend {
-            Backend::Local { db, .. } => match db.atomic_write(write).await {
-                Ok(denokv_proto::AtomicWriteOutcome::Committed(_)) => Ok(true),
-                Ok(denokv_proto::AtomicWriteOutcome::CheckFailed { .. }) => Ok(false),
-                Err(e) => Err(backend_error("write", e)),
-            },
+            Backend::Local { db, .. } => {
+                // denokv_sqlite retries a busy database around its
+                // transaction, but not a statement inside it: a write whose
+                // read snapshot another handle on the file (or Deno) has
+                // moved past cannot become a write transaction
+                // (SQLITE_BUSY_SNAPSHOT, which no busy timeout waits out).
+                // Running the whole write again reads its checks afresh: a
+                // lost race then answers `false`, and a busy database
+                // commits once it is free. Nothing of the failed attempt is
+                // written: its first write statement is the one refused.
+                let mut write = write;
+                let mut delay = Duration::from_millis(1);
+                for _ in 1..BUSY_ATTEMPTS {
+                    let Some(again) = copy_write(&write) else {
+                        break;
+                    };
+                    match db.atomic_write(write).await {
+                        Err(e) if is_busy(&e) => {
+                            tokio::time::sleep(delay).await;
+                            delay = (delay * 2).min(Duration::from_millis(64));
+                            write = again;
+                        }
+                        other => return local_outcome(other),
+                    }
+                }
+                local_outcome(db.atomic_write(write).await)
+            }
             Backend::Remote {
                 handle, timeout, ..
             } => handle.atomic_write(write, *timeout).await,
@@ -769,6 +794,77 @@ type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// kvtower error: the message says which step failed, the driver's error is
 /// the source (not repeated in the message). The operation and key are the
 /// caller's to add.
+/// The answer of a local atomic write; a database still busy after
+/// [`BUSY_ATTEMPTS`] is a retryable [`Unavailable`](ErrorKind::Unavailable).
+fn local_outcome(
+    outcome: std::result::Result<
+        denokv_proto::AtomicWriteOutcome,
+        denokv_sqlite::SqliteBackendError,
+    >,
+) -> Result<bool> {
+    match outcome {
+        Ok(denokv_proto::AtomicWriteOutcome::Committed(_)) => Ok(true),
+        Ok(denokv_proto::AtomicWriteOutcome::CheckFailed { .. }) => Ok(false),
+        Err(e) if is_busy(&e) => Err(Error::new(
+            ErrorKind::Unavailable,
+            "the Deno KV database stayed locked by another connection",
+        )
+        .with_source(e)),
+        Err(e) => Err(backend_error("write", e)),
+    }
+}
+
+/// Whether SQLite refused `e`'s statement because another connection holds
+/// the database (`SQLITE_BUSY`, `SQLITE_BUSY_SNAPSHOT` included).
+fn is_busy(e: &denokv_sqlite::SqliteBackendError) -> bool {
+    matches!(e, denokv_sqlite::SqliteBackendError::SqliteError(e)
+        if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy))
+}
+
+/// A copy of `write` to run again, for the writes this store makes (checks,
+/// sets and deletes); `None` for anything else.
+fn copy_write(write: &AtomicWrite) -> Option<AtomicWrite> {
+    if !write.enqueues.is_empty() {
+        return None;
+    }
+    let mutations = write
+        .mutations
+        .iter()
+        .map(|m| {
+            let kind = match &m.kind {
+                MutationKind::Set(value) => MutationKind::Set(copy_value(value)),
+                MutationKind::Delete => MutationKind::Delete,
+                _ => return None,
+            };
+            Some(Mutation {
+                key: m.key.clone(),
+                kind,
+                expire_at: m.expire_at,
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(AtomicWrite {
+        checks: write
+            .checks
+            .iter()
+            .map(|c| Check {
+                key: c.key.clone(),
+                versionstamp: c.versionstamp,
+            })
+            .collect(),
+        mutations,
+        enqueues: Vec::new(),
+    })
+}
+
+fn copy_value(value: &KvValue) -> KvValue {
+    match value {
+        KvValue::V8(bytes) => KvValue::V8(bytes.clone()),
+        KvValue::Bytes(bytes) => KvValue::Bytes(bytes.clone()),
+        KvValue::U64(n) => KvValue::U64(*n),
+    }
+}
+
 fn backend_error(what: &'static str, e: impl Into<BoxError>) -> Error {
     Error::new(ErrorKind::Backend, format!("Deno KV {what} failed")).with_source(e)
 }

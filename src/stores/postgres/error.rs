@@ -5,6 +5,8 @@
 //! the driver's error is the source, carrying the server's full text. The
 //! operation and key are added once, at the store's method boundary.
 
+use std::time::Duration;
+
 use deadpool_postgres::PoolError;
 use tokio_postgres::error::{DbError, SqlState};
 
@@ -127,6 +129,15 @@ fn reason(code: &SqlState) -> &'static str {
         Some("58") => "system error",
         _ => "server error",
     }
+}
+
+/// The error of an operation that got no answer within `timeout`:
+/// retryable, like every [`Timeout`](ErrorKind::Timeout).
+pub(super) fn timeout_error(timeout: Duration) -> Error {
+    Error::new(
+        ErrorKind::Timeout,
+        format!("no answer from Postgres within {timeout:?}"),
+    )
 }
 
 pub(super) fn pool_error(err: PoolError) -> Error {

@@ -26,13 +26,17 @@ impl PostgresKvStore {
         start: Vec<u8>,
         end: &[u8],
     ) -> Result<(Vec<Result<KvEntry>>, Option<Vec<u8>>)> {
-        let client = self.inner.client().await?;
-        let stmt = prepare(&client, &self.inner.sql.list).await?;
         let limit = i64::try_from(sql::LIST_PAGE).unwrap_or(i64::MAX);
-        let rows = client
-            .query(&stmt, &[&start, &end, &limit])
-            .await
-            .map_err(pg_error)?;
+        let rows = self
+            .inner
+            .run(Operation::List, async |client| {
+                let stmt = prepare(client, &self.inner.sql.list).await?;
+                client
+                    .query(&stmt, &[&start, &end, &limit])
+                    .await
+                    .map_err(pg_error)
+            })
+            .await?;
         let full = rows.len() == sql::LIST_PAGE;
         let mut entries = Vec::with_capacity(rows.len());
         let mut last = None;

@@ -27,6 +27,14 @@
 //!   collation, so `list(prefix)` is one range scan of the primary key.
 //!   The partial index on `expires_at` is named `"{table}.expires_at"`, a
 //!   name no table can have, so any two valid table names share a database.
+//! * A btree index entry holds at most 2,704 bytes (with the default 8 kB
+//!   pages), so a write of a key whose encoding is longer than
+//!   [`MAX_KEY_BYTES`] (2,692 bytes: about the parts' UTF-8 plus 2 bytes a
+//!   part) fails with [`InvalidKey`](crate::ErrorKind::InvalidKey) naming
+//!   the limit, before anything is sent. Reads, deletes and listings take
+//!   keys of any length (they find nothing). Indexing a hash of the key
+//!   instead would lift the limit, but not for tables earlier versions
+//!   created, which other processes may still be writing.
 //! * Values are `json`, not `jsonb`: `jsonb` rejects the escape `\u0000`,
 //!   which is a valid JSON string character the contract allows, and it
 //!   rewrites numbers (`1.0` and `1` become equal). `json` is still checked
@@ -50,6 +58,15 @@
 //!   keys are folded first, the last one winning), `delete_many` one
 //!   `DELETE ... = ANY($1)`.
 //!
+//! * Every operation is bounded by the per-operation
+//!   [`timeout`](PostgresKvStoreBuilder::timeout) (default 30 s; for `list`,
+//!   each page), waiting for a pooled connection included: past it, a
+//!   retryable [`Timeout`](crate::ErrorKind::Timeout) error. A connection
+//!   whose operation was interrupted (by that timeout, or by the caller
+//!   dropping the future) never returns to the pool, and its statement is
+//!   cancelled on the server, so a write stuck behind another session's row
+//!   lock neither lands later nor blocks the next call.
+//!
 //! The store handle is cheap to clone; clones share the pool.
 
 use std::collections::HashMap;
@@ -66,7 +83,7 @@ use tokio_postgres::NoTls;
 /// `tokio_postgres`, as `deadpool_postgres::tokio_postgres`).
 pub use deadpool_postgres;
 
-use crate::error::{Error, Result, ResultExt};
+use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::key::KvKey;
 use crate::operation::Operation;
 use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
@@ -74,6 +91,7 @@ use crate::stores::layout::Layout;
 use crate::stores::sql::{self, encode_key, parse_value, prefix_range, ttl_ms, value_text};
 use crate::value::{checked, checked_cas, checked_entries};
 
+mod bound;
 mod cas;
 mod error;
 mod fedify;
@@ -81,12 +99,48 @@ mod list;
 mod schema;
 mod sweep;
 
-use self::error::{pg_error, pool_error};
+use self::bound::{run, Bounds};
+use self::error::pg_error;
 use self::schema::{setup, Statements};
 use self::sweep::{spawn_sweeper, sweep_all};
 
 /// The default number of pooled connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16;
+
+/// The per-operation timeout by default (see
+/// [`PostgresKvStoreBuilder::timeout`]). Longer than Redis's 2 s: one SQL
+/// statement may legitimately write a 100 MB value or wait its turn in the
+/// pool.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The timeout of each connection attempt by default (see
+/// [`PostgresKvStoreBuilder::connect_timeout`]).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest key a write accepts in the kvtower layout, in bytes of its
+/// encoding (each part's UTF-8 plus 2 bytes, plus 1 per U+0000): a btree
+/// index entry holds at most 2,704 bytes with PostgreSQL's default 8 kB
+/// pages, 12 of them the entry's and the `bytea`'s headers. A longer key
+/// that compresses well may fit, but a limit that does not depend on the
+/// key's content is one a caller can rely on.
+pub const MAX_KEY_BYTES: usize = 2692;
+
+/// Refuses, before anything is sent, a key too long to be written (see
+/// [`MAX_KEY_BYTES`]). Reads, deletes and listings take a key of any length:
+/// no stored key is that long, so they find nothing.
+fn writable(enc: &[u8], key: &KvKey) -> Result<()> {
+    if enc.len() > MAX_KEY_BYTES {
+        return Err(Error::new(
+            ErrorKind::InvalidKey,
+            format!(
+                "the encoded key is {} bytes, a PostgreSQL primary-key entry holds at most {MAX_KEY_BYTES}",
+                enc.len()
+            ),
+        )
+        .with_key(key));
+    }
+    Ok(())
+}
 
 /// A key–value store in a PostgreSQL table.
 ///
@@ -107,6 +161,7 @@ pub struct PostgresKvStore {
 
 pub(super) struct Inner {
     pool: Pool,
+    bounds: Bounds,
     table: String,
     sql: Statements,
     /// `Some` in [`Layout::Fedify`]: every call goes there.
@@ -120,6 +175,7 @@ impl std::fmt::Debug for PostgresKvStore {
             .field("table", &self.inner.table)
             .field("layout", &self.layout())
             .field("pool_size", &self.inner.pool.status().size)
+            .field("timeout", &self.inner.bounds.timeout)
             .finish()
     }
 }
@@ -150,6 +206,8 @@ pub struct PostgresKvStoreBuilder {
     decode_double_encoded: bool,
     sweep_interval: Option<Duration>,
     max_connections: usize,
+    timeout: Duration,
+    connect_timeout: Duration,
 }
 
 impl Default for PostgresKvStoreBuilder {
@@ -160,6 +218,8 @@ impl Default for PostgresKvStoreBuilder {
             decode_double_encoded: false,
             sweep_interval: Some(sql::DEFAULT_SWEEP_INTERVAL),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            timeout: DEFAULT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         }
     }
 }
@@ -244,6 +304,63 @@ impl PostgresKvStoreBuilder {
         self
     }
 
+    /// How long one operation may take, from waiting for a pooled
+    /// connection to the last reply (default [`DEFAULT_TIMEOUT`]; for
+    /// `list`, each page of rows). Past it the operation fails with a
+    /// retryable [`Timeout`](crate::ErrorKind::Timeout) error: a write
+    /// waiting on a row another session holds locked, or a server that
+    /// stopped answering, no longer leaves the call pending. The interrupted
+    /// statement is cancelled on the server and its connection leaves the
+    /// pool, so the store keeps working. Zero is a
+    /// [`Config`](crate::ErrorKind::Config) error.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() -> kvtower::Result<()> {
+    /// let store = kvtower::PostgresKvStore::builder()
+    ///     .timeout(Duration::from_secs(2))
+    ///     .connect_timeout(Duration::from_secs(1))
+    ///     .connect("postgres://postgres@127.0.0.1:5432/test")
+    ///     .await?;
+    /// # let _ = store;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How long one connection attempt may take (default
+    /// [`DEFAULT_CONNECT_TIMEOUT`]), and a cancel request after a timeout.
+    /// [`connect`](Self::connect) waits at most this plus the
+    /// [`timeout`](Self::timeout). A `connect_timeout` in the URL takes
+    /// precedence for the attempt itself. Zero is a
+    /// [`Config`](crate::ErrorKind::Config) error.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The timeouts, checked.
+    fn bounds(&self) -> Result<Bounds> {
+        for (name, value) in [
+            ("timeout", self.timeout),
+            ("connect_timeout", self.connect_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(Error::config(format!("{name}: must be more than zero"))
+                    .with_operation(Operation::Connect));
+            }
+        }
+        Ok(Bounds {
+            timeout: self.timeout,
+            connect_timeout: self.connect_timeout,
+        })
+    }
+
     /// The table: the one set, else the layout's default.
     fn table_name(&self) -> String {
         self.table.clone().unwrap_or_else(|| {
@@ -268,22 +385,30 @@ impl PostgresKvStoreBuilder {
     pub async fn connect(self, url: &str) -> Result<PostgresKvStore> {
         async {
             sql::validate_table(&self.table_name())?;
-            let config: tokio_postgres::Config =
+            let bounds = self.bounds()?;
+            let mut config: tokio_postgres::Config =
                 url.parse().map_err(|e: tokio_postgres::Error| {
                     // The message does not repeat the URL: it may hold a password.
                     let err =
-                        Error::config(format!("url: not a PostgreSQL connection string ({e})"));
+                        Error::config(format!("url: not a PostgreSQL connection string ({e})"))
+                            .with_operation(Operation::Connect);
                     crate::redact::scrub(err, [url])
                 })?;
+            if config.get_connect_timeout().is_none() {
+                config.connect_timeout(bounds.connect_timeout);
+            }
             let manager = Manager::new(config, NoTls);
+            // The operation's own timeout bounds the wait for a connection too;
+            // these only keep the pool's own waits from outliving it.
             let pool = Pool::builder(manager)
                 .max_size(self.max_connections)
                 .runtime(Runtime::Tokio1)
-                .wait_timeout(Some(Duration::from_secs(30)))
-                .create_timeout(Some(Duration::from_secs(10)))
+                .wait_timeout(Some(bounds.timeout))
+                .create_timeout(Some(bounds.connect_timeout))
                 .build()
                 .map_err(|e| {
                     Error::config(format!("max_connections: cannot build the pool ({e})"))
+                        .with_operation(Operation::Connect)
                 })?;
             // A server's message may quote what it was given: no password of
             // `url` survives in the error.
@@ -305,10 +430,18 @@ impl PostgresKvStoreBuilder {
         async {
             let table = self.table_name();
             sql::validate_table(&table)?;
+            let bounds = self.bounds()?;
+            // Setting up may have to connect first.
+            let setup_bounds = Bounds {
+                timeout: bounds.timeout.saturating_add(bounds.connect_timeout),
+                ..bounds
+            };
             let sql = Statements::new(&table);
             if self.layout == Layout::Fedify {
                 let fedify = fedify::FedifyPostgres::start(
                     pool.clone(),
+                    bounds,
+                    setup_bounds,
                     &table,
                     self.decode_double_encoded,
                     self.sweep_interval,
@@ -317,31 +450,35 @@ impl PostgresKvStoreBuilder {
                 return Ok(PostgresKvStore {
                     inner: Arc::new(Inner {
                         pool,
+                        bounds,
                         table,
                         sql,
                         fedify: Some(fedify),
                     }),
                 });
             }
-            let mut client = pool.get().await.map_err(pool_error)?;
-            let mut attempt = 0;
-            while let Err(e) = setup(&mut client, &table, &sql).await {
-                // Setups through this version take turns (an advisory lock), but
-                // an older version creating the table at the same moment can
-                // still win the race on the catalog's unique index: then the
-                // table exists, and a second attempt finds it.
-                let raced = e.code().is_some_and(|c| {
-                    *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::DUPLICATE_TABLE
-                });
-                attempt += 1;
-                if !raced || attempt > 1 {
-                    return Err(pg_error(e));
+            run(&pool, setup_bounds, Operation::Connect, async |client| {
+                let mut attempt = 0;
+                while let Err(e) = setup(client, &table, &sql).await {
+                    // Setups through this version take turns (an advisory lock),
+                    // but an older version creating the table at the same moment
+                    // can still win the race on the catalog's unique index: then
+                    // the table exists, and a second attempt finds it.
+                    let raced = e.code().is_some_and(|c| {
+                        *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::DUPLICATE_TABLE
+                    });
+                    attempt += 1;
+                    if !raced || attempt > 1 {
+                        return Err(pg_error(e));
+                    }
                 }
-            }
-            drop(client);
+                Ok(())
+            })
+            .await?;
             let store = PostgresKvStore {
                 inner: Arc::new(Inner {
                     pool,
+                    bounds,
                     table,
                     sql,
                     fedify: None,
@@ -362,8 +499,13 @@ pub(super) async fn prepare(client: &Object, query: &str) -> Result<tokio_postgr
 }
 
 impl Inner {
-    async fn client(&self) -> Result<Object> {
-        self.pool.get().await.map_err(pool_error)
+    /// Runs `work` on a pooled connection within the per-operation timeout.
+    async fn run<T>(
+        &self,
+        operation: Operation,
+        work: impl AsyncFnOnce(&mut Object) -> Result<T>,
+    ) -> Result<T> {
+        run(&self.pool, self.bounds, operation, work).await
     }
 }
 
@@ -449,13 +591,14 @@ impl PostgresKvStore {
         if let Some(fedify) = &self.inner.fedify {
             return fedify.get(key, operation).await;
         }
-        let client = self.inner.client().await?;
-        let stmt = prepare(&client, &self.inner.sql.get).await?;
-        let row = client
-            .query_opt(&stmt, &[&encode_key(key)])
+        let enc = encode_key(key);
+        self.inner
+            .run(operation, async |client| {
+                let stmt = prepare(client, &self.inner.sql.get).await?;
+                let row = client.query_opt(&stmt, &[&enc]).await.map_err(pg_error)?;
+                row.map(|row| live_row(&row, 0, key, operation)).transpose()
+            })
             .await
-            .map_err(pg_error)?;
-        row.map(|row| live_row(&row, 0, key, operation)).transpose()
     }
 
     /// `get_many` and `get_many_with_ttl`, in one query.
@@ -471,9 +614,13 @@ impl PostgresKvStore {
             return Ok(Vec::new());
         }
         let encoded: Vec<Vec<u8>> = keys.iter().map(encode_key).collect();
-        let client = self.inner.client().await?;
-        let stmt = prepare(&client, &self.inner.sql.get_many).await?;
-        let rows = client.query(&stmt, &[&encoded]).await.map_err(pg_error)?;
+        let rows = self
+            .inner
+            .run(operation, async |client| {
+                let stmt = prepare(client, &self.inner.sql.get_many).await?;
+                client.query(&stmt, &[&encoded]).await.map_err(pg_error)
+            })
+            .await?;
         let mut found: HashMap<Vec<u8>, &tokio_postgres::Row> = HashMap::with_capacity(rows.len());
         for row in &rows {
             let enc: Vec<u8> = row.try_get(0).map_err(pg_error)?;
@@ -532,16 +679,18 @@ impl KvStore for PostgresKvStore {
             if options.is_expired() {
                 return self.delete(key).await;
             }
-            let client = self.inner.client().await?;
-            let stmt = prepare(&client, &self.inner.sql.upsert).await?;
-            client
-                .execute(
-                    &stmt,
-                    &[&encode_key(key), &value_text(&value), &ttl_ms(options.ttl)],
-                )
+            let (enc, text, ttl) = (encode_key(key), value_text(&value), ttl_ms(options.ttl));
+            writable(&enc, key)?;
+            self.inner
+                .run(Operation::Set, async |client| {
+                    let stmt = prepare(client, &self.inner.sql.upsert).await?;
+                    client
+                        .execute(&stmt, &[&enc, &text, &ttl])
+                        .await
+                        .map_err(pg_error)?;
+                    Ok(())
+                })
                 .await
-                .map_err(pg_error)?;
-            Ok(())
         }
         .await
         .ctx(Operation::Set, key)
@@ -552,13 +701,14 @@ impl KvStore for PostgresKvStore {
             if let Some(fedify) = &self.inner.fedify {
                 return fedify.delete(key).await;
             }
-            let client = self.inner.client().await?;
-            let stmt = prepare(&client, &self.inner.sql.delete).await?;
-            client
-                .execute(&stmt, &[&encode_key(key)])
+            let enc = encode_key(key);
+            self.inner
+                .run(Operation::Delete, async |client| {
+                    let stmt = prepare(client, &self.inner.sql.delete).await?;
+                    client.execute(&stmt, &[&enc]).await.map_err(pg_error)?;
+                    Ok(())
+                })
                 .await
-                .map_err(pg_error)?;
-            Ok(())
         }
         .await
         .ctx(Operation::Delete, key)
@@ -650,6 +800,8 @@ impl KvStore for PostgresKvStore {
             let mut texts: Vec<String> = Vec::with_capacity(entries.len());
             for (key, value) in &entries {
                 let enc = encode_key(key);
+                // Checked first: a key too long writes nothing of the batch.
+                writable(&enc, key)?;
                 let text = value_text(value);
                 match index.get(&enc) {
                     Some(&i) => texts[i] = text,
@@ -660,13 +812,17 @@ impl KvStore for PostgresKvStore {
                     }
                 }
             }
-            let client = self.inner.client().await?;
-            let stmt = prepare(&client, &self.inner.sql.set_many).await?;
-            client
-                .execute(&stmt, &[&encoded, &texts, &ttl_ms(options.ttl)])
+            let ttl = ttl_ms(options.ttl);
+            self.inner
+                .run(Operation::SetMany, async |client| {
+                    let stmt = prepare(client, &self.inner.sql.set_many).await?;
+                    client
+                        .execute(&stmt, &[&encoded, &texts, &ttl])
+                        .await
+                        .map_err(pg_error)?;
+                    Ok(())
+                })
                 .await
-                .map_err(pg_error)?;
-            Ok(())
         }
         .await
         .op(Operation::SetMany)
@@ -681,10 +837,13 @@ impl KvStore for PostgresKvStore {
                 return Ok(());
             }
             let encoded: Vec<Vec<u8>> = keys.iter().map(encode_key).collect();
-            let client = self.inner.client().await?;
-            let stmt = prepare(&client, &self.inner.sql.delete_many).await?;
-            client.execute(&stmt, &[&encoded]).await.map_err(pg_error)?;
-            Ok(())
+            self.inner
+                .run(Operation::DeleteMany, async |client| {
+                    let stmt = prepare(client, &self.inner.sql.delete_many).await?;
+                    client.execute(&stmt, &[&encoded]).await.map_err(pg_error)?;
+                    Ok(())
+                })
+                .await
         }
         .await
         .op(Operation::DeleteMany)

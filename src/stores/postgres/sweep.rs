@@ -32,12 +32,16 @@ pub(super) fn spawn_sweeper(store: Weak<Inner>, every: Duration) {
 
 pub(super) async fn sweep_all(inner: &Inner) -> Result<u64> {
     async {
-        let client = inner.client().await?;
-        let stmt = prepare(&client, &inner.sql.sweep).await?;
         let batch = i64::try_from(sql::SWEEP_BATCH).unwrap_or(i64::MAX);
         let mut total = 0;
         loop {
-            let deleted = client.execute(&stmt, &[&batch]).await.map_err(pg_error)?;
+            // Each batch is one operation, within the timeout.
+            let deleted = inner
+                .run(Operation::Sweep, async |client| {
+                    let stmt = prepare(client, &inner.sql.sweep).await?;
+                    client.execute(&stmt, &[&batch]).await.map_err(pg_error)
+                })
+                .await?;
             total += deleted;
             if deleted < sql::SWEEP_BATCH as u64 {
                 return Ok(total);

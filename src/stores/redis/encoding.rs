@@ -53,6 +53,11 @@ impl KeyCodec {
         }
     }
 
+    /// What every Redis key of this namespace starts with.
+    pub(crate) fn namespace_prefix(&self) -> &[u8] {
+        &self.prefix
+    }
+
     /// The Redis key of `key`.
     pub(crate) fn encode(&self, key: &KvKey) -> Vec<u8> {
         let parts = key.parts();

@@ -72,6 +72,13 @@
 //! [`InvalidValue`](crate::ErrorKind::InvalidValue) error naming the key, never a
 //! panic.
 //!
+//! A Redis key of another type (a list, a hash, a set... written by another
+//! program) is an `InvalidValue` error naming its type on every read path
+//! (`get`, `get_with_ttl`, the batch reads, `cas`; `list` yields it as an
+//! error item), never "absent": `MGET` answers nil for it as for an absent
+//! key, so the keys it finds nil are asked their `TYPE` (one more round
+//! trip, for a batch with absent keys only).
+//!
 //! `list` does not stop at such a value: it yields an `Err(InvalidValue)` item
 //! naming the key and goes on with the other entries. The same holds for a
 //! Redis key under the namespace that this encoding cannot have produced (an
@@ -138,6 +145,7 @@ mod error;
 mod fedify;
 mod list;
 mod ttl_read;
+mod wrong_type;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -513,6 +521,12 @@ impl RedisKvStore {
         &self.inner.namespace
     }
 
+    /// How this store's keys become Redis keys (client tracking decodes the
+    /// keys Redis reports with it).
+    pub(crate) fn key_codec(&self) -> &KeyCodec {
+        &self.inner.codec
+    }
+
     /// The key format this store reads and writes.
     pub fn layout(&self) -> Layout {
         self.inner.layout
@@ -558,10 +572,16 @@ impl KvStore for RedisKvStore {
     async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
         let rkey = self.inner.codec.encode(key);
         let mut conn = self.conn();
-        let raw: Option<Vec<u8>> = self
+        let raw: Option<Vec<u8>> = match self
             .run(redis::cmd("GET").arg(&rkey).query_async(&mut conn))
             .await
-            .map_err(|e| e.with_operation(Operation::Get).with_key(key))?;
+        {
+            Ok(raw) => raw,
+            Err(e) => {
+                let e = self.explain(e, std::slice::from_ref(key), std::slice::from_ref(&rkey));
+                return Err(e.await.with_operation(Operation::Get).with_key(key));
+            }
+        };
         raw.map(|raw| decode_value(&raw))
             .transpose()
             .map_err(|e| e.with_operation(Operation::Get).with_key(key))
@@ -601,7 +621,7 @@ impl KvStore for RedisKvStore {
     ) -> Result<bool> {
         let new = crate::value::checked_cas(expected, new)
             .map_err(|e| e.with_operation(Operation::Cas).with_key(key))?;
-        match tokio::time::timeout(
+        let result = match tokio::time::timeout(
             self.inner.timeout,
             self.cas_inner(key, expected, new, options),
         )
@@ -609,8 +629,15 @@ impl KvStore for RedisKvStore {
         {
             Ok(result) => result,
             Err(_) => Err(timeout_error(self.inner.timeout)),
+        };
+        match result {
+            Ok(swapped) => Ok(swapped),
+            Err(e) => {
+                let rkey = self.inner.codec.encode(key);
+                let e = self.explain(e, std::slice::from_ref(key), std::slice::from_ref(&rkey));
+                Err(e.await.with_operation(Operation::Cas).with_key(key))
+            }
         }
-        .map_err(|e| e.with_operation(Operation::Cas).with_key(key))
     }
 
     fn list(&self, prefix: Option<KvKey>) -> BoxStream<'_, Result<KvEntry>> {
@@ -622,6 +649,10 @@ impl KvStore for RedisKvStore {
         let mut conn = self.conn();
         let raw = self
             .run(Self::mget(&mut conn, &raw_keys))
+            .await
+            .map_err(|e| e.with_operation(Operation::GetMany))?;
+        // MGET answers nil for a key of another type too.
+        self.check_nils(keys, &raw_keys, &raw)
             .await
             .map_err(|e| e.with_operation(Operation::GetMany))?;
         keys.iter()
