@@ -29,7 +29,7 @@
 //! | [`store`] | the [`KvStore`] trait, [`KvStoreExt`] typed helpers, [`SetOptions`], [`KvEntry`] |
 //! | [`error`] | [`Error`], [`ErrorKind`], [`Result`], and [`Operation`], the name of every call (in errors, metric labels, the tower bridge) |
 //! | [`stores`] | one module per backend: [`MemoryKvStore`] (always on), `SqliteKvStore` (feature `sqlite`), `PostgresKvStore` (feature `postgres`), `RedisKvStore` (feature `redis`, Redis and Redis Cluster), `DenoKvStore` (feature `denokv`), `WorkersKvStore` (feature `cfworkers`); [`Layout`](stores::Layout) picks the data format (kvtower's own or Fedify's) |
-//! | `invalidation` | the cross-node invalidation bus over Redis pub/sub (feature `redis`) |
+//! | `invalidation` | the cross-node invalidation bus over Redis pub/sub and Redis client tracking for writes made around kvtower (feature `redis`) |
 //! | `config` | `StoreConfig`: stacks from TOML, environment or code (feature `config`) |
 //! | [`layers`] | tower-style layers: [`CacheLayer`](layers::CacheLayer), [`CircuitBreakerLayer`](layers::CircuitBreakerLayer), [`PrefixLayer`](layers::PrefixLayer), [`DefaultTtlLayer`](layers::DefaultTtlLayer), [`MetricsLayer`](layers::MetricsLayer), [`TracingLayer`](layers::TracingLayer); the recommended order is in [`layers`](layers#order) |
 //! | [`service`] | the bridge to tower middleware: [`KvRequest`](service::KvRequest), [`KvService`](service::KvService), [`ServiceStore`](service::ServiceStore) |

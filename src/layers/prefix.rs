@@ -165,10 +165,16 @@ fn encode(prefix: &KvKey) -> String {
     out
 }
 
+/// The one-part key every inner key of a `Prefix` over `prefix` starts with.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))] // client tracking maps keys back with it
+pub(crate) fn stored_part(prefix: &KvKey) -> KvKey {
+    crate::kvkey![encode(prefix)]
+}
+
 impl<S> Prefix<S> {
     /// Wraps `inner` so every key goes under `prefix`.
     pub fn new(inner: S, prefix: KvKey) -> Self {
-        let stored = crate::kvkey![encode(&prefix)];
+        let stored = stored_part(&prefix);
         Self {
             inner,
             prefix,

@@ -4,11 +4,8 @@ use std::sync::Weak;
 use std::time::Duration;
 
 use super::error::pg_error;
-use deadpool_postgres::Pool;
-
-use super::bound::{run, Bounds};
 use super::{prepare, Inner};
-use crate::error::Result;
+use crate::error::{Result, ResultExt};
 use crate::operation::Operation;
 use crate::stores::sql;
 
@@ -34,27 +31,23 @@ pub(super) fn spawn_sweeper(store: Weak<Inner>, every: Duration) {
 }
 
 pub(super) async fn sweep_all(inner: &Inner) -> Result<u64> {
-    sweep_batches(&inner.pool, inner.bounds, &inner.sql.sweep).await
-}
-
-/// Runs `statement` (a `DELETE` of at most `$1` expired rows) until a batch
-/// deletes fewer, and returns how many rows it deleted; for either layout.
-pub(super) async fn sweep_batches(pool: &Pool, bounds: Bounds, statement: &str) -> Result<u64> {
-    let batch = i64::try_from(sql::SWEEP_BATCH).unwrap_or(i64::MAX);
-    let mut total = 0;
-    loop {
-        // Each batch is one operation, within the timeout.
-        let deleted = run(pool, bounds, Operation::Sweep, async |client| {
-            let stmt = prepare(client, statement, Operation::Sweep).await?;
-            client
-                .execute(&stmt, &[&batch])
-                .await
-                .map_err(|e| pg_error(e, Operation::Sweep))
-        })
-        .await?;
-        total += deleted;
-        if deleted < sql::SWEEP_BATCH as u64 {
-            return Ok(total);
+    async {
+        let batch = i64::try_from(sql::SWEEP_BATCH).unwrap_or(i64::MAX);
+        let mut total = 0;
+        loop {
+            // Each batch is one operation, within the timeout.
+            let deleted = inner
+                .run(Operation::Sweep, async |client| {
+                    let stmt = prepare(client, &inner.sql.sweep).await?;
+                    client.execute(&stmt, &[&batch]).await.map_err(pg_error)
+                })
+                .await?;
+            total += deleted;
+            if deleted < sql::SWEEP_BATCH as u64 {
+                return Ok(total);
+            }
         }
     }
+    .await
+    .op(Operation::Sweep)
 }

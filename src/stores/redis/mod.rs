@@ -521,6 +521,12 @@ impl RedisKvStore {
         &self.inner.namespace
     }
 
+    /// How this store's keys become Redis keys (client tracking decodes the
+    /// keys Redis reports with it).
+    pub(crate) fn key_codec(&self) -> &KeyCodec {
+        &self.inner.codec
+    }
+
     /// The key format this store reads and writes.
     pub fn layout(&self) -> Layout {
         self.inner.layout
