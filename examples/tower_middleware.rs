@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 use kvtower::layers::CacheLayer;
 use kvtower::service::{KvServiceLayer, RetryPolicy, ServiceStoreLayer};
+use kvtower::Operation;
 use kvtower::{
     kvkey, Error, ErrorKind, KvEntry, KvKey, KvStore, MemoryKvStore, Result, SetOptions, Value,
 };
@@ -61,7 +62,7 @@ impl<S> Flaky<S> {
         self.calls.load(Ordering::SeqCst)
     }
 
-    async fn trouble(&self, operation: &'static str) -> Result<()> {
+    async fn trouble(&self, operation: Operation) -> Result<()> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         if n.is_multiple_of(5) {
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -78,17 +79,17 @@ impl<S> Flaky<S> {
 #[async_trait]
 impl<S: KvStore> KvStore for Flaky<S> {
     async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
-        self.trouble("get").await?;
+        self.trouble(Operation::Get).await?;
         self.inner.get(key).await
     }
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
-        self.trouble("set").await?;
+        self.trouble(Operation::Set).await?;
         self.inner.set(key, value, options).await
     }
 
     async fn delete(&self, key: &KvKey) -> Result<()> {
-        self.trouble("delete").await?;
+        self.trouble(Operation::Delete).await?;
         self.inner.delete(key).await
     }
 
@@ -99,7 +100,7 @@ impl<S: KvStore> KvStore for Flaky<S> {
         new: Option<Value>,
         options: SetOptions,
     ) -> Result<bool> {
-        self.trouble("cas").await?;
+        self.trouble(Operation::Cas).await?;
         self.inner.cas(key, expected, new, options).await
     }
 
@@ -108,17 +109,17 @@ impl<S: KvStore> KvStore for Flaky<S> {
     }
 
     async fn get_many(&self, keys: &[KvKey]) -> Result<Vec<Option<Value>>> {
-        self.trouble("get_many").await?;
+        self.trouble(Operation::GetMany).await?;
         self.inner.get_many(keys).await
     }
 
     async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {
-        self.trouble("set_many").await?;
+        self.trouble(Operation::SetMany).await?;
         self.inner.set_many(entries, options).await
     }
 
     async fn delete_many(&self, keys: &[KvKey]) -> Result<()> {
-        self.trouble("delete_many").await?;
+        self.trouble(Operation::DeleteMany).await?;
         self.inner.delete_many(keys).await
     }
 

@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::key::KvKey;
+pub use crate::operation::Operation;
 
 /// The result type of every fallible kvtower operation.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -75,10 +76,10 @@ impl fmt::Display for ErrorKind {
 /// # Examples
 ///
 /// ```
-/// use kvtower::{kvkey, Error, ErrorKind};
+/// use kvtower::{kvkey, Error, ErrorKind, Operation};
 ///
 /// let err = Error::new(ErrorKind::Timeout, "no answer in 50ms")
-///     .with_operation("get")
+///     .with_operation(Operation::Get)
 ///     .with_key(&kvkey!["user", "42"]);
 /// assert_eq!(err.kind(), ErrorKind::Timeout);
 /// assert!(err.is_retryable());
@@ -93,7 +94,7 @@ impl fmt::Display for ErrorKind {
 pub struct Error {
     kind: ErrorKind,
     message: String,
-    operation: Option<&'static str>,
+    operation: Option<Operation>,
     key: Option<KvKey>,
     retryable: Option<bool>,
     cause: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
@@ -130,12 +131,12 @@ impl PartialEq for Error {
 }
 
 struct Context<'a> {
-    operation: Option<&'static str>,
+    operation: Option<Operation>,
     key: Option<&'a KvKey>,
 }
 
 impl<'a> Context<'a> {
-    fn new(operation: &Option<&'static str>, key: &'a Option<KvKey>) -> Self {
+    fn new(operation: &Option<Operation>, key: &'a Option<KvKey>) -> Self {
         Self {
             operation: *operation,
             key: key.as_ref(),
@@ -191,16 +192,18 @@ impl Error {
         }
     }
 
-    /// Records the operation that failed (`"get"`, `"set"`, ...), unless one is
-    /// already recorded: the innermost store knows best.
+    /// Records the operation that failed, unless one is already recorded:
+    /// the innermost store knows best.
     ///
     /// ```
-    /// # use kvtower::{Error, ErrorKind};
-    /// let err = Error::new(ErrorKind::Backend, "x").with_operation("cas").with_operation("get");
-    /// assert_eq!(err.operation(), Some("cas"));
+    /// # use kvtower::{Error, ErrorKind, Operation};
+    /// let err = Error::new(ErrorKind::Backend, "x")
+    ///     .with_operation(Operation::Cas)
+    ///     .with_operation(Operation::Get);
+    /// assert_eq!(err.operation(), Some(Operation::Cas));
     /// ```
     #[must_use]
-    pub fn with_operation(mut self, operation: &'static str) -> Self {
+    pub fn with_operation(mut self, operation: Operation) -> Self {
         self.operation.get_or_insert(operation);
         self
     }
@@ -270,7 +273,7 @@ impl Error {
     }
 
     /// The operation that failed, when known.
-    pub fn operation(&self) -> Option<&'static str> {
+    pub fn operation(&self) -> Option<Operation> {
         self.operation
     }
 
@@ -295,10 +298,11 @@ impl Error {
     /// Shorthand for an [`ErrorKind::Unsupported`] error naming the operation.
     ///
     /// ```
-    /// # use kvtower::{Error, ErrorKind};
-    /// assert_eq!(Error::unsupported("cas", "no atomic update").kind(), ErrorKind::Unsupported);
+    /// # use kvtower::{Error, ErrorKind, Operation};
+    /// let err = Error::unsupported(Operation::Cas, "no atomic update");
+    /// assert_eq!(err.kind(), ErrorKind::Unsupported);
     /// ```
-    pub fn unsupported(operation: &'static str, why: impl Into<String>) -> Self {
+    pub fn unsupported(operation: Operation, why: impl Into<String>) -> Self {
         Self::new(ErrorKind::Unsupported, why).with_operation(operation)
     }
 
@@ -356,6 +360,30 @@ impl fmt::Display for Redacted {
 #[cfg(any(feature = "config", feature = "redis", feature = "postgres"))]
 impl std::error::Error for Redacted {}
 
+/// Attaches a failing call's context, once, where a store's [`KvStore`]
+/// method begins: its [`Operation`] and, for single-key calls, its key. The
+/// helpers under that boundary (a backend's driver-error mapping, its
+/// statements) leave both out, so each is named in one place per method.
+///
+/// [`KvStore`]: crate::KvStore
+#[allow(dead_code)] // not every feature set has a store that uses both
+pub(crate) trait ResultExt<T> {
+    /// The error, if any, names `operation` and `key` (unless already set).
+    fn ctx(self, operation: Operation, key: &KvKey) -> Result<T>;
+    /// The error, if any, names `operation` (unless already set).
+    fn op(self, operation: Operation) -> Result<T>;
+}
+
+impl<T> ResultExt<T> for Result<T> {
+    fn ctx(self, operation: Operation, key: &KvKey) -> Result<T> {
+        self.map_err(|e| e.with_operation(operation).with_key(key))
+    }
+
+    fn op(self, operation: Operation) -> Result<T> {
+        self.map_err(|e| e.with_operation(operation))
+    }
+}
+
 impl From<serde_json::Error> for Error {
     fn from(err: serde_json::Error) -> Self {
         Error::new(ErrorKind::InvalidValue, err.to_string()).with_source(err)
@@ -370,7 +398,7 @@ mod tests {
     #[test]
     fn display_has_kind_operation_key_and_message() {
         let err = Error::new(ErrorKind::InvalidValue, "not JSON")
-            .with_operation("get")
+            .with_operation(Operation::Get)
             .with_key(&kvkey!["a", "b"]);
         assert_eq!(
             err.to_string(),

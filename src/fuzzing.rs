@@ -12,6 +12,7 @@
     feature = "denokv",
     feature = "cfworkers"
 ))]
+use crate::operation::Operation;
 use crate::{KvKey, Result, Value};
 
 /// `RedisKvStore`'s key escaping and value decoding.
@@ -85,7 +86,7 @@ pub mod sql {
 
     /// A Postgres `value` column (`json`, read as text) as a value.
     pub fn parse_value(text: &str, key: &KvKey) -> Result<Value> {
-        sql::parse_value(text, key, "get")
+        sql::parse_value(text, key, Operation::Get)
     }
 }
 
@@ -96,7 +97,7 @@ pub mod sqlite {
 
     /// A SQLite `TEXT` value cell (any bytes) as a value.
     pub fn text_value(text: &[u8], key: &KvKey) -> Result<Value> {
-        crate::stores::sqlite::text_value(text, key, "get")
+        crate::stores::sqlite::text_value(text, key, Operation::Get)
     }
 }
 
@@ -168,5 +169,19 @@ pub mod cfworkers {
     pub fn metadata_is_live(metadata: &str, now_ms: u64) -> Option<bool> {
         let metadata: layout::Metadata = serde_json::from_str(metadata).ok()?;
         Some(layout::is_live(Some(&metadata), now_ms))
+    }
+}
+
+/// The crate's one URL redactor (`Debug`, `Display` and errors of URLs).
+#[cfg(any(feature = "config", feature = "redis", feature = "postgres"))]
+pub mod redact {
+    /// `text` with its passwords and tokens replaced by `***`.
+    pub fn redact_url(text: &str) -> String {
+        crate::redact::redact_url(text)
+    }
+
+    /// The secrets of `text` as a driver may print them.
+    pub fn secrets(text: &str) -> Vec<String> {
+        crate::redact::secrets(text)
     }
 }

@@ -27,11 +27,11 @@
 //! | [`key`] | [`KvKey`], a non-empty sequence of string parts, and [`kvkey!`] |
 //! | [`aside`] | cache-aside: [`CacheAside`](aside::CacheAside)`::get_or_set` with one loader per key across the fleet (a lease), fail-safe, soft/hard loader timeouts, eager refresh |
 //! | [`store`] | the [`KvStore`] trait, [`KvStoreExt`] typed helpers, [`SetOptions`], [`KvEntry`] |
-//! | [`error`] | [`Error`], [`ErrorKind`], [`Result`] |
-//! | [`stores`] | one module per backend: [`MemoryKvStore`] (always on), `SqliteKvStore` (feature `sqlite`), `PostgresKvStore` (feature `postgres`), `RedisKvStore` (feature `redis`) |
-//! | `invalidation` | the cross-node invalidation bus over Redis pub/sub (feature `redis`) |
+//! | [`error`] | [`Error`], [`ErrorKind`], [`Result`], and [`Operation`], the name of every call (in errors, metric labels, the tower bridge) |
+//! | [`stores`] | one module per backend: [`MemoryKvStore`] (always on), `SqliteKvStore` (feature `sqlite`), `PostgresKvStore` (feature `postgres`), `RedisKvStore` (feature `redis`, Redis and Redis Cluster), `DenoKvStore` (feature `denokv`), `WorkersKvStore` (feature `cfworkers`); [`Layout`](stores::Layout) picks the data format (kvtower's own or Fedify's) |
+//! | `invalidation` | the cross-node invalidation bus over Redis pub/sub and Redis client tracking for writes made around kvtower (feature `redis`) |
 //! | `config` | `StoreConfig`: stacks from TOML, environment or code (feature `config`) |
-//! | [`layers`] | tower-style layers: [`CacheLayer`](layers::CacheLayer), [`PrefixLayer`](layers::PrefixLayer), [`DefaultTtlLayer`](layers::DefaultTtlLayer), [`MetricsLayer`](layers::MetricsLayer), [`TracingLayer`](layers::TracingLayer) |
+//! | [`layers`] | tower-style layers: [`CacheLayer`](layers::CacheLayer), [`CircuitBreakerLayer`](layers::CircuitBreakerLayer), [`PrefixLayer`](layers::PrefixLayer), [`DefaultTtlLayer`](layers::DefaultTtlLayer), [`MetricsLayer`](layers::MetricsLayer), [`TracingLayer`](layers::TracingLayer); the recommended order is in [`layers`](layers#order) |
 //! | [`service`] | the bridge to tower middleware: [`KvRequest`](service::KvRequest), [`KvService`](service::KvService), [`ServiceStore`](service::ServiceStore) |
 //! | `testing` | the conformance suite every store passes (feature `testing`) |
 //! | [`value`] | the limits on values every store enforces: [`MAX_DEPTH`](value::MAX_DEPTH) levels of nesting |
@@ -71,6 +71,7 @@ pub mod __fuzz;
 pub mod invalidation;
 pub mod key;
 pub mod layers;
+mod operation;
 // Only the stores and the config that take URLs with credentials need it.
 #[cfg(any(feature = "config", feature = "redis", feature = "postgres"))]
 mod redact;
@@ -83,6 +84,7 @@ pub mod value;
 
 pub use error::{Error, ErrorKind, Result};
 pub use key::KvKey;
+pub use operation::Operation;
 pub use store::{
     Capabilities, DynKvStore, KvEntry, KvStore, KvStoreExt, SetOptions, SharedGet, Value,
 };

@@ -346,6 +346,12 @@ fn percent_decode(text: &str) -> Cow<'_, str> {
     if !text.contains('%') {
         return Cow::Borrowed(text);
     }
+    Cow::Owned(String::from_utf8_lossy(&percent_decode_bytes(text)).into_owned())
+}
+
+/// The bytes `text` stands for, each valid `%XX` decoded (any other `%`
+/// kept as it is).
+pub(crate) fn percent_decode_bytes(text: &str) -> Vec<u8> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -366,7 +372,7 @@ fn percent_decode(text: &str) -> Cow<'_, str> {
             }
         }
     }
-    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+    out
 }
 
 /// Redacts every connection string quoted in a free text (an error message

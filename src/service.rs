@@ -46,14 +46,15 @@ use tower::{Service, ServiceExt};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
+use crate::operation::Operation;
 use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, SharedGet, Value};
 
 /// One [`KvStore`] call as a value. `Clone`, so `tower::retry` can replay it.
 ///
 /// ```
-/// use kvtower::{kvkey, service::KvRequest};
+/// use kvtower::{kvkey, service::KvRequest, Operation};
 /// let request = KvRequest::Get(kvkey!["a"]);
-/// assert_eq!(request.operation(), "get");
+/// assert_eq!(request.operation(), Operation::Get);
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub enum KvRequest {
@@ -103,19 +104,27 @@ pub enum KvRequest {
 }
 
 impl KvRequest {
-    /// The operation's name, as in metrics (`"get"`, `"set_many"`, ...).
-    pub fn operation(&self) -> &'static str {
+    /// The operation this request runs (its [`as_str`](Operation::as_str)
+    /// is the name in errors and metrics).
+    ///
+    /// ```
+    /// use kvtower::service::KvRequest;
+    /// use kvtower::{kvkey, Operation};
+    ///
+    /// assert_eq!(KvRequest::GetMany(vec![kvkey!["a"]]).operation(), Operation::GetMany);
+    /// ```
+    pub fn operation(&self) -> Operation {
         match self {
-            KvRequest::Get(_) => "get",
-            KvRequest::Set { .. } => "set",
-            KvRequest::Delete(_) => "delete",
-            KvRequest::Cas { .. } => "cas",
-            KvRequest::List(_) => "list",
-            KvRequest::GetMany(_) => "get_many",
-            KvRequest::GetWithTtl(_) => "get_with_ttl",
-            KvRequest::GetManyWithTtl(_) => "get_many_with_ttl",
-            KvRequest::SetMany { .. } => "set_many",
-            KvRequest::DeleteMany(_) => "delete_many",
+            KvRequest::Get(_) => Operation::Get,
+            KvRequest::Set { .. } => Operation::Set,
+            KvRequest::Delete(_) => Operation::Delete,
+            KvRequest::Cas { .. } => Operation::Cas,
+            KvRequest::List(_) => Operation::List,
+            KvRequest::GetMany(_) => Operation::GetMany,
+            KvRequest::GetWithTtl(_) => Operation::GetWithTtl,
+            KvRequest::GetManyWithTtl(_) => Operation::GetManyWithTtl,
+            KvRequest::SetMany { .. } => Operation::SetMany,
+            KvRequest::DeleteMany(_) => Operation::DeleteMany,
         }
     }
 
@@ -366,7 +375,7 @@ impl<Svc> tower::Layer<Svc> for ServiceStoreLayer {
 }
 
 /// Maps an error out of a tower stack back to an [`Error`].
-fn into_error(error: tower::BoxError, operation: &'static str) -> Error {
+fn into_error(error: tower::BoxError, operation: Operation) -> Error {
     let error = match error.downcast::<Error>() {
         Ok(error) => return error.with_operation(operation),
         Err(other) => other,
@@ -387,7 +396,7 @@ fn into_error(error: tower::BoxError, operation: &'static str) -> Error {
         .with_source(error)
 }
 
-fn unexpected(operation: &'static str, response: &KvResponse) -> Error {
+fn unexpected(operation: Operation, response: &KvResponse) -> Error {
     Error::new(
         ErrorKind::Backend,
         format!("unexpected response to {operation}: {response:?}"),
@@ -425,14 +434,14 @@ where
     async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
         match self.call(KvRequest::Get(key.clone())).await? {
             KvResponse::Value(value) => Ok(value),
-            other => Err(unexpected("get", &other)),
+            other => Err(unexpected(Operation::Get, &other)),
         }
     }
 
     async fn get_with_ttl(&self, key: &KvKey) -> Result<Option<(Value, Option<Duration>)>> {
         match self.call(KvRequest::GetWithTtl(key.clone())).await? {
             KvResponse::ValueWithTtl(value) => Ok(value),
-            other => Err(unexpected("get_with_ttl", &other)),
+            other => Err(unexpected(Operation::GetWithTtl, &other)),
         }
     }
 
@@ -444,8 +453,8 @@ where
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
         // Refuse a value past the nesting limit here, before tower's
         // middleware clones, formats or drops it recursively.
-        let value =
-            crate::value::checked(value).map_err(|e| e.with_operation("set").with_key(key))?;
+        let value = crate::value::checked(value)
+            .map_err(|e| e.with_operation(Operation::Set).with_key(key))?;
         let request = KvRequest::Set {
             key: key.clone(),
             value,
@@ -453,14 +462,14 @@ where
         };
         match self.call(request).await? {
             KvResponse::Done => Ok(()),
-            other => Err(unexpected("set", &other)),
+            other => Err(unexpected(Operation::Set, &other)),
         }
     }
 
     async fn delete(&self, key: &KvKey) -> Result<()> {
         match self.call(KvRequest::Delete(key.clone())).await? {
             KvResponse::Done => Ok(()),
-            other => Err(unexpected("delete", &other)),
+            other => Err(unexpected(Operation::Delete, &other)),
         }
     }
 
@@ -472,7 +481,7 @@ where
         options: SetOptions,
     ) -> Result<bool> {
         let new = crate::value::checked_cas(expected, new)
-            .map_err(|e| e.with_operation("cas").with_key(key))?;
+            .map_err(|e| e.with_operation(Operation::Cas).with_key(key))?;
         let request = KvRequest::Cas {
             key: key.clone(),
             expected: expected.cloned(),
@@ -481,7 +490,7 @@ where
         };
         match self.call(request).await? {
             KvResponse::Swapped(swapped) => Ok(swapped),
-            other => Err(unexpected("cas", &other)),
+            other => Err(unexpected(Operation::Cas, &other)),
         }
     }
 
@@ -490,7 +499,7 @@ where
             .map(|response| match response {
                 Ok(KvResponse::Entries(entries)) => stream::iter(entries).map(Ok).boxed(),
                 Ok(KvResponse::Listing(items)) => stream::iter(items).boxed(),
-                Ok(other) => stream::iter([Err(unexpected("list", &other))]).boxed(),
+                Ok(other) => stream::iter([Err(unexpected(Operation::List, &other))]).boxed(),
                 Err(e) => stream::iter([Err(e)]).boxed(),
             })
             .flatten()
@@ -500,7 +509,7 @@ where
     async fn get_many(&self, keys: &[KvKey]) -> Result<Vec<Option<Value>>> {
         match self.call(KvRequest::GetMany(keys.to_vec())).await? {
             KvResponse::Values(values) if values.len() == keys.len() => Ok(values),
-            other => Err(unexpected("get_many", &other)),
+            other => Err(unexpected(Operation::GetMany, &other)),
         }
     }
 
@@ -510,23 +519,23 @@ where
     ) -> Result<Vec<Option<(Value, Option<Duration>)>>> {
         match self.call(KvRequest::GetManyWithTtl(keys.to_vec())).await? {
             KvResponse::ValuesWithTtl(values) if values.len() == keys.len() => Ok(values),
-            other => Err(unexpected("get_many_with_ttl", &other)),
+            other => Err(unexpected(Operation::GetManyWithTtl, &other)),
         }
     }
 
     async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {
-        let entries =
-            crate::value::checked_entries(entries).map_err(|e| e.with_operation("set_many"))?;
+        let entries = crate::value::checked_entries(entries)
+            .map_err(|e| e.with_operation(Operation::SetMany))?;
         match self.call(KvRequest::SetMany { entries, options }).await? {
             KvResponse::Done => Ok(()),
-            other => Err(unexpected("set_many", &other)),
+            other => Err(unexpected(Operation::SetMany, &other)),
         }
     }
 
     async fn delete_many(&self, keys: &[KvKey]) -> Result<()> {
         match self.call(KvRequest::DeleteMany(keys.to_vec())).await? {
             KvResponse::Done => Ok(()),
-            other => Err(unexpected("delete_many", &other)),
+            other => Err(unexpected(Operation::DeleteMany, &other)),
         }
     }
 

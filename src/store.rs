@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::key::KvKey;
+use crate::operation::Operation;
 
 /// The value type: any JSON value. [`Value::Null`] is a stored value, distinct
 /// from an absent key (`None`).
@@ -627,7 +628,7 @@ pub trait KvStoreExt: KvStore {
             None => Ok(None),
             Some(value) => T::deserialize(&*value)
                 .map(Some)
-                .map_err(|e| Error::from(e).with_operation("get").with_key(key)),
+                .map_err(|e| Error::from(e).with_operation(Operation::Get).with_key(key)),
         }
     }
 
@@ -644,7 +645,7 @@ pub trait KvStoreExt: KvStore {
         options: SetOptions,
     ) -> Result<()> {
         let value = serde_json::to_value(value)
-            .map_err(|e| Error::from(e).with_operation("set").with_key(key))?;
+            .map_err(|e| Error::from(e).with_operation(Operation::Set).with_key(key))?;
         self.set(key, value, options).await
     }
 

@@ -741,3 +741,105 @@ async fn the_cache_aside_example_serves_through_an_outage() {
         assert!(*took < Duration::from_secs(1), "{what}: {took:?}");
     }
 }
+
+/// Every event of the facade is counted in its metric (handles registered
+/// at `build`, so a local recorder around it sees them all).
+#[tokio::test(start_paused = true)]
+async fn every_event_is_counted() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let aside = metrics::with_local_recorder(&recorder, || {
+        CacheAside::builder(MemoryKvStore::new())
+            .name("events")
+            .build()
+            .unwrap()
+    });
+    let ttl = EntryOptions::new().ttl(Duration::from_secs(10));
+    let safe = ttl.fail_safe(Duration::from_secs(3600), Duration::from_secs(5));
+    let loads = Loads::default();
+    let (a, b) = (kvkey!["a"], kvkey!["b"]);
+
+    // A miss that loads, then a hit.
+    aside
+        .get_or_set(&a, safe, loads.loader(Duration::ZERO, json!(1)))
+        .await
+        .unwrap();
+    aside
+        .get_or_set(&a, safe, loads.loader(Duration::ZERO, json!(2)))
+        .await
+        .unwrap();
+    // Expired, the loader fails: the stale value is served.
+    tokio::time::advance(Duration::from_secs(11)).await;
+    let value = aside.get_or_set(&a, safe, loads.failing()).await.unwrap();
+    assert_eq!(value, json!(1));
+    // A hard timeout without a stale value; the load completes later.
+    let hard = ttl.hard_timeout(Duration::from_millis(100));
+    let err = aside
+        .get_or_set(&b, hard, loads.loader(Duration::from_secs(1), json!(3)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let mut seen = std::collections::BTreeMap::new();
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let labels: Vec<String> = key
+            .key()
+            .labels()
+            .filter(|l| l.key() != "cache")
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        assert!(key
+            .key()
+            .labels()
+            .any(|l| l.key() == "cache" && l.value() == "events"));
+        let n = match value {
+            DebugValue::Counter(n) => n,
+            DebugValue::Histogram(samples) => samples.len() as u64,
+            DebugValue::Gauge(_) => continue,
+        };
+        seen.insert(format!("{}{{{}}}", key.key().name(), labels.join(",")), n);
+    }
+    let count = |name: &str| seen.get(name).copied().unwrap_or(0);
+    assert_eq!(
+        count("kvtower_aside_requests_total{outcome=hit}"),
+        1,
+        "{seen:#?}"
+    );
+    assert_eq!(
+        count("kvtower_aside_loader_calls_total{outcome=ok}"),
+        2,
+        "{seen:#?}"
+    );
+    assert_eq!(
+        count("kvtower_aside_loader_calls_total{outcome=error}"),
+        1,
+        "{seen:#?}"
+    );
+    assert_eq!(
+        count("kvtower_aside_loader_duration_seconds{}"),
+        3,
+        "{seen:#?}"
+    );
+    assert_eq!(
+        count("kvtower_aside_stale_served_total{reason=loader_error}"),
+        1,
+        "{seen:#?}"
+    );
+    assert_eq!(
+        count("kvtower_aside_timeouts_total{timeout=hard}"),
+        1,
+        "{seen:#?}"
+    );
+    assert_eq!(
+        count("kvtower_aside_background_completions_total{outcome=ok}"),
+        1,
+        "{seen:#?}"
+    );
+    assert!(
+        count("kvtower_aside_lease_total{outcome=acquired}") >= 2,
+        "{seen:#?}"
+    );
+    assert_eq!(loads.calls(), 3);
+}

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use kvtower::layers::CacheLayer;
+use kvtower::Operation;
 use kvtower::{
     kvkey, Capabilities, Error, ErrorKind, KvEntry, KvKey, KvStore, MemoryKvStore, Result,
     SetOptions, Value,
@@ -57,7 +58,7 @@ impl Faulty {
     /// Runs a write with the faults switched on now.
     async fn write<T: Send + 'static>(
         &self,
-        op: &'static str,
+        op: Operation,
         write: impl std::future::Future<Output = Result<T>> + Send + 'static,
     ) -> Result<T> {
         if self.faults.reject_writes.load(Ordering::SeqCst) {
@@ -92,13 +93,15 @@ impl KvStore for Faulty {
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
         let (store, key) = (self.store.clone(), key.clone());
-        self.write("set", async move { store.set(&key, value, options).await })
-            .await
+        self.write(Operation::Set, async move {
+            store.set(&key, value, options).await
+        })
+        .await
     }
 
     async fn delete(&self, key: &KvKey) -> Result<()> {
         let (store, key) = (self.store.clone(), key.clone());
-        self.write("delete", async move { store.delete(&key).await })
+        self.write(Operation::Delete, async move { store.delete(&key).await })
             .await
     }
 
@@ -110,7 +113,7 @@ impl KvStore for Faulty {
         options: SetOptions,
     ) -> Result<bool> {
         let (store, key, expected) = (self.store.clone(), key.clone(), expected.cloned());
-        self.write("cas", async move {
+        self.write(Operation::Cas, async move {
             store.cas(&key, expected.as_ref(), new, options).await
         })
         .await

@@ -220,7 +220,7 @@ fn jitter_that_is_not_a_fraction_is_a_config_error() {
 
 #[tokio::test]
 async fn cache_ttls_beyond_what_the_front_tier_takes_are_config_errors() {
-    for field in ["ttl", "negative_ttl"] {
+    for field in ["ttl", "negative_ttl", "stale_if_error"] {
         let text = format!(
             "backend = \"memory://\"\n[[layers]]\ntype = \"cache\"\n{field} = \"2000years\""
         );
@@ -261,6 +261,7 @@ async fn cache_builder_takes_duration_max() {
     let layer = kvtower::layers::CacheLayer::builder(front)
         .front_max_ttl(Duration::MAX)
         .negative_ttl(Duration::MAX)
+        .stale_if_error(Duration::MAX)
         .build();
     let store = layer.layer(kvtower::MemoryKvStore::new());
     assert_eq!(store.get(&kvkey!["missing"]).await.unwrap(), None);
@@ -269,4 +270,37 @@ async fn cache_builder_takes_duration_max() {
         .await
         .unwrap();
     assert_eq!(store.get(&kvkey!["a"]).await.unwrap(), Some(1.into()));
+}
+
+/// Issue 12 item 14: the Postgres backend takes the per-operation and
+/// connection timeouts, in the duration syntax of every other field, and
+/// refuses zero.
+#[test]
+fn postgres_timeouts_parse_and_zero_is_refused() {
+    let config = StoreConfig::from_toml_str(
+        "[backend]\nkind = \"postgres\"\nurl = \"postgres://app:pw@db/test\"\n\
+         timeout = \"1500ms\"\nconnect_timeout = \"3s\"",
+    )
+    .unwrap();
+    match &config.backend {
+        BackendConfig::Postgres(c) => {
+            assert_eq!(c.timeout, Some(Duration::from_millis(1500)));
+            assert_eq!(c.connect_timeout, Some(Duration::from_secs(3)));
+        }
+        other => panic!("{other:?}"),
+    }
+    let text = toml::to_string(&config).unwrap();
+    assert_eq!(StoreConfig::from_toml_str(&text).unwrap(), config);
+    for field in ["timeout", "connect_timeout"] {
+        let err = StoreConfig::from_toml_str(&format!(
+            "[backend]\nkind = \"postgres\"\nurl = \"postgres://db/test\"\n{field} = \"0s\""
+        ))
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("backend.{field}")) && text.contains("more than zero"),
+            "{text}"
+        );
+    }
 }

@@ -507,3 +507,45 @@ mod remote {
         assert_eq!(err.kind(), ErrorKind::Config);
     }
 }
+
+/// Issue 12 item 13: two handles on one file (the shared-with-Deno case)
+/// incrementing one counter with concurrent `cas`: a lost race answers
+/// `false` and a busy database is waited out, so no call fails and the
+/// counter ends exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_handles_on_one_file_cas_exactly() {
+    let path = fresh_path("two-handles");
+    let handles = [
+        DenoKvStore::open(&path).unwrap(),
+        DenoKvStore::open(&path).unwrap(),
+    ];
+    let key = kvkey!["counter"];
+    handles[0]
+        .set(&key, json!(0), SetOptions::default())
+        .await
+        .unwrap();
+    let calls = (0..160).map(|i| {
+        let store = handles[i % 2].clone();
+        let key = key.clone();
+        tokio::spawn(async move {
+            loop {
+                let current = store.get(&key).await.unwrap().unwrap();
+                let next = json!(current.as_u64().unwrap() + 1);
+                match store
+                    .cas(&key, Some(&current), Some(next), SetOptions::default())
+                    .await
+                {
+                    Ok(true) => return,
+                    Ok(false) => continue,
+                    Err(e) => panic!("cas failed: {e} (retryable: {})", e.is_retryable()),
+                }
+            }
+        })
+    });
+    for call in futures::future::join_all(calls).await {
+        call.unwrap();
+    }
+    for store in &handles {
+        assert_eq!(store.get(&key).await.unwrap(), Some(json!(160)));
+    }
+}

@@ -285,7 +285,9 @@ async fn rust_writes<S: KvStore>(store: &S, nul: bool) -> (Vec<(KvKey, Value)>, 
         )
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Past the short TTL everywhere: Redis's Fedify layout rounds it up to a
+    // whole second, as Fedify does.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
     let request = read_request(&entries);
     (entries, request)
 }
@@ -355,6 +357,34 @@ mod sqlite {
                 common::WithGuard { store, _guard: dir }
             },
             16
+        );
+    }
+
+    /// `layout = "fedify"` in a configuration opens Fedify's table.
+    #[cfg(feature = "config")]
+    #[tokio::test]
+    async fn config_layout_fedify() {
+        let dir = TempDir::new();
+        let file = dir.0.join("kv.db");
+        let config = kvtower::config::StoreConfig::from_toml_str(&format!(
+            "[backend]\nkind = \"sqlite\"\npath = {:?}\nlayout = \"fedify\"\n",
+            file.display().to_string()
+        ))
+        .unwrap();
+        let configured = config.build().await.unwrap();
+        configured
+            .set(&kvkey!["a", "b"], json!({"x": 1}), SetOptions::default())
+            .await
+            .unwrap();
+        let direct = SqliteKvStore::builder()
+            .fedify_layout()
+            .open(&file)
+            .await
+            .unwrap();
+        assert_eq!(direct.table(), "fedify_kv");
+        assert_eq!(
+            direct.get(&kvkey!["a", "b"]).await.unwrap(),
+            Some(json!({"x": 1}))
         );
     }
 
@@ -504,6 +534,33 @@ mod postgres {
             },
             16
         );
+    }
+
+    /// `layout = "fedify"` (and `decode_double_encoded`) in a configuration
+    /// opens Fedify's table.
+    #[cfg(feature = "config")]
+    #[tokio::test]
+    async fn config_layout_fedify() {
+        let table = TestTable::new();
+        let config = kvtower::config::StoreConfig::from_toml_str(&format!(
+            "[backend]\nkind = \"postgres\"\nurl = {:?}\ntable = {:?}\n\
+             layout = \"fedify\"\ndecode_double_encoded = true\n",
+            postgres_url(),
+            table.name()
+        ))
+        .unwrap();
+        let configured = config.build().await.unwrap();
+        configured
+            .set(&kvkey!["a", "b"], json!([1, 2]), SetOptions::default())
+            .await
+            .unwrap();
+        let client = raw_client().await;
+        let row = client
+            .query_one(&format!("SELECT key, value FROM \"{}\"", table.name()), &[])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, Vec<String>>(0), vec!["a", "b"]);
+        assert_eq!(row.get::<_, Value>(1), json!([1, 2]));
     }
 
     async fn raw_client() -> tokio_postgres::Client {
@@ -722,6 +779,74 @@ mod redis {
         assert!(items.iter().any(|r| r.is_ok()));
     }
 
+    /// `layout = "fedify"` and `key_prefix` in a configuration write
+    /// Fedify's keys.
+    #[cfg(feature = "config")]
+    #[tokio::test]
+    async fn config_layout_fedify() {
+        let (prefix, _guard) = prefix();
+        let config = kvtower::config::StoreConfig::from_toml_str(&format!(
+            "[backend]\nkind = \"redis\"\nurl = {:?}\nlayout = \"fedify\"\nkey_prefix = {prefix:?}\n",
+            redis_url()
+        ))
+        .unwrap();
+        let configured = config.build().await.unwrap();
+        configured
+            .set(&kvkey!["a:b", "c"], json!("v"), SetOptions::default())
+            .await
+            .unwrap();
+        let client = ::redis::Client::open(redis_url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let raw: Option<String> = ::redis::cmd("GET")
+            .arg(format!("{prefix}a_:b::c"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(raw.as_deref(), Some("\"v\""));
+    }
+
+    /// TTLs are written as Fedify writes them: whole seconds, rounded up.
+    #[tokio::test]
+    async fn ttls_are_whole_seconds_rounded_up() {
+        let (prefix, _guard) = prefix();
+        let store = fedify_store(&prefix).await;
+        assert!(!store.capabilities().exact_expiry);
+        let client = ::redis::Client::open(redis_url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let pttl = |conn: &mut ::redis::aio::MultiplexedConnection, key: KvKey| {
+            let rkey = store.redis_key(&key);
+            let mut conn = conn.clone();
+            async move {
+                ::redis::cmd("PTTL")
+                    .arg(rkey)
+                    .query_async::<i64>(&mut conn)
+                    .await
+                    .unwrap()
+            }
+        };
+        let ttl = SetOptions::ttl(Duration::from_millis(1_200));
+        store.set(&kvkey!["set"], json!(1), ttl).await.unwrap();
+        store
+            .set_many(vec![(kvkey!["many"], json!(1))], ttl)
+            .await
+            .unwrap();
+        assert!(store
+            .cas(&kvkey!["cas"], None, Some(json!(1)), ttl)
+            .await
+            .unwrap());
+        for key in [kvkey!["set"], kvkey!["many"], kvkey!["cas"]] {
+            let left = pttl(&mut conn, key.clone()).await;
+            assert!(left > 1_200 && left <= 2_000, "{key}: PTTL {left}");
+        }
+        let sub_second = SetOptions::ttl(Duration::from_millis(1));
+        store
+            .set(&kvkey!["tiny"], json!(1), sub_second)
+            .await
+            .unwrap();
+        let left = pttl(&mut conn, kvkey!["tiny"]).await;
+        assert!(left > 900 && left <= 1_000, "PTTL {left}");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn interop_both_ways() {
         let Some(node) = node() else { return };
@@ -744,5 +869,40 @@ mod redis {
         let (entries, request) = rust_writes(&store, true).await;
         let answer = run_node(&node, "redis", "read", &target, Some(&request));
         node_read(&entries, &answer);
+    }
+}
+
+/// Settings that only mean something in the Fedify layout are refused
+/// without it, and an unknown layout is named.
+#[cfg(feature = "config")]
+#[test]
+fn config_layout_errors() {
+    use kvtower::config::StoreConfig;
+    let err = |text: &str| {
+        let err = StoreConfig::from_toml_str(text).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+        err.to_string()
+    };
+    let msg = err("[backend]\nkind = \"redis\"\nurl = \"redis://h\"\nkey_prefix = \"x::\"");
+    assert!(
+        msg.contains("key_prefix") && msg.contains("fedify"),
+        "{msg}"
+    );
+    let msg = err(
+        "[backend]\nkind = \"redis_cluster\"\nurls = [\"redis://h:1\"]\nlayout = \"kvtower\"\nkey_prefix = \"x\"",
+    );
+    assert!(msg.contains("key_prefix"), "{msg}");
+    let msg = err(
+        "[backend]\nkind = \"postgres\"\nurl = \"postgres://h/db\"\ndecode_double_encoded = true",
+    );
+    assert!(msg.contains("decode_double_encoded"), "{msg}");
+    let msg = err("[backend]\nkind = \"sqlite\"\npath = \"x.db\"\nlayout = \"fedifi\"");
+    assert!(msg.contains("layout") && msg.contains("fedify"), "{msg}");
+    for ok in [
+        "[backend]\nkind = \"sqlite\"\npath = \"x.db\"\nlayout = \"fedify\"",
+        "[backend]\nkind = \"redis\"\nurl = \"redis://h\"\nlayout = \"fedify\"\nkey_prefix = \"x\"",
+        "[backend]\nkind = \"postgres\"\nurl = \"postgres://h/db\"\nlayout = \"fedify\"",
+    ] {
+        StoreConfig::from_toml_str(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
     }
 }

@@ -17,6 +17,13 @@
 //!
 //! `KVTOWER_HISTORY_SECS` sets the run's length (default 8 s); BENCHMARKS.md
 //! has the long run and the staleness it observed.
+//!
+//! A second run puts the nodes in two OS processes (this test binary run
+//! again as a child, see [`history_child_node`]), each with its own cache
+//! layer and bus over the same Redis: the children report their operations
+//! with wall-clock times, which the parent maps onto its own clock (one
+//! machine, one system clock; [`CLOCK_TOLERANCE`] covers the mapping) and
+//! checks the same way.
 
 mod support;
 
@@ -112,6 +119,20 @@ async fn run_node(
     next_value: Arc<Mutex<u64>>,
     log: Arc<Mutex<Vec<Event>>>,
 ) {
+    run_node_with(store, node, until, next_value, |event| {
+        log.lock().unwrap().push(event)
+    })
+    .await
+}
+
+/// [`run_node`], handing each event to `record`.
+async fn run_node_with(
+    store: DynKvStore,
+    node: usize,
+    until: Instant,
+    next_value: Arc<Mutex<u64>>,
+    mut record: impl FnMut(Event),
+) {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (node as u64 + 1));
     while Instant::now() < until {
         let k = rng.next() % KEYS;
@@ -156,7 +177,7 @@ async fn run_node(
         };
         let end = Instant::now();
         if let Some(op) = op {
-            log.lock().unwrap().push(Event {
+            record(Event {
                 node,
                 start,
                 end,
@@ -268,14 +289,7 @@ async fn histories_under_faults_keep_the_three_properties() {
             restarted = true;
             continue;
         }
-        if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
-            let _: redis::RedisResult<i64> = redis::cmd("CLIENT")
-                .arg("KILL")
-                .arg("TYPE")
-                .arg("pubsub")
-                .query_async(&mut conn)
-                .await;
-        }
+        kill_bus_connections(&client).await;
     }
     for task in tasks {
         task.await.unwrap();
@@ -289,6 +303,191 @@ async fn histories_under_faults_keep_the_three_properties() {
     let max = check(&history);
     println!(
         "history: {} operations, {reads} reads, max staleness observed {max:?} (bound {STALENESS_BOUND:?})",
+        history.len()
+    );
+}
+
+/// The fault of both runs: every bus (pub/sub) connection killed.
+async fn kill_bus_connections(client: &redis::Client) {
+    if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
+        let _: redis::RedisResult<i64> = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query_async(&mut conn)
+            .await;
+    }
+}
+
+/// Wall-clock microseconds since the Unix epoch.
+fn unix_micros(at: std::time::SystemTime) -> u64 {
+    at.duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros()
+        .try_into()
+        .unwrap()
+}
+
+/// The environment variable that makes [`history_child_node`] a node:
+/// `url namespace node until_unix_micros`.
+const CHILD_ENV: &str = "KVTOWER_HISTORY_CHILD";
+
+/// Not a test of its own: the node of the two-process run when started by
+/// [`histories_of_two_processes_keep_the_three_properties`] (with
+/// [`CHILD_ENV`] set); otherwise it returns at once. It prints one line per
+/// operation: `EV node start_us end_us r|w key value|- ttl_ms|- ok`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_child_node() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let parts: Vec<&str> = spec.split(' ').collect();
+    let [url, namespace, node, until] = parts[..] else {
+        panic!("{CHILD_ENV}={spec:?}");
+    };
+    let node: usize = node.parse().unwrap();
+    let until_us: u64 = until.parse().unwrap();
+    let now_us = unix_micros(std::time::SystemTime::now());
+    let until = Instant::now() + Duration::from_micros(until_us.saturating_sub(now_us));
+    let store = self::node(url, namespace).await;
+    // Values unique across processes: each node counts in its own range.
+    let next_value = Arc::new(Mutex::new((node as u64) << 40));
+    // Instants of this process as wall-clock times.
+    let (base, base_us) = (Instant::now(), unix_micros(std::time::SystemTime::now()));
+    let wall = |at: Instant| base_us + (at - base).as_micros() as u64;
+    let mut lines = Vec::new();
+    run_node_with(store, node, until, next_value, |event| {
+        let show = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
+        let (kind, key, value, ttl, ok) = match event.op {
+            Op::Read { key, value } => ("r", key, show(value), "-".to_owned(), true),
+            Op::Write {
+                key,
+                value,
+                ttl,
+                ok,
+            } => (
+                "w",
+                key,
+                show(value),
+                show(ttl.map(|t| t.as_millis() as u64)),
+                ok,
+            ),
+        };
+        lines.push(format!(
+            "EV {} {} {} {kind} {key} {value} {ttl} {ok}",
+            event.node,
+            wall(event.start),
+            wall(event.end),
+        ));
+    })
+    .await;
+    println!("{}", lines.join("\n"));
+}
+
+/// Parses a child's `EV` lines, mapping wall-clock times onto this
+/// process's clock through (`base`, `base_us`).
+fn parse_events(out: &str, base: Instant, base_us: u64) -> Vec<Event> {
+    let at = |us: u64| {
+        if us >= base_us {
+            base + Duration::from_micros(us - base_us)
+        } else {
+            base - Duration::from_micros(base_us - us)
+        }
+    };
+    let opt = |s: &str| (s != "-").then(|| s.parse::<u64>().unwrap());
+    out.lines()
+        .filter_map(|line| line.strip_prefix("EV "))
+        .map(|line| {
+            let f: Vec<&str> = line.split(' ').collect();
+            let [node, start, end, kind, key, value, ttl, ok] = f[..] else {
+                panic!("bad event line {line:?}");
+            };
+            let key = key.parse().unwrap();
+            let value = opt(value);
+            let op = match kind {
+                "r" => Op::Read { key, value },
+                _ => Op::Write {
+                    key,
+                    value,
+                    ttl: opt(ttl).map(Duration::from_millis),
+                    ok: ok == "true",
+                },
+            };
+            Event {
+                node: node.parse().unwrap(),
+                start: at(start.parse().unwrap()),
+                end: at(end.parse().unwrap()),
+                op,
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn histories_of_two_processes_keep_the_three_properties() {
+    if std::env::var(CHILD_ENV).is_ok() {
+        return; // a child runs only its node
+    }
+    let secs: u64 = std::env::var("KVTOWER_HISTORY_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(6);
+    let server = RedisServer::start();
+    let url = server.url();
+    let namespace = support::unique_namespace();
+    // The children start in about a second; give them the whole run after.
+    let until_us = unix_micros(std::time::SystemTime::now()) + (secs + 1) * 1_000_000;
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = (0..2)
+        .map(|node| {
+            std::process::Command::new(&exe)
+                .args([
+                    "--exact",
+                    "history_child_node",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(CHILD_ENV, format!("{url} {namespace} {node} {until_us}"))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::inherit())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // Faults: the children's bus connections killed every second.
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() + Duration::from_secs(1) < end {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        kill_bus_connections(&client).await;
+    }
+    let (base, base_us) = (Instant::now(), unix_micros(std::time::SystemTime::now()));
+    let mut history = Vec::new();
+    for child in children {
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "a child node failed: {:?}",
+            out.status
+        );
+        history.extend(parse_events(
+            &String::from_utf8_lossy(&out.stdout),
+            base,
+            base_us,
+        ));
+    }
+    let nodes: std::collections::HashSet<usize> = history.iter().map(|e| e.node).collect();
+    assert_eq!(nodes.len(), 2, "both processes reported operations");
+    let reads = history
+        .iter()
+        .filter(|e| matches!(e.op, Op::Read { .. }))
+        .count();
+    assert!(reads > 100, "only {reads} reads in {secs} s");
+    let max = check(&history);
+    println!(
+        "two processes: {} operations, {reads} reads, max staleness observed {max:?} (bound {STALENESS_BOUND:?})",
         history.len()
     );
 }

@@ -10,6 +10,7 @@ use common::{full_stack, Probe};
 use futures::future::join_all;
 use kvtower::layers::{CacheLayer, DefaultTtlLayer, MetricsLayer, PrefixLayer, TracingLayer};
 use kvtower::service::{KvServiceLayer, ServiceStoreLayer};
+use kvtower::Operation;
 use kvtower::{
     kvkey, DynKvStore, ErrorKind, KvKey, KvStore, KvStoreExt, MemoryKvStore, SetOptions,
 };
@@ -564,12 +565,15 @@ async fn prefixes_isolate_stacks_over_one_store() {
         .await
         .unwrap();
     assert_eq!(b.get_many(&[kvkey!["x"]]).await.unwrap(), vec![None]);
-    assert_eq!(shared.get(&kvkey!["a", "x"]).await.unwrap(), Some(json!(1)));
+    assert_eq!(
+        shared.get(&kvkey!["~a", "x"]).await.unwrap(),
+        Some(json!(1))
+    );
     b.delete_many(std::slice::from_ref(&key)).await.unwrap();
     assert_eq!(a.get(&key).await.unwrap(), Some(json!("a")));
     // The key equal to the prefix is not reachable through the layer.
     shared
-        .set(&kvkey!["a"], json!("bare"), SetOptions::default())
+        .set(&kvkey!["~a"], json!("bare"), SetOptions::default())
         .await
         .unwrap();
     let listed: Vec<KvKey> = a
@@ -643,7 +647,7 @@ async fn tower_timeout_and_load_shed_errors_map_to_kvtower_errors() {
     let err = store.get(&kvkey!["slow"]).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Timeout);
     assert!(err.is_retryable());
-    assert_eq!(err.operation(), Some("get"));
+    assert_eq!(err.operation(), Some(Operation::Get));
 
     // One slot, shed when busy: the second concurrent call is refused.
     let store = Arc::new(

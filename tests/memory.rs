@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use kvtower::Operation;
 use kvtower::{kvkey, ErrorKind, KvStore, MemoryKvStore, SetOptions};
 use serde_json::json;
 
@@ -28,7 +29,7 @@ async fn oversized_value_is_rejected_and_old_value_kept() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ValueTooLarge);
-    assert_eq!(err.operation(), Some("set"));
+    assert_eq!(err.operation(), Some(Operation::Set));
     assert_eq!(store.get(&key).await.unwrap(), Some(json!("small")));
     let err = store
         .cas(

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use kvtower::Operation;
 use kvtower::{kvkey, ErrorKind, KvStore, KvStoreExt, SetOptions, SqliteKvStore};
 use serde_json::json;
 
@@ -296,7 +297,7 @@ async fn corrupt_rows_are_invalid_value_errors_for_their_key() {
     let err = store.get(&kvkey!["c", "bad"]).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidValue);
     assert_eq!(err.key(), Some(&kvkey!["c", "bad"]));
-    assert_eq!(err.operation(), Some("get"));
+    assert_eq!(err.operation(), Some(Operation::Get));
     let err = store.get(&kvkey!["c", "blob"]).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidValue);
     assert_eq!(

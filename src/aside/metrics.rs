@@ -1,6 +1,7 @@
 //! The metric names, labels and handles of [`CacheAside`](super::CacheAside)
 //! (the table is in the [module docs](super#metrics)).
 
+use crate::operation::Operation;
 use metrics::{counter, histogram, Counter, Histogram};
 
 /// `kvtower_aside_requests_total`: `get_or_set` calls by outcome.
@@ -85,8 +86,8 @@ impl Instruments {
             lease_busy: c(LEASE_TOTAL, LABEL_OUTCOME, "busy"),
             lease_takeover: c(LEASE_TOTAL, LABEL_OUTCOME, "takeover"),
             lease_error: c(LEASE_TOTAL, LABEL_OUTCOME, "error"),
-            store_get_error: c(STORE_ERRORS_TOTAL, LABEL_OPERATION, "get"),
-            store_set_error: c(STORE_ERRORS_TOTAL, LABEL_OPERATION, "set"),
+            store_get_error: c(STORE_ERRORS_TOTAL, LABEL_OPERATION, Operation::Get.as_str()),
+            store_set_error: c(STORE_ERRORS_TOTAL, LABEL_OPERATION, Operation::Set.as_str()),
         }
     }
 }

@@ -113,6 +113,7 @@ use tracing::Instrument;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
+use crate::operation::Operation;
 use crate::store::{KvStore, SetOptions, Value};
 
 mod builder;
@@ -215,7 +216,7 @@ fn loader_error<E: std::error::Error + Send + Sync + 'static>(e: E, key: &KvKey)
     match boxed.downcast::<Error>() {
         Ok(e) => e.with_key(key),
         Err(other) => Error::new(ErrorKind::Backend, "the loader failed")
-            .with_operation("get_or_set")
+            .with_operation(Operation::GetOrSet)
             .with_key(key)
             .with_source(other),
     }
@@ -319,7 +320,7 @@ impl<S: KvStore + 'static> CacheAside<S> {
                 ErrorKind::Backend,
                 "a concurrent get_or_set_optional of the key loaded nothing",
             )
-            .with_operation("get_or_set")
+            .with_operation(Operation::GetOrSet)
             .with_key(key)),
         }
     }
@@ -401,8 +402,11 @@ impl<S: KvStore + 'static> CacheAside<S> {
             serde_json::to_value(typed).map_err(TypedLoadError::Serialize)
         };
         let value = self.get_or_set(key, options, loader).await?;
-        serde_json::from_value(value)
-            .map_err(|e| Error::from(e).with_operation("get_or_set").with_key(key))
+        serde_json::from_value(value).map_err(|e| {
+            Error::from(e)
+                .with_operation(Operation::GetOrSet)
+                .with_key(key)
+        })
     }
 
     /// The fresh cached value of `key`, if any (no loader, no stale value).
@@ -582,7 +586,7 @@ impl<S: KvStore + 'static> CacheAside<S> {
                             ErrorKind::Timeout,
                             format!("the loader gave no value within {timeout:?}"),
                         )
-                        .with_operation("get_or_set")
+                        .with_operation(Operation::GetOrSet)
                         .with_key(key));
                     }
                 }
@@ -712,7 +716,7 @@ impl<S: KvStore + 'static> CacheAside<S> {
                         s.load_bound
                     ),
                 )
-                .with_operation("get_or_set")
+                .with_operation(Operation::GetOrSet)
                 .with_key(&key);
                 let throttle = !refresh && !store_down;
                 self.failed(&key, error, stale, &options, throttle).await

@@ -96,6 +96,15 @@ pub struct CacheConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub negative_ttl: Option<Duration>,
+    /// Answer reads from a stale copy when the inner store fails, up to
+    /// this long past the front entry's end
+    /// (`CacheLayerBuilder::stale_if_error`; off when unset).
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub stale_if_error: Option<Duration>,
     /// The cross-node invalidation bus (on by default over a Redis backend).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invalidation: Option<InvalidationConfig>,
@@ -240,7 +249,11 @@ impl LayerConfig {
                 "default_ttl.jitter: {j} is out of range; expected a fraction from 0 to 1"
             ))),
             LayerConfig::Cache(c) => {
-                for (field, ttl) in [("ttl", c.ttl), ("negative_ttl", c.negative_ttl)] {
+                for (field, ttl) in [
+                    ("ttl", c.ttl),
+                    ("negative_ttl", c.negative_ttl),
+                    ("stale_if_error", c.stale_if_error),
+                ] {
                     if let Some(ttl) = ttl.filter(|ttl| *ttl > MAX_CACHE_TTL) {
                         return Err(Error::config(format!(
                             "cache.{field}: {} is longer than the front tier can keep \
@@ -430,6 +443,9 @@ impl CacheConfig {
         }
         if let Some(ttl) = self.negative_ttl {
             builder = builder.negative_ttl(ttl);
+        }
+        if let Some(max) = self.stale_if_error {
+            builder = builder.stale_if_error(max);
         }
         if let Some(name) = &self.name {
             builder = builder.name(name.clone());

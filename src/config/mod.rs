@@ -62,9 +62,10 @@
 //! layers, each result boxed as a [`DynKvStore`](crate::DynKvStore):
 //!
 //! * **Order**: `layers[0]` is the *outermost* layer, the first to see a
-//!   call, as with [`tower::ServiceBuilder`]. `[metrics, prefix, cache]`
-//!   counts every call, then prefixes the key, then asks the cache (which so
-//!   holds prefixed keys). `[retry, timeout]` retries each attempt that timed
+//!   call, as with [`tower::ServiceBuilder`]. `[metrics, cache, prefix]`
+//!   counts every call, then asks the cache, and prefixes only the keys that
+//!   reach the backend (the order [`layers`](crate::layers#order)
+//!   recommends: a front hit skips the key rewrite). `[retry, timeout]` retries each attempt that timed
 //!   out; `[timeout, retry]` bounds all attempts together.
 //! * **Invalidation bus**: a `cache` layer over a `redis` or `redis_cluster`
 //!   backend connects a [`RedisInvalidationBus`](crate::invalidation::RedisInvalidationBus)
@@ -83,7 +84,7 @@
 //!
 //! `examples/tiers_per_env.rs` runs one application over the three
 //! configurations of `examples/config/`: `dev.toml` (memory), `test.toml`
-//! (SQLite in memory) and `prod.toml` (metrics + prefix + cache + Redis):
+//! (SQLite in memory) and `prod.toml` (metrics + cache + prefix + Redis):
 //!
 //! ```toml
 //! [backend]
@@ -97,13 +98,13 @@
 //! name = "app"
 //!
 //! [[layers]]
-//! type = "prefix"
-//! prefix = ["app", "v1"]
-//!
-//! [[layers]]
 //! type = "cache"
 //! capacity = 10000
 //! ttl = "30s"
+//!
+//! [[layers]]
+//! type = "prefix"
+//! prefix = ["app", "v1"]
 //! ```
 //!
 //! ```

@@ -167,33 +167,14 @@ pub(super) fn percent_decode(text: &str) -> Option<String> {
     if !text.contains('%') {
         return None;
     }
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (
-            bytes[i],
-            bytes.get(i + 1).copied().and_then(hex),
-            bytes.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(hi), Some(lo)) => {
-                out.push((hi * 16 + lo) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
+    String::from_utf8(crate::redact::percent_decode_bytes(text)).ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::error::ErrorKind;
+    use crate::Operation;
 
     fn full_text(err: &Error) -> String {
         let mut text = format!("{err} {err:?}");
@@ -209,7 +190,7 @@ mod tests {
     fn scrub_removes_secrets_from_message_and_sources() {
         let url = SecretUrl::new("redis://app:p%40ss@h:6379/0?token=tok3n");
         let err = Error::new(ErrorKind::Unavailable, "auth as app:p%40ss refused")
-            .with_operation("connect")
+            .with_operation(Operation::Connect)
             .with_source(std::io::Error::other(
                 "server said: wrong password p@ss, tok3n",
             ));
@@ -222,7 +203,7 @@ mod tests {
             "the source's text is kept: {text}"
         );
         assert_eq!(scrubbed.kind(), ErrorKind::Unavailable);
-        assert_eq!(scrubbed.operation(), Some("connect"));
+        assert_eq!(scrubbed.operation(), Some(Operation::Connect));
         assert!(scrubbed.is_retryable());
     }
 

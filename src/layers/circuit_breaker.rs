@@ -68,6 +68,7 @@ use metrics::{Counter, Gauge};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
+use crate::operation::Operation;
 use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, SharedGet, Value};
 
 /// `kvtower_circuit_breaker_state`: `0` closed, `1` open, `2` half-open.
@@ -303,7 +304,7 @@ impl Breaker {
         u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
-    fn admit(&self, operation: &'static str) -> Result<Permit<'_>> {
+    fn admit(&self, operation: Operation) -> Result<Permit<'_>> {
         let normal = Permit {
             breaker: self,
             probe: false,
@@ -428,7 +429,7 @@ impl Drop for Permit<'_> {
 impl<S> CircuitBreaker<S> {
     async fn call<T>(
         &self,
-        operation: &'static str,
+        operation: Operation,
         call: impl Future<Output = Result<T>>,
     ) -> Result<T> {
         let permit = self.breaker.admit(operation)?;
@@ -441,15 +442,16 @@ impl<S> CircuitBreaker<S> {
 #[async_trait]
 impl<S: KvStore> KvStore for CircuitBreaker<S> {
     async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
-        self.call("get", self.inner.get(key)).await
+        self.call(Operation::Get, self.inner.get(key)).await
     }
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
-        self.call("set", self.inner.set(key, value, options)).await
+        self.call(Operation::Set, self.inner.set(key, value, options))
+            .await
     }
 
     async fn delete(&self, key: &KvKey) -> Result<()> {
-        self.call("delete", self.inner.delete(key)).await
+        self.call(Operation::Delete, self.inner.delete(key)).await
     }
 
     async fn cas(
@@ -459,12 +461,12 @@ impl<S: KvStore> KvStore for CircuitBreaker<S> {
         new: Option<Value>,
         options: SetOptions,
     ) -> Result<bool> {
-        self.call("cas", self.inner.cas(key, expected, new, options))
+        self.call(Operation::Cas, self.inner.cas(key, expected, new, options))
             .await
     }
 
     fn list(&self, prefix: Option<KvKey>) -> BoxStream<'_, Result<KvEntry>> {
-        let permit = match self.breaker.admit("list") {
+        let permit = match self.breaker.admit(Operation::List) {
             Ok(permit) => permit,
             Err(e) => return stream::once(async move { Err(e) }).boxed(),
         };
@@ -482,38 +484,43 @@ impl<S: KvStore> KvStore for CircuitBreaker<S> {
     }
 
     async fn get_with_ttl(&self, key: &KvKey) -> Result<Option<(Value, Option<Duration>)>> {
-        self.call("get_with_ttl", self.inner.get_with_ttl(key))
+        self.call(Operation::GetWithTtl, self.inner.get_with_ttl(key))
             .await
     }
 
     fn get_shared<'a>(&'a self, key: &'a KvKey) -> SharedGet<'a> {
-        SharedGet::boxed(self.call("get_shared", self.inner.get_shared(key)))
+        SharedGet::boxed(self.call(Operation::GetShared, self.inner.get_shared(key)))
     }
 
     async fn set_shared(&self, key: &KvKey, value: Arc<Value>, options: SetOptions) -> Result<()> {
-        self.call("set", self.inner.set_shared(key, value, options))
+        self.call(Operation::Set, self.inner.set_shared(key, value, options))
             .await
     }
 
     async fn get_many(&self, keys: &[KvKey]) -> Result<Vec<Option<Value>>> {
-        self.call("get_many", self.inner.get_many(keys)).await
+        self.call(Operation::GetMany, self.inner.get_many(keys))
+            .await
     }
 
     async fn get_many_with_ttl(
         &self,
         keys: &[KvKey],
     ) -> Result<Vec<Option<(Value, Option<Duration>)>>> {
-        self.call("get_many_with_ttl", self.inner.get_many_with_ttl(keys))
-            .await
+        self.call(
+            Operation::GetManyWithTtl,
+            self.inner.get_many_with_ttl(keys),
+        )
+        .await
     }
 
     async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {
-        self.call("set_many", self.inner.set_many(entries, options))
+        self.call(Operation::SetMany, self.inner.set_many(entries, options))
             .await
     }
 
     async fn delete_many(&self, keys: &[KvKey]) -> Result<()> {
-        self.call("delete_many", self.inner.delete_many(keys)).await
+        self.call(Operation::DeleteMany, self.inner.delete_many(keys))
+            .await
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -537,39 +544,42 @@ mod tests {
             .build();
         let b = &layer.breaker;
         for _ in 0..2 {
-            b.admit("get").unwrap().report(Some(&failure()));
+            b.admit(Operation::Get).unwrap().report(Some(&failure()));
         }
         // A success resets the run.
-        b.admit("get").unwrap().report(None);
+        b.admit(Operation::Get).unwrap().report(None);
         for _ in 0..2 {
-            b.admit("get").unwrap().report(Some(&failure()));
+            b.admit(Operation::Get).unwrap().report(Some(&failure()));
         }
         assert_eq!(layer.state(), BreakerState::Closed);
         // A non-retryable error is an answer, not a failure.
-        b.admit("get")
+        b.admit(Operation::Get)
             .unwrap()
             .report(Some(&Error::new(ErrorKind::InvalidKey, "bad")));
         for _ in 0..3 {
-            b.admit("get").unwrap().report(Some(&failure()));
+            b.admit(Operation::Get).unwrap().report(Some(&failure()));
         }
         assert_eq!(layer.state(), BreakerState::Open);
-        let err = b.admit("get").err().unwrap();
+        let err = b.admit(Operation::Get).err().unwrap();
         assert_eq!(err.kind(), ErrorKind::Unavailable);
         assert!(err.is_retryable());
 
         tokio::time::advance(Duration::from_secs(1)).await;
-        let probe = b.admit("get").unwrap();
+        let probe = b.admit(Operation::Get).unwrap();
         assert_eq!(layer.state(), BreakerState::HalfOpen);
-        assert!(b.admit("get").is_err(), "one probe at a time");
+        assert!(b.admit(Operation::Get).is_err(), "one probe at a time");
         probe.report(Some(&failure()));
         assert_eq!(layer.state(), BreakerState::Open);
-        assert!(b.admit("get").is_err(), "a failed probe opens again");
+        assert!(
+            b.admit(Operation::Get).is_err(),
+            "a failed probe opens again"
+        );
 
         tokio::time::advance(Duration::from_secs(1)).await;
         // A dropped probe lets the next call probe at once.
-        drop(b.admit("get").unwrap());
+        drop(b.admit(Operation::Get).unwrap());
         assert_eq!(layer.state(), BreakerState::Open);
-        b.admit("get").unwrap().report(None);
+        b.admit(Operation::Get).unwrap().report(None);
         assert_eq!(layer.state(), BreakerState::Closed);
     }
 }

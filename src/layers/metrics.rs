@@ -27,7 +27,7 @@
 //! | `kvtower_operation_errors_total` | counter | `store`, `operation`, `error_kind` | one per failed call; `error_kind` is [`ErrorKind::as_str`](crate::ErrorKind::as_str) |
 //! | `kvtower_operation_duration_seconds` | histogram | `store`, `operation` | latency of each call (for `list`: until the stream ends) |
 //! | `kvtower_cache_requests_total` | counter | `cache`, `tier`, `outcome` | recorded by [`CacheLayer`](super::CacheLayer): `tier` is `front` or `inner`, `outcome` is `hit` or `miss`; the hit ratio of a tier is `hit / (hit + miss)` |
-//!
+//! | `kvtower_cache_stale_served_total` | counter | `cache` | reads a [`CacheLayer`](super::CacheLayer) answered from a stale copy because the inner store failed ([`stale_if_error`](super::CacheLayerBuilder::stale_if_error)) |
 //! | `kvtower_circuit_breaker_state` | gauge | `breaker` | recorded by [`CircuitBreakerLayer`](super::CircuitBreakerLayer): `0` closed, `1` open, `2` half-open |
 //! | `kvtower_circuit_breaker_transitions_total` | counter | `breaker`, `state` | breaker transitions, by the state entered |
 //! | `kvtower_circuit_breaker_rejected_total` | counter | `breaker` | calls failed fast by an open breaker |
@@ -56,6 +56,7 @@ use futures::stream::{BoxStream, Stream, StreamExt};
 
 use crate::error::{Error, Result};
 use crate::key::KvKey;
+use crate::operation::Operation;
 use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, SharedGet, Value};
 
 /// `kvtower_operations_total`: calls by store, operation and outcome.
@@ -68,6 +69,10 @@ pub const OPERATION_DURATION_SECONDS: &str = "kvtower_operation_duration_seconds
 /// `kvtower_cache_requests_total`: [`CacheLayer`](super::CacheLayer) lookups
 /// by cache, tier and outcome.
 pub const CACHE_REQUESTS_TOTAL: &str = "kvtower_cache_requests_total";
+/// `kvtower_cache_stale_served_total`: reads a
+/// [`CacheLayer`](super::CacheLayer) answered from a stale copy
+/// ([`stale_if_error`](super::CacheLayerBuilder::stale_if_error)).
+pub const CACHE_STALE_SERVED_TOTAL: &str = "kvtower_cache_stale_served_total";
 
 /// Label: the store name given to [`MetricsLayer::new`].
 pub const LABEL_STORE: &str = "store";
@@ -96,42 +101,33 @@ pub const TIER_FRONT: &str = "front";
 /// Tier: the store behind the cache.
 pub const TIER_INNER: &str = "inner";
 
-/// The operations of [`KvStore`], for metric labels and span fields.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Op {
-    Get,
-    Set,
-    Delete,
-    Cas,
-    List,
-    GetMany,
-    SetMany,
-    DeleteMany,
-}
+/// The operations that have series of their own, in the order of
+/// `Instruments::ops`. The read variants (`get_with_ttl`, `get_shared`,
+/// `get_many_with_ttl`) are counted under `get` and `get_many`.
+const RECORDED: [Operation; 8] = [
+    Operation::Get,
+    Operation::Set,
+    Operation::Delete,
+    Operation::Cas,
+    Operation::List,
+    Operation::GetMany,
+    Operation::SetMany,
+    Operation::DeleteMany,
+];
 
-impl Op {
-    pub(crate) const ALL: [Op; 8] = [
-        Op::Get,
-        Op::Set,
-        Op::Delete,
-        Op::Cas,
-        Op::List,
-        Op::GetMany,
-        Op::SetMany,
-        Op::DeleteMany,
-    ];
-
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Op::Get => "get",
-            Op::Set => "set",
-            Op::Delete => "delete",
-            Op::Cas => "cas",
-            Op::List => "list",
-            Op::GetMany => "get_many",
-            Op::SetMany => "set_many",
-            Op::DeleteMany => "delete_many",
-        }
+/// The index of `op`'s instruments in `Instruments::ops` (see [`RECORDED`]).
+fn slot(op: Operation) -> usize {
+    match op {
+        Operation::Get | Operation::GetWithTtl | Operation::GetShared => 0,
+        Operation::Set => 1,
+        Operation::Delete => 2,
+        Operation::Cas => 3,
+        Operation::List => 4,
+        Operation::GetMany | Operation::GetManyWithTtl => 5,
+        Operation::SetMany => 6,
+        Operation::DeleteMany => 7,
+        // Not a call of this layer; never recorded.
+        Operation::Connect | Operation::Sweep | Operation::GetOrSet => 0,
     }
 }
 
@@ -172,7 +168,7 @@ impl<S> tower::Layer<S> for MetricsLayer {
 
 #[derive(Debug)]
 struct OpInstruments {
-    op: Op,
+    op: Operation,
     ok: metrics::Counter,
     hit: metrics::Counter,
     miss: metrics::Counter,
@@ -188,7 +184,7 @@ struct Instruments {
 
 impl Instruments {
     fn new(name: String) -> Self {
-        let counter = |op: Op, outcome: &'static str| {
+        let counter = |op: Operation, outcome: &'static str| {
             metrics::counter!(
                 OPERATIONS_TOTAL,
                 LABEL_STORE => name.clone(),
@@ -196,12 +192,12 @@ impl Instruments {
                 LABEL_OUTCOME => outcome
             )
         };
-        let ops = Op::ALL
+        let ops = RECORDED
             .iter()
             .map(|&op| {
                 // Only `get` has hits and misses; other operations get no-op
                 // handles so that no empty series is exported for them.
-                let (hit, miss, ok) = if op == Op::Get {
+                let (hit, miss, ok) = if op == Operation::Get {
                     let noop = metrics::Counter::noop();
                     (counter(op, OUTCOME_HIT), counter(op, OUTCOME_MISS), noop)
                 } else {
@@ -228,8 +224,8 @@ impl Instruments {
         Self { name, ops }
     }
 
-    fn op(&self, op: Op) -> &OpInstruments {
-        &self.ops[op as usize]
+    fn op(&self, op: Operation) -> &OpInstruments {
+        &self.ops[slot(op)]
     }
 
     fn record_error(&self, op: &OpInstruments, error: &Error) {
@@ -249,7 +245,7 @@ impl Instruments {
     /// microsecond, below the first bucket of any latency histogram, and
     /// timing it would cost two clock reads, about as much as the hit itself.
     fn answered_in_memory(&self, found: std::result::Result<bool, &Error>) {
-        let instruments = self.op(Op::Get);
+        let instruments = self.op(Operation::Get);
         instruments.duration.record(0.0);
         match found {
             Ok(true) => instruments.hit.increment(1),
@@ -260,7 +256,7 @@ impl Instruments {
 
     async fn observe<T>(
         &self,
-        op: Op,
+        op: Operation,
         call: impl Future<Output = Result<T>>,
         outcome: impl FnOnce(&OpInstruments, &T),
     ) -> Result<T> {
@@ -320,14 +316,18 @@ impl<S> Metrics<S> {
 impl<S: KvStore> KvStore for Metrics<S> {
     async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
         let call = self.inner.get(key);
-        self.instruments.observe(Op::Get, call, hit_or_miss).await
+        self.instruments
+            .observe(Operation::Get, call, hit_or_miss)
+            .await
     }
 
     // The two other single-key reads are gets to a dashboard: same label, same
     // hit/miss counters.
     async fn get_with_ttl(&self, key: &KvKey) -> Result<Option<(Value, Option<Duration>)>> {
         let call = self.inner.get_with_ttl(key);
-        self.instruments.observe(Op::Get, call, hit_or_miss).await
+        self.instruments
+            .observe(Operation::Get, call, hit_or_miss)
+            .await
     }
 
     fn get_shared<'a>(&'a self, key: &'a KvKey) -> SharedGet<'a> {
@@ -337,9 +337,11 @@ impl<S: KvStore> KvStore for Metrics<S> {
                     .answered_in_memory(answer.as_ref().map(Option::is_some));
                 SharedGet::ready(answer)
             }
-            Err(pending) => {
-                SharedGet::boxed(self.instruments.observe(Op::Get, pending, hit_or_miss))
-            }
+            Err(pending) => SharedGet::boxed(self.instruments.observe(
+                Operation::Get,
+                pending,
+                hit_or_miss,
+            )),
         }
     }
 
@@ -351,17 +353,17 @@ impl<S: KvStore> KvStore for Metrics<S> {
 
     async fn set_shared(&self, key: &KvKey, value: Arc<Value>, options: SetOptions) -> Result<()> {
         let call = self.inner.set_shared(key, value, options);
-        self.instruments.observe(Op::Set, call, ok).await
+        self.instruments.observe(Operation::Set, call, ok).await
     }
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
         let call = self.inner.set(key, value, options);
-        self.instruments.observe(Op::Set, call, ok).await
+        self.instruments.observe(Operation::Set, call, ok).await
     }
 
     async fn delete(&self, key: &KvKey) -> Result<()> {
         let call = self.inner.delete(key);
-        self.instruments.observe(Op::Delete, call, ok).await
+        self.instruments.observe(Operation::Delete, call, ok).await
     }
 
     async fn cas(
@@ -372,7 +374,7 @@ impl<S: KvStore> KvStore for Metrics<S> {
         options: SetOptions,
     ) -> Result<bool> {
         let call = self.inner.cas(key, expected, new, options);
-        self.instruments.observe(Op::Cas, call, ok).await
+        self.instruments.observe(Operation::Cas, call, ok).await
     }
 
     fn list(&self, prefix: Option<KvKey>) -> BoxStream<'_, Result<KvEntry>> {
@@ -387,7 +389,7 @@ impl<S: KvStore> KvStore for Metrics<S> {
 
     async fn get_many(&self, keys: &[KvKey]) -> Result<Vec<Option<Value>>> {
         let call = self.inner.get_many(keys);
-        self.instruments.observe(Op::GetMany, call, ok).await
+        self.instruments.observe(Operation::GetMany, call, ok).await
     }
 
     async fn get_many_with_ttl(
@@ -395,17 +397,19 @@ impl<S: KvStore> KvStore for Metrics<S> {
         keys: &[KvKey],
     ) -> Result<Vec<Option<(Value, Option<Duration>)>>> {
         let call = self.inner.get_many_with_ttl(keys);
-        self.instruments.observe(Op::GetMany, call, ok).await
+        self.instruments.observe(Operation::GetMany, call, ok).await
     }
 
     async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {
         let call = self.inner.set_many(entries, options);
-        self.instruments.observe(Op::SetMany, call, ok).await
+        self.instruments.observe(Operation::SetMany, call, ok).await
     }
 
     async fn delete_many(&self, keys: &[KvKey]) -> Result<()> {
         let call = self.inner.delete_many(keys);
-        self.instruments.observe(Op::DeleteMany, call, ok).await
+        self.instruments
+            .observe(Operation::DeleteMany, call, ok)
+            .await
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -427,7 +431,7 @@ impl Stream for ObservedList<'_> {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let item = futures::ready!(self.inner.poll_next_unpin(cx));
         if !self.done {
-            let op = self.instruments.op(Op::List);
+            let op = self.instruments.op(Operation::List);
             match &item {
                 Some(Ok(_)) => {}
                 Some(Err(e)) => {

@@ -29,14 +29,15 @@
 //!     ServiceBuilder::new()
 //!         .layer(TracingLayer::new("users"))
 //!         .layer(MetricsLayer::new("users"))
-//!         .layer(PrefixLayer::new(kvkey!["myapp", "v1"]))
 //!         .layer(DefaultTtlLayer::new(Duration::from_secs(3600)))
 //!         .layer(CacheLayer::new(MemoryKvStore::builder().max_entries(10_000).build()))
+//!         .layer(PrefixLayer::new(kvkey!["myapp", "v1"])) // inside the cache: see "Order"
 //!         .service(backing.clone()),
 //! );
 //! store.set(&kvkey!["user", "42"], "Ada".into(), SetOptions::default()).await?;
 //! assert_eq!(store.get(&kvkey!["user", "42"]).await?, Some("Ada".into()));
-//! assert_eq!(backing.get(&kvkey!["myapp", "v1", "user", "42"]).await?, Some("Ada".into()));
+//! // The inner store holds the key under the prefix (see `prefix` for the format).
+//! assert_eq!(backing.get(&kvkey!["~myapp/v1", "user", "42"]).await?, Some("Ada".into()));
 //! # Ok(())
 //! # }
 //! ```
@@ -47,14 +48,15 @@
 //! the first `.layer(..)` is the outermost, the one the caller talks to. The
 //! order changes behaviour:
 //!
-//! * **Prefix outside the cache** (as above): the front tier holds the
-//!   prefixed keys, so one front can be shared knowingly. **Prefix inside
-//!   the cache**: the front holds the caller's keys and only the inner store
+//! * **Prefix inside the cache** (as above, and in every example of this
+//!   crate): the front holds the caller's keys and only the inner store
 //!   sees the prefix; two such stacks must not share a front tier, or they
 //!   would see each other's cached values. With a front tier of its own (the
 //!   usual case), **put the prefix inside the cache**: a front hit then skips
 //!   rewriting the key, the costliest step of the hit path (one allocation
-//!   per key part); see BENCHMARKS.md.
+//!   per key part); see BENCHMARKS.md. **Prefix outside the cache**: the
+//!   front tier holds the prefixed keys, so one front can be shared
+//!   knowingly by stacks with different prefixes.
 //! * **Metrics (or tracing) outside the cache**: counts and latencies are
 //!   what callers experience, front hits included. **Inside the cache**
 //!   (between the cache and the backend): they measure only the backend

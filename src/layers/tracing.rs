@@ -32,9 +32,10 @@ use futures::stream::{BoxStream, Stream, StreamExt};
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
-use super::metrics::{Op, OUTCOME_ERROR, OUTCOME_HIT, OUTCOME_MISS, OUTCOME_OK};
+use super::metrics::{OUTCOME_ERROR, OUTCOME_HIT, OUTCOME_MISS, OUTCOME_OK};
 use crate::error::{Error, Result};
 use crate::key::KvKey;
+use crate::operation::Operation;
 use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, SharedGet, Value};
 
 /// A [`tower::Layer`] that wraps a store in [`Tracing`].
@@ -95,7 +96,7 @@ impl<S> Tracing<S> {
         self.inner
     }
 
-    fn span(&self, op: Op) -> Span {
+    fn span(&self, op: Operation) -> Span {
         tracing::info_span!(
             "kvtower",
             op = op.as_str(),
@@ -154,20 +155,20 @@ async fn traced<T>(
 #[async_trait]
 impl<S: KvStore> KvStore for Tracing<S> {
     async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
-        let span = self.span(Op::Get);
+        let span = self.span(Operation::Get);
         tracing::debug!(parent: &span, key = %key, "kvtower operation");
         traced(span, self.inner.get(key), hit_or_miss).await
     }
 
     async fn get_with_ttl(&self, key: &KvKey) -> Result<Option<(Value, Option<Duration>)>> {
-        let span = self.span(Op::Get);
+        let span = self.span(Operation::Get);
         tracing::debug!(parent: &span, key = %key, "kvtower operation");
         traced(span, self.inner.get_with_ttl(key), hit_or_miss).await
     }
 
     fn get_shared<'a>(&'a self, key: &'a KvKey) -> SharedGet<'a> {
         let start = Instant::now();
-        let span = self.span(Op::Get);
+        let span = self.span(Operation::Get);
         match self.inner.get_shared(key).into_ready() {
             // Answered from memory: the span is recorded at once (a no-op
             // with no subscriber interested).
@@ -186,7 +187,7 @@ impl<S: KvStore> KvStore for Tracing<S> {
     }
 
     async fn set_shared(&self, key: &KvKey, value: Arc<Value>, options: SetOptions) -> Result<()> {
-        let span = self.span(Op::Set);
+        let span = self.span(Operation::Set);
         tracing::debug!(parent: &span, key = %key, "kvtower operation");
         traced(span, self.inner.set_shared(key, value, options), ok).await
     }
@@ -196,7 +197,7 @@ impl<S: KvStore> KvStore for Tracing<S> {
     fn probe(&self, key: &KvKey) -> Option<Arc<Value>> {
         let start = Instant::now();
         let value = self.inner.probe(key)?;
-        let span = self.span(Op::Get);
+        let span = self.span(Operation::Get);
         if !span.is_disabled() {
             tracing::debug!(parent: &span, key = %key, "kvtower operation");
             finish(&span, start, Ok(&Some(())), hit_or_miss);
@@ -205,13 +206,13 @@ impl<S: KvStore> KvStore for Tracing<S> {
     }
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
-        let span = self.span(Op::Set);
+        let span = self.span(Operation::Set);
         tracing::debug!(parent: &span, key = %key, ttl = ?options.ttl, "kvtower operation");
         traced(span, self.inner.set(key, value, options), ok).await
     }
 
     async fn delete(&self, key: &KvKey) -> Result<()> {
-        let span = self.span(Op::Delete);
+        let span = self.span(Operation::Delete);
         tracing::debug!(parent: &span, key = %key, "kvtower operation");
         traced(span, self.inner.delete(key), ok).await
     }
@@ -223,13 +224,13 @@ impl<S: KvStore> KvStore for Tracing<S> {
         new: Option<Value>,
         options: SetOptions,
     ) -> Result<bool> {
-        let span = self.span(Op::Cas);
+        let span = self.span(Operation::Cas);
         tracing::debug!(parent: &span, key = %key, ttl = ?options.ttl, "kvtower operation");
         traced(span, self.inner.cas(key, expected, new, options), ok).await
     }
 
     fn list(&self, prefix: Option<KvKey>) -> BoxStream<'_, Result<KvEntry>> {
-        let span = self.span(Op::List);
+        let span = self.span(Operation::List);
         if let Some(prefix) = &prefix {
             tracing::debug!(parent: &span, prefix = %prefix, "kvtower list");
         }
@@ -243,7 +244,7 @@ impl<S: KvStore> KvStore for Tracing<S> {
     }
 
     async fn get_many(&self, keys: &[KvKey]) -> Result<Vec<Option<Value>>> {
-        let span = self.span(Op::GetMany);
+        let span = self.span(Operation::GetMany);
         tracing::debug!(parent: &span, keys = ?keys, "kvtower operation");
         traced(span, self.inner.get_many(keys), ok).await
     }
@@ -252,19 +253,19 @@ impl<S: KvStore> KvStore for Tracing<S> {
         &self,
         keys: &[KvKey],
     ) -> Result<Vec<Option<(Value, Option<Duration>)>>> {
-        let span = self.span(Op::GetMany);
+        let span = self.span(Operation::GetMany);
         tracing::debug!(parent: &span, keys = ?keys, "kvtower operation");
         traced(span, self.inner.get_many_with_ttl(keys), ok).await
     }
 
     async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {
-        let span = self.span(Op::SetMany);
+        let span = self.span(Operation::SetMany);
         tracing::debug!(parent: &span, count = entries.len(), ttl = ?options.ttl, "kvtower operation");
         traced(span, self.inner.set_many(entries, options), ok).await
     }
 
     async fn delete_many(&self, keys: &[KvKey]) -> Result<()> {
-        let span = self.span(Op::DeleteMany);
+        let span = self.span(Operation::DeleteMany);
         tracing::debug!(parent: &span, keys = ?keys, "kvtower operation");
         traced(span, self.inner.delete_many(keys), ok).await
     }

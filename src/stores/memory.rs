@@ -29,6 +29,7 @@ use std::future::Future;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
+use crate::operation::Operation;
 use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, SharedGet, Value};
 use crate::value::{checked, checked_cas, checked_entries};
 
@@ -443,13 +444,13 @@ impl KvStore for MemoryKvStore {
 
     async fn set_shared(&self, key: &KvKey, value: Arc<Value>, options: SetOptions) -> Result<()> {
         let value = crate::value::checked_shared(value)
-            .map_err(|e| e.with_operation("set").with_key(key))?;
+            .map_err(|e| e.with_operation(Operation::Set).with_key(key))?;
         let stored = if options.is_expired() {
             None
         } else {
             Some(
                 self.stored_shared(key, value, options)
-                    .map_err(|e| e.with_operation("set"))?,
+                    .map_err(|e| e.with_operation(Operation::Set))?,
             )
         };
         let _guard = self.write_lock(key).await;
@@ -464,13 +465,13 @@ impl KvStore for MemoryKvStore {
     }
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
-        let value = checked(value).map_err(|e| e.with_operation("set").with_key(key))?;
+        let value = checked(value).map_err(|e| e.with_operation(Operation::Set).with_key(key))?;
         let stored = if options.is_expired() {
             None
         } else {
             Some(
                 self.stored(key, value, options)
-                    .map_err(|e| e.with_operation("set"))?,
+                    .map_err(|e| e.with_operation(Operation::Set))?,
             )
         };
         let _guard = self.write_lock(key).await;
@@ -491,11 +492,12 @@ impl KvStore for MemoryKvStore {
         new: Option<Value>,
         options: SetOptions,
     ) -> Result<bool> {
-        let new = checked_cas(expected, new).map_err(|e| e.with_operation("cas").with_key(key))?;
+        let new = checked_cas(expected, new)
+            .map_err(|e| e.with_operation(Operation::Cas).with_key(key))?;
         let replacement = match new {
             Some(value) if !options.is_expired() => Some(
                 self.stored(key, value, options)
-                    .map_err(|e| e.with_operation("cas"))?,
+                    .map_err(|e| e.with_operation(Operation::Cas))?,
             ),
             _ => None,
         };
@@ -574,7 +576,7 @@ impl KvStore for MemoryKvStore {
 
     async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {
         // Check every value first so that a rejected batch writes nothing.
-        let entries = checked_entries(entries).map_err(|e| e.with_operation("set_many"))?;
+        let entries = checked_entries(entries).map_err(|e| e.with_operation(Operation::SetMany))?;
         let mut prepared = Vec::with_capacity(entries.len());
         for (key, value) in entries {
             let stored = if options.is_expired() {
@@ -582,7 +584,7 @@ impl KvStore for MemoryKvStore {
             } else {
                 Some(
                     self.stored(&key, value, options)
-                        .map_err(|e| e.with_operation("set_many"))?,
+                        .map_err(|e| e.with_operation(Operation::SetMany))?,
                 )
             };
             prepared.push((key, stored));

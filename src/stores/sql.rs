@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
+use crate::operation::Operation;
 use crate::store::Value;
 
 /// The default table name of both SQL stores.
@@ -200,17 +201,21 @@ pub(crate) fn expires_at(now: i64, ttl: Option<Duration>) -> Option<i64> {
     ttl_ms(ttl).and_then(|ms| now.checked_add(ms))
 }
 
+/// The remaining lifetime of a live row whose expiry (ms since the epoch)
+/// is `expires_at`, at `now` (`None`: never expires). Never more than the row
+/// has left, so a cache filled from it never outlives the row.
+pub(crate) fn remaining(expires_at: Option<i64>, now: i64) -> Option<Duration> {
+    expires_at.map(|at| Duration::from_millis(u64::try_from(at.saturating_sub(now)).unwrap_or(0)))
+}
+
 /// Parses a stored value; an [`InvalidValue`](ErrorKind::InvalidValue) error
 /// naming the key when it is not JSON.
-pub(crate) fn parse_value(text: &str, key: &KvKey, operation: &'static str) -> Result<Value> {
+pub(crate) fn parse_value(text: &str, key: &KvKey, operation: Operation) -> Result<Value> {
     crate::value::from_str(text).map_err(|e| {
-        Error::new(
-            ErrorKind::InvalidValue,
-            format!("stored value is not valid JSON: {e}"),
-        )
-        .with_source(e)
-        .with_operation(operation)
-        .with_key(key)
+        Error::new(ErrorKind::InvalidValue, "stored value is not valid JSON")
+            .with_source(e)
+            .with_operation(operation)
+            .with_key(key)
     })
 }
 

@@ -891,7 +891,10 @@ pub async fn get_with_ttl_reports_the_remaining_lifetime<S: KvStore + ?Sized>(st
     let short = kvkey!["with-ttl", "short"];
     set(&*store, &short, json!("s"), SetOptions::ttl(SHORT_TTL)).await;
     if let Some((_, Some(ttl))) = one(&short).await {
-        assert!(ttl <= SHORT_TTL, "{ttl:?}");
+        // A store without exact expiry may round TTLs up (whole seconds).
+        if store.capabilities().exact_expiry {
+            assert!(ttl <= SHORT_TTL, "{ttl:?}");
+        }
     }
     tokio::time::sleep(PAST_SHORT_TTL).await;
     if store.capabilities().exact_expiry {

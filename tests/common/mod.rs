@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use kvtower::layers::{CacheLayer, DefaultTtlLayer, MetricsLayer, PrefixLayer};
+use kvtower::Operation;
 use kvtower::{
     kvkey, Error, ErrorKind, KvEntry, KvKey, KvStore, MemoryKvStore, Result, SetOptions, Value,
 };
@@ -72,7 +73,7 @@ impl Probe {
             .store(delay.as_millis() as usize, Ordering::SeqCst);
     }
 
-    fn write(&self, op: &'static str) -> Result<()> {
+    fn write(&self, op: Operation) -> Result<()> {
         self.control.writes.fetch_add(1, Ordering::SeqCst);
         if self.control.fail_writes.load(Ordering::SeqCst) {
             return Err(
@@ -82,7 +83,7 @@ impl Probe {
         Ok(())
     }
 
-    fn read(&self, op: &'static str) -> Result<()> {
+    fn read(&self, op: Operation) -> Result<()> {
         if self.control.fail_reads.load(Ordering::SeqCst) {
             return Err(
                 Error::new(ErrorKind::Unavailable, "injected read failure").with_operation(op)
@@ -96,7 +97,7 @@ impl Probe {
 impl KvStore for Probe {
     async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
         self.control.gets.fetch_add(1, Ordering::SeqCst);
-        let result = match self.read("get") {
+        let result = match self.read(Operation::Get) {
             Ok(()) => self.store.get(key).await,
             Err(e) => Err(e),
         };
@@ -108,12 +109,12 @@ impl KvStore for Probe {
     }
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
-        self.write("set")?;
+        self.write(Operation::Set)?;
         self.store.set(key, value, options).await
     }
 
     async fn delete(&self, key: &KvKey) -> Result<()> {
-        self.write("delete")?;
+        self.write(Operation::Delete)?;
         self.store.delete(key).await
     }
 
@@ -124,7 +125,7 @@ impl KvStore for Probe {
         new: Option<Value>,
         options: SetOptions,
     ) -> Result<bool> {
-        self.write("cas")?;
+        self.write(Operation::Cas)?;
         self.store.cas(key, expected, new, options).await
     }
 
@@ -134,17 +135,17 @@ impl KvStore for Probe {
 
     async fn get_many(&self, keys: &[KvKey]) -> Result<Vec<Option<Value>>> {
         self.control.get_manys.fetch_add(1, Ordering::SeqCst);
-        self.read("get_many")?;
+        self.read(Operation::GetMany)?;
         self.store.get_many(keys).await
     }
 
     async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {
-        self.write("set_many")?;
+        self.write(Operation::SetMany)?;
         self.store.set_many(entries, options).await
     }
 
     async fn delete_many(&self, keys: &[KvKey]) -> Result<()> {
-        self.write("delete_many")?;
+        self.write(Operation::DeleteMany)?;
         self.store.delete_many(keys).await
     }
 

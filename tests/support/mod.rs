@@ -11,10 +11,17 @@
 //!   with `redis-cli --cluster create`, returned once `cluster_state:ok`;
 //! * [`unique_namespace`]: a namespace no other test (or process) uses, for
 //!   tests that share the Redis at `KVTOWER_REDIS_URL`;
-//! * [`redis_url`]: `KVTOWER_REDIS_URL`, default `redis://127.0.0.1:6379`.
+//! * [`redis_url`]: `KVTOWER_REDIS_URL`, default `redis://127.0.0.1:6379`;
+//! * [`redis_or_skip`], [`postgres_or_skip`] (`servers.rs`): the machine's
+//!   server, else a private one, else `SKIPPED <test>: <why>` (a failure
+//!   under `KVTOWER_REQUIRE_SERVERS=1`).
 //!
 //! Needs `redis-server` and `redis-cli` on the `PATH` (`.ci/run` installs them).
 #![allow(dead_code)] // each test file uses a part
+
+mod servers;
+#[allow(unused_imports)] // each test file uses a part
+pub use servers::{postgres_or_skip, redis_or_skip, PostgresServer, Server};
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -16,6 +16,7 @@ use super::parse::{take_tag, variant};
 use super::SecretUrl;
 use crate::error::{Error, Result};
 use crate::store::DynKvStore;
+use crate::stores::Layout;
 
 pub use self::denokv::DenoKvConfig;
 pub use self::memory::MemoryConfig;
@@ -59,6 +60,17 @@ pub(crate) trait Backend: Sized {
 #[allow(dead_code)] // with every feature on, nothing is missing
 pub(super) fn missing_feature(kind: &str, feature: &str) -> Error {
     super::build::missing_feature(&format!("backend `{kind}`"), feature)
+}
+
+/// A `Config` error when `field` is set but only means something in the
+/// Fedify layout, which `layout` is not.
+fn fedify_only(layout: Option<Layout>, field: &str, set: bool) -> Result<()> {
+    if set && layout != Some(Layout::Fedify) {
+        return Err(Error::config(format!(
+            "backend.{field}: only used with layout = \"fedify\""
+        )));
+    }
+    Ok(())
 }
 
 /// `"a, b, "` without its last separator, for the lists the table makes.

@@ -9,6 +9,7 @@ use super::{Backend, DEFAULT_NAMESPACE};
 use crate::config::SecretUrl;
 use crate::error::{Error, Result};
 use crate::store::DynKvStore;
+use crate::stores::Layout;
 
 /// Options of a standalone Redis backend.
 ///
@@ -35,6 +36,15 @@ pub struct RedisConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub timeout: Option<Duration>,
+    /// The data format: `kvtower` (the default) or `fedify`, Fedify's own
+    /// store's format for this backend, to share data with a Fedify server
+    /// (see [`Layout`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<Layout>,
+    /// In the Fedify layout, the text every Redis key starts with (Fedify's
+    /// `keyPrefix`, default `fedify::`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_prefix: Option<String>,
 }
 
 /// Options of a Redis Cluster backend.
@@ -65,6 +75,15 @@ pub struct RedisClusterConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub timeout: Option<Duration>,
+    /// The data format: `kvtower` (the default) or `fedify`, Fedify's own
+    /// store's format for this backend, to share data with a Fedify server
+    /// (see [`Layout`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<Layout>,
+    /// In the Fedify layout, the text every Redis key starts with (Fedify's
+    /// `keyPrefix`, default `fedify::`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_prefix: Option<String>,
 }
 
 impl Backend for RedisConfig {
@@ -73,16 +92,27 @@ impl Backend for RedisConfig {
             url: SecretUrl::new(url),
             namespace: None,
             timeout: None,
+            layout: None,
+            key_prefix: None,
         })
+    }
+
+    fn validate(&self) -> Result<()> {
+        super::fedify_only(self.layout, "key_prefix", self.key_prefix.is_some())
     }
 
     async fn build(&self) -> Result<DynKvStore> {
         #[cfg(feature = "redis")]
         {
-            let store = redis_builder(self.namespace.as_deref(), self.timeout)
-                .connect(self.url.expose())
-                .await
-                .map_err(|e| crate::config::secrets::scrub(e, [&self.url]))?;
+            let store = redis_builder(
+                self.namespace.as_deref(),
+                self.timeout,
+                self.layout,
+                self.key_prefix.as_deref(),
+            )
+            .connect(self.url.expose())
+            .await
+            .map_err(|e| crate::config::secrets::scrub(e, [&self.url]))?;
             Ok(std::sync::Arc::new(store))
         }
         #[cfg(not(feature = "redis"))]
@@ -108,6 +138,8 @@ impl Backend for RedisClusterConfig {
                 .collect(),
             namespace: None,
             timeout: None,
+            layout: None,
+            key_prefix: None,
         })
     }
 
@@ -117,16 +149,21 @@ impl Backend for RedisClusterConfig {
                 "backend.urls: a Redis Cluster needs at least one seed node URL",
             ));
         }
-        Ok(())
+        super::fedify_only(self.layout, "key_prefix", self.key_prefix.is_some())
     }
 
     async fn build(&self) -> Result<DynKvStore> {
         #[cfg(feature = "redis")]
         {
-            let store = redis_builder(self.namespace.as_deref(), self.timeout)
-                .cluster(self.urls.iter().map(SecretUrl::expose))
-                .await
-                .map_err(|e| crate::config::secrets::scrub(e, &self.urls))?;
+            let store = redis_builder(
+                self.namespace.as_deref(),
+                self.timeout,
+                self.layout,
+                self.key_prefix.as_deref(),
+            )
+            .cluster(self.urls.iter().map(SecretUrl::expose))
+            .await
+            .map_err(|e| crate::config::secrets::scrub(e, &self.urls))?;
             Ok(std::sync::Arc::new(store))
         }
         #[cfg(not(feature = "redis"))]
@@ -142,8 +179,16 @@ impl Backend for RedisClusterConfig {
 }
 
 #[cfg(feature = "redis")]
-fn redis_builder(namespace: Option<&str>, timeout: Option<Duration>) -> crate::RedisKvStoreBuilder {
-    let mut builder = crate::RedisKvStore::builder();
+fn redis_builder(
+    namespace: Option<&str>,
+    timeout: Option<Duration>,
+    layout: Option<Layout>,
+    key_prefix: Option<&str>,
+) -> crate::RedisKvStoreBuilder {
+    let mut builder = crate::RedisKvStore::builder().layout(layout.unwrap_or_default());
+    if let Some(key_prefix) = key_prefix {
+        builder = builder.key_prefix(key_prefix);
+    }
     if let Some(namespace) = namespace {
         builder = builder.namespace(namespace);
     }

@@ -9,8 +9,8 @@ use super::tier::{Counters, Settings, Tier};
 use super::CacheLayer;
 use crate::key::KvKey;
 use crate::layers::metrics::{
-    CACHE_REQUESTS_TOTAL, LABEL_CACHE, LABEL_OUTCOME, LABEL_TIER, OUTCOME_HIT, OUTCOME_MISS,
-    TIER_FRONT, TIER_INNER,
+    CACHE_REQUESTS_TOTAL, CACHE_STALE_SERVED_TOTAL, LABEL_CACHE, LABEL_OUTCOME, LABEL_TIER,
+    OUTCOME_HIT, OUTCOME_MISS, TIER_FRONT, TIER_INNER,
 };
 use crate::store::KvStore;
 
@@ -41,6 +41,7 @@ pub struct CacheLayerBuilder<F> {
     front_max_ttl: Duration,
     negative_ttl: Option<Duration>,
     unknown_outcome_window: Duration,
+    stale_if_error: Option<Duration>,
     sources: Vec<Arc<dyn Coherence>>,
 }
 
@@ -51,6 +52,7 @@ impl<F> fmt::Debug for CacheLayerBuilder<F> {
             .field("front_max_ttl", &self.front_max_ttl)
             .field("negative_ttl", &self.negative_ttl)
             .field("unknown_outcome_window", &self.unknown_outcome_window)
+            .field("stale_if_error", &self.stale_if_error)
             .field("coherence_sources", &self.sources.len())
             .finish_non_exhaustive()
     }
@@ -64,6 +66,7 @@ impl<F: KvStore + 'static> CacheLayerBuilder<F> {
             front_max_ttl: DEFAULT_FRONT_MAX_TTL,
             negative_ttl: None,
             unknown_outcome_window: DEFAULT_UNKNOWN_OUTCOME_WINDOW,
+            stale_if_error: None,
             sources: Vec::new(),
         }
     }
@@ -100,6 +103,38 @@ impl<F: KvStore + 'static> CacheLayerBuilder<F> {
     /// landing is read afresh. Make it longer than the inner store's timeout.
     pub fn unknown_outcome_window(mut self, window: Duration) -> Self {
         self.unknown_outcome_window = window;
+        self
+    }
+
+    /// Answer a read whose inner store fails with a
+    /// [retryable](crate::Error::is_retryable) error (down, timed out, a
+    /// [`CircuitBreakerLayer`](crate::layers::CircuitBreakerLayer) open) from
+    /// the last value this layer put in front for the key, even past the
+    /// front entry's lifetime, up to `max` past it. Off by default.
+    ///
+    /// A copy is dropped when this layer learns that its key changed: a
+    /// delete or a failed write through it, an invalidation of the key
+    /// (from a coherence source or [`CacheHandle::invalidate`]); a front
+    /// [`clear`](CacheHandle::clear) keeps them (a source clears when it may
+    /// have missed changes, typically while the shared tier is down: that is
+    /// when they are needed). A key whose last write had an unknown outcome is
+    /// never answered stale. Writes still fail with the inner store's error
+    /// and leave nothing in front. Each stale answer counts
+    /// `kvtower_cache_stale_served_total{cache}`. With a memory front the copy
+    /// is the front's own shared value (no second copy); at most 100,000
+    /// copies are kept.
+    ///
+    /// ```
+    /// use kvtower::{layers::CacheLayer, MemoryKvStore};
+    /// use std::time::Duration;
+    /// let layer = CacheLayer::builder(MemoryKvStore::new())
+    ///     .front_max_ttl(Duration::from_secs(30))
+    ///     .stale_if_error(Duration::from_secs(300)) // ride out a 5-minute outage
+    ///     .build();
+    /// # let _ = layer;
+    /// ```
+    pub fn stale_if_error(mut self, max: Duration) -> Self {
+        self.stale_if_error = Some(max);
         self
     }
 
@@ -169,6 +204,7 @@ impl<F: KvStore + 'static> CacheLayerBuilder<F> {
             front_miss: counter(TIER_FRONT, OUTCOME_MISS),
             inner_hit: counter(TIER_INNER, OUTCOME_HIT),
             inner_miss: counter(TIER_INNER, OUTCOME_MISS),
+            stale_served: metrics::counter!(CACHE_STALE_SERVED_TOTAL, LABEL_CACHE => self.name.clone()),
         };
         let sources = self.sources;
         let tier = Tier::new(
@@ -178,6 +214,7 @@ impl<F: KvStore + 'static> CacheLayerBuilder<F> {
                 front_max_ttl: self.front_max_ttl,
                 negative_ttl: self.negative_ttl,
                 unknown_outcome_window: self.unknown_outcome_window,
+                stale_if_error: self.stale_if_error,
                 sources: sources.clone(),
                 counters,
             },

@@ -91,6 +91,7 @@ mod builder;
 mod coherence;
 mod deadlines;
 mod flight;
+mod stale;
 mod tier;
 
 use std::fmt;
@@ -105,6 +106,7 @@ pub use coherence::{CacheHandle, CacheId, Coherence, WeakCacheHandle};
 
 use crate::error::Result;
 use crate::key::KvKey;
+use crate::operation::Operation;
 use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, SharedGet, Value};
 use flight::Role;
 use tier::{InnerTtl, Outcome, Tier};
@@ -295,12 +297,26 @@ impl<S: KvStore, F: KvStore + 'static> Cache<S, F> {
                                 .await;
                             Ok(found.map(|(value, _)| (value, deadline(reports_ttl, ttl, start))))
                         }
-                        Err(e) => Err(e),
+                        // Answered now with no lifetime left: it is stale.
+                        Err(e) => match tier.stale_for(key, &e).await {
+                            Some(value) => Ok(Some((value, Some(Instant::now())))),
+                            None => Err(e),
+                        },
                     };
                     flight.finish(&answer);
                     return answer;
                 }
             }
+        }
+    }
+
+    /// A stale copy of `key` for a read that failed with `error`
+    /// ([`stale_if_error`](CacheLayerBuilder::stale_if_error)), else the
+    /// error.
+    async fn stale_or(&self, key: &KvKey, error: crate::Error) -> Result<Option<Arc<Value>>> {
+        match self.tier.stale_for(key, &error).await {
+            Some(value) => Ok(Some(value)),
+            None => Err(error),
         }
     }
 
@@ -321,10 +337,14 @@ impl<S: KvStore, F: KvStore + 'static> Cache<S, F> {
     async fn get_with_deadline(&self, key: &KvKey) -> flight::Answer {
         if !self.tier.serves(key) {
             let start = Instant::now();
-            let found = self.inner.get_with_ttl(key).await?;
-            return Ok(
-                found.map(|(value, ttl)| (Arc::new(value), ttl.and_then(|t| start.checked_add(t))))
-            );
+            return match self.inner.get_with_ttl(key).await {
+                Ok(found) => Ok(found
+                    .map(|(value, ttl)| (Arc::new(value), ttl.and_then(|t| start.checked_add(t))))),
+                Err(e) => match self.tier.stale_for(key, &e).await {
+                    Some(value) => Ok(Some((value, Some(Instant::now())))),
+                    None => Err(e),
+                },
+            };
         }
         match self.tier.lookup_with_deadline(key).await {
             Some(answer) => Ok(answer),
@@ -359,7 +379,7 @@ impl<S: KvStore, F: KvStore + 'static> Cache<S, F> {
                 // the caller's expectation came from a stale front, maybe.
                 None => {
                     if let Err(e) = tier.invalidate_now(std::slice::from_ref(key)).await {
-                        tier.front_failed("delete", &e);
+                        tier.front_failed(Operation::Delete, &e);
                     }
                     return result;
                 }
@@ -405,7 +425,13 @@ impl<S: KvStore, F: KvStore + 'static> KvStore for Cache<S, F> {
     /// joins a read started before it.
     async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
         if !self.tier.serves(key) {
-            return self.inner.get(key).await;
+            return match self.inner.get(key).await {
+                Err(e) => match self.tier.stale_for(key, &e).await {
+                    Some(value) => Ok(Some(Value::clone(&value))),
+                    None => Err(e),
+                },
+                found => found,
+            };
         }
         match self.tier.lookup(key).await {
             Some(answer) => Ok(answer),
@@ -433,7 +459,16 @@ impl<S: KvStore, F: KvStore + 'static> KvStore for Cache<S, F> {
     fn get_shared<'a>(&'a self, key: &'a KvKey) -> SharedGet<'a> {
         let tier = &*self.tier;
         if !tier.serves(key) {
-            return self.inner.get_shared(key);
+            return match self.inner.get_shared(key).into_ready() {
+                Ok(Err(e)) => SharedGet::boxed(self.stale_or(key, e)),
+                Ok(found) => SharedGet::ready(found),
+                Err(pending) => SharedGet::boxed(async move {
+                    match pending.await {
+                        Err(e) => self.stale_or(key, e).await,
+                        found => found,
+                    }
+                }),
+            };
         }
         // One front lookup serves both the hit and the miss: a definite
         // "absent" goes straight to the negative cache and the inner store.
@@ -452,7 +487,7 @@ impl<S: KvStore, F: KvStore + 'static> KvStore for Cache<S, F> {
 
     async fn set_shared(&self, key: &KvKey, value: Arc<Value>, options: SetOptions) -> Result<()> {
         let value = crate::value::checked_shared(value)
-            .map_err(|e| e.with_operation("set").with_key(key))?;
+            .map_err(|e| e.with_operation(Operation::Set).with_key(key))?;
         let front_copy = value.clone();
         self.write_one(
             key,
@@ -501,7 +536,17 @@ impl<S: KvStore, F: KvStore + 'static> KvStore for Cache<S, F> {
             .collect();
         let missing_keys: Vec<KvKey> = missing.iter().map(|&(i, _)| keys[i].clone()).collect();
         let start = Instant::now();
-        let fetched = self.inner.get_many_with_ttl(&missing_keys).await?;
+        let fetched = match self.inner.get_many_with_ttl(&missing_keys).await {
+            Ok(fetched) => fetched,
+            Err(e) => {
+                let stale = tier.stale_batch(&missing_keys, e).await?;
+                let now = Some(Duration::ZERO);
+                for ((i, _), value) in missing.into_iter().zip(stale) {
+                    answers[i] = Some((value, now));
+                }
+                return Ok(answers);
+            }
+        };
         for (((i, fill), generation), found) in missing.into_iter().zip(generations).zip(fetched) {
             if fill {
                 tier.count_inner(found.is_some());
@@ -525,8 +570,8 @@ impl<S: KvStore, F: KvStore + 'static> KvStore for Cache<S, F> {
         // The depth check comes before the clone, which recurses per level.
         // The front and the inner store share one tree: a store that
         // encodes values (Redis) reads it through `set_shared` without a copy.
-        let value =
-            crate::value::checked(value).map_err(|e| e.with_operation("set").with_key(key))?;
+        let value = crate::value::checked(value)
+            .map_err(|e| e.with_operation(Operation::Set).with_key(key))?;
         let value = Arc::new(value);
         let front_copy = value.clone();
         self.write_one(
@@ -553,7 +598,7 @@ impl<S: KvStore, F: KvStore + 'static> KvStore for Cache<S, F> {
         // The inner store decides: the front may be stale, and only the inner
         // store's compare-and-swap is atomic.
         let new = crate::value::checked_cas(expected, new)
-            .map_err(|e| e.with_operation("cas").with_key(key))?;
+            .map_err(|e| e.with_operation(Operation::Cas).with_key(key))?;
         let front_copy = new.clone().map(Arc::new);
         // A swap to `None` deletes the key: no TTL left to remember.
         let ttl = front_copy.as_ref().and(options.ttl);
@@ -579,7 +624,15 @@ impl<S: KvStore, F: KvStore + 'static> KvStore for Cache<S, F> {
     async fn get_many(&self, keys: &[KvKey]) -> Result<Vec<Option<Value>>> {
         let tier = &*self.tier;
         if !tier.serving() {
-            return self.inner.get_many(keys).await;
+            return match self.inner.get_many(keys).await {
+                Err(e) => Ok(tier
+                    .stale_batch(keys, e)
+                    .await?
+                    .into_iter()
+                    .map(Some)
+                    .collect()),
+                found => found,
+            };
         }
         let mut values = Vec::with_capacity(keys.len());
         // The misses, and whether each may fill the front.
@@ -608,7 +661,16 @@ impl<S: KvStore, F: KvStore + 'static> KvStore for Cache<S, F> {
             .collect();
         let missing_keys: Vec<KvKey> = missing.iter().map(|&(i, _)| keys[i].clone()).collect();
         let start = Instant::now();
-        let fetched = self.inner.get_many(&missing_keys).await?;
+        let fetched = match self.inner.get_many(&missing_keys).await {
+            Ok(fetched) => fetched,
+            Err(e) => {
+                let stale = tier.stale_batch(&missing_keys, e).await?;
+                for ((i, _), value) in missing.into_iter().zip(stale) {
+                    values[i] = Some(value);
+                }
+                return Ok(values);
+            }
+        };
         for (((i, fill), generation), value) in missing.into_iter().zip(generations).zip(fetched) {
             if fill {
                 tier.count_inner(value.is_some());

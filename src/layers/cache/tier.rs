@@ -44,8 +44,10 @@ use futures::TryStreamExt;
 use super::coherence::{CacheId, Coherence, FrontOps};
 use super::deadlines::Deadlines;
 use super::flight::Flights;
+use super::stale::StaleCopies;
 use crate::error::{Error, Result};
 use crate::key::KvKey;
+use crate::operation::Operation;
 use crate::store::{KvStore, SetOptions, Value};
 
 /// Generation stripes (a power of two): enough that unrelated keys rarely
@@ -172,6 +174,8 @@ pub(super) struct Counters {
     pub(super) front_miss: metrics::Counter,
     pub(super) inner_hit: metrics::Counter,
     pub(super) inner_miss: metrics::Counter,
+    /// Reads answered by a stale copy (`stale_if_error`).
+    pub(super) stale_served: metrics::Counter,
 }
 
 /// The settings of a tier, from the builder.
@@ -180,6 +184,7 @@ pub(super) struct Settings {
     pub(super) front_max_ttl: Duration,
     pub(super) negative_ttl: Option<Duration>,
     pub(super) unknown_outcome_window: Duration,
+    pub(super) stale_if_error: Option<Duration>,
     pub(super) sources: Vec<Arc<dyn Coherence>>,
     pub(super) counters: Counters,
 }
@@ -203,6 +208,8 @@ pub(super) struct Tier<F> {
     sources: Vec<Arc<dyn Coherence>>,
     uncertain: Uncertain,
     unknown_outcome_window: Duration,
+    /// Last values put in front, for reads whose inner store fails.
+    stale: Option<StaleCopies>,
     /// Itself, for the task that ends an unknown-outcome window.
     this: Weak<Self>,
 }
@@ -241,6 +248,9 @@ impl<F> Tier<F> {
             sources: settings.sources,
             uncertain: Uncertain::default(),
             unknown_outcome_window: settings.unknown_outcome_window,
+            stale: settings
+                .stale_if_error
+                .map(|max| StaleCopies::new(max, settings.front_max_ttl)),
             this: this.clone(),
         })
     }
@@ -284,14 +294,57 @@ impl<F> Tier<F> {
         }
     }
 
-    pub(super) fn front_failed(&self, operation: &'static str, error: &Error) {
+    pub(super) fn front_failed(&self, operation: Operation, error: &Error) {
         // No key here: key parts can hold user data.
         tracing::warn!(
             cache = %self.name,
-            operation,
+            operation = operation.as_str(),
             error_kind = %error.kind(),
             "front tier operation failed; the inner store stays authoritative"
         );
+    }
+
+    /// The stale copy of `key` to answer instead of `error`, the inner
+    /// store's: only with `stale_if_error`, for a retryable error, and never
+    /// for a key whose last write has an unknown outcome (its value is not
+    /// known to be the copy's).
+    pub(super) async fn stale_for(&self, key: &KvKey, error: &Error) -> Option<Arc<Value>> {
+        let stale = self.stale.as_ref()?;
+        if !error.is_retryable() || self.uncertain.contains(key) {
+            return None;
+        }
+        let value = stale.get(key).await?;
+        self.counters.stale_served.increment(1);
+        // No key here: key parts can hold user data.
+        tracing::debug!(
+            cache = %self.name,
+            error_kind = %error.kind(),
+            "inner store failed; answering a stale copy (stale_if_error)"
+        );
+        Some(value)
+    }
+
+    /// [`stale_for`](Self::stale_for) every key of a batch, or `error` when
+    /// any has no stale copy (an absent answer would be a guess).
+    pub(super) async fn stale_batch(&self, keys: &[KvKey], error: Error) -> Result<Vec<Value>> {
+        let Some(stale) = self.stale.as_ref().filter(|_| error.is_retryable()) else {
+            return Err(error);
+        };
+        let mut copies = Vec::with_capacity(keys.len());
+        for key in keys {
+            match stale.get(key).await {
+                Some(value) if !self.uncertain.contains(key) => copies.push(value),
+                _ => return Err(error),
+            }
+        }
+        self.counters.stale_served.increment(copies.len() as u64);
+        tracing::debug!(
+            cache = %self.name,
+            error_kind = %error.kind(),
+            keys = copies.len(),
+            "inner store failed; answering stale copies (stale_if_error)"
+        );
+        Ok(copies.iter().map(|value| Value::clone(value)).collect())
     }
 
     pub(super) fn count_inner(&self, found: bool) {
@@ -361,7 +414,7 @@ impl<F: KvStore + 'static> Tier<F> {
                 return Some(Some(value));
             }
             Ok(None) => {}
-            Err(e) => self.front_failed("get", &e),
+            Err(e) => self.front_failed(Operation::Get, &e),
         }
         if let Some(negative) = &self.negative {
             if negative.get(key).await.is_some() {
@@ -407,19 +460,34 @@ impl<F: KvStore + 'static> Tier<F> {
             return;
         }
         if let Err(e) = self.front.set_shared(guard.key, value, options).await {
-            self.front_failed("set", &e);
+            self.front_failed(Operation::Set, &e);
             // The old front entry may still be there: drop it.
             self.delete_front(guard.key).await;
             return;
         }
         if guard.generation() != generation {
             self.delete_front(guard.key).await;
+            return;
+        }
+        if let Some(stale) = &self.stale {
+            // The front's own shared copy where it keeps one (a memory
+            // front): no second copy of the value.
+            match self.front.get_shared(guard.key).await {
+                Ok(Some(value)) => {
+                    let ttl = options.ttl.unwrap_or(self.front_max_ttl);
+                    stale.keep(guard.key, value, ttl).await;
+                }
+                _ => stale.forget(guard.key).await,
+            }
         }
     }
 
     async fn delete_front(&self, key: &KvKey) {
+        if let Some(stale) = &self.stale {
+            stale.forget(key).await;
+        }
         if let Err(e) = self.front.delete(key).await {
-            self.front_failed("delete", &e);
+            self.front_failed(Operation::Delete, &e);
         }
     }
 
@@ -530,6 +598,9 @@ impl<F: KvStore + 'static> Tier<F> {
             if let Some(negative) = &self.negative {
                 negative.invalidate(key).await;
             }
+            if let Some(stale) = &self.stale {
+                stale.forget(key).await;
+            }
             if let Err(e) = self.front.delete(key).await {
                 first_error.get_or_insert(e);
             }
@@ -537,7 +608,9 @@ impl<F: KvStore + 'static> Tier<F> {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Drops every front entry and discards every fill in flight.
+    /// Drops every front entry and discards every fill in flight. Stale
+    /// copies stay (see `stale`): a source clears when it may have missed
+    /// changes, typically while the shared tier is down.
     pub(super) async fn clear_now(&self) -> Result<()> {
         // Bump every stripe first: fills in flight then find their generation
         // changed and do not install what they read before the clear.
@@ -598,7 +671,7 @@ impl<F: KvStore + 'static> EndUnknown<F> {
             return;
         };
         if let Err(e) = tier.invalidate_now(std::slice::from_ref(&self.key)).await {
-            tier.front_failed("delete", &e);
+            tier.front_failed(Operation::Delete, &e);
         }
         tier.announce(&self.key);
     }

@@ -5,6 +5,8 @@
 //! on one thread, so they are wrapped in `worker::send::SendFuture` to meet
 //! the `KvStore` trait's `Send` bound.
 
+use std::time::Duration;
+
 use worker::send::{SendFuture, SendWrapper};
 
 use super::layout::{self, Metadata};
@@ -24,16 +26,19 @@ fn kv_error(e: worker::KvError) -> Error {
 }
 
 impl Binding {
-    pub(super) async fn get_name(&self, name: &str) -> Result<Option<Value>> {
+    /// The value and its remaining lifetime (from the metadata read with it).
+    pub(super) async fn get_name(&self, name: &str) -> Result<Option<(Value, Option<Duration>)>> {
         let kv = &self.0;
         let (text, metadata) =
             SendFuture::new(async move { kv.get(name).text_with_metadata::<Metadata>().await })
                 .await
                 .map_err(kv_error)?;
+        let now = layout::now_ms();
         match text {
-            Some(text) if layout::is_live(metadata.as_ref(), layout::now_ms()) => {
-                layout::decode_value(&text).map(Some)
-            }
+            Some(text) if layout::is_live(metadata.as_ref(), now) => Ok(Some((
+                layout::decode_value(&text)?,
+                layout::remaining(metadata.as_ref(), now),
+            ))),
             _ => Ok(None),
         }
     }

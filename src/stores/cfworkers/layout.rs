@@ -142,6 +142,16 @@ pub(crate) fn is_live(metadata: Option<&Metadata>, now_ms: u64) -> bool {
     }
 }
 
+/// What is left at `now_ms` of a live entry's lifetime, from its `expires`
+/// (`None`: never expires). Rounded down, so a cache filled from it never
+/// outlives the entry. (`expires` is on the writer's clock: clock skew
+/// between writer and reader shifts it, as it shifts [`is_live`].)
+pub(crate) fn remaining(metadata: Option<&Metadata>, now_ms: u64) -> Option<Duration> {
+    let expires = metadata?.expires?;
+    // `as` saturates: a negative or NaN difference is zero.
+    Some(Duration::from_millis((expires - now_ms as f64) as u64))
+}
+
 /// The value of a stored JSON text.
 pub(crate) fn decode_value(text: &str) -> Result<Value> {
     Ok(crate::value::from_str(text)?)

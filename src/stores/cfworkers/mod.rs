@@ -11,7 +11,9 @@
 //! without metadata (not written in this layout) reads as absent. A TTL so
 //! long that its expiry is past 2^53 ms since 1970 (the largest integer a
 //! JavaScript number holds exactly, about 285,000 years) never expires, as on
-//! the SQL stores; `Duration::MAX` included.
+//! the SQL stores; `Duration::MAX` included. [`get_with_ttl`](KvStore::get_with_ttl)
+//! reports what is left until `expires` (read with the value's metadata, so it
+//! costs what `get` does), so a cache in front never outlives the entry.
 //!
 //! Two ways in, one store type, one layout (the `layout` module):
 //!
@@ -62,6 +64,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
+use crate::operation::Operation;
 use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
 
 use self::layout::Metadata;
@@ -170,7 +173,7 @@ impl WorkersKvStoreBuilder {
             ));
         }
         let mut url = Url::parse(&self.base_url)
-            .map_err(|e| Error::config(format!("base_url: not a URL ({e})")).with_source(e))?;
+            .map_err(|e| Error::config("base_url: not a URL").with_source(e))?;
         url.path_segments_mut()
             .map_err(|_| Error::config("base_url: cannot be a base URL"))?
             .pop_if_empty()
@@ -186,7 +189,7 @@ impl WorkersKvStoreBuilder {
         let client = reqwest::Client::builder()
             .timeout(self.timeout)
             .build()
-            .map_err(|e| Error::config(format!("HTTP client: {e}")).with_source(e))?;
+            .map_err(|e| Error::config("HTTP client: cannot build it").with_source(e))?;
         Ok(WorkersKvStore {
             inner: Arc::new(Inner::Http(Http {
                 client,
@@ -246,7 +249,7 @@ fn http_error(e: reqwest::Error) -> Error {
     } else {
         ErrorKind::Backend
     };
-    Error::new(kind, format!("Workers KV request failed: {e}")).with_source(e)
+    Error::new(kind, "Workers KV request failed").with_source(e)
 }
 
 fn api_error(status: StatusCode, errors: &[ApiError]) -> Error {
@@ -306,12 +309,23 @@ impl WorkersKvStore {
         }
     }
 
-    async fn get_name(&self, name: &str) -> Result<Option<Value>> {
+    /// The value and its remaining lifetime (`expires` in the metadata).
+    async fn get_name(&self, name: &str) -> Result<Option<(Value, Option<Duration>)>> {
         match &*self.inner {
             Inner::Http(http) => http.get_name(name).await,
             #[cfg(any(target_arch = "wasm32", kvtower_worker_check))]
             Inner::Binding(kv) => kv.get_name(name).await,
         }
+    }
+
+    async fn read_one(
+        &self,
+        key: &KvKey,
+        operation: Operation,
+    ) -> Result<Option<(Value, Option<Duration>)>> {
+        let context = |e: Error| e.with_operation(operation).with_key(key);
+        let name = layout::encode_key(key).map_err(context)?;
+        self.get_name(&name).await.map_err(context)
     }
 
     async fn put(&self, put: layout::Put) -> Result<()> {
@@ -440,16 +454,20 @@ impl Http {
         response.text().await.map(Some).map_err(http_error)
     }
 
-    pub(super) async fn get_name(&self, name: &str) -> Result<Option<Value>> {
-        // The metadata first: an expired entry needs no value read.
+    pub(super) async fn get_name(&self, name: &str) -> Result<Option<(Value, Option<Duration>)>> {
+        // The metadata first: an expired entry needs no value read. The
+        // remaining lifetime is taken before the value read, so it is never
+        // more than what is left when the value arrives.
         let Some(metadata) = self.metadata(name).await? else {
             return Ok(None);
         };
-        if !layout::is_live(metadata.as_ref(), layout::now_ms()) {
+        let now = layout::now_ms();
+        if !layout::is_live(metadata.as_ref(), now) {
             return Ok(None);
         }
+        let remaining = layout::remaining(metadata.as_ref(), now);
         match self.value_text(name).await? {
-            Some(text) => layout::decode_value(&text).map(Some),
+            Some(text) => Ok(Some((layout::decode_value(&text)?, remaining))),
             None => Ok(None),
         }
     }
@@ -542,13 +560,30 @@ impl Http {
 #[async_trait]
 impl KvStore for WorkersKvStore {
     async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
-        let context = |e: Error| e.with_operation("get").with_key(key);
-        let name = layout::encode_key(key).map_err(context)?;
-        self.get_name(&name).await.map_err(context)
+        Ok(self
+            .read_one(key, Operation::Get)
+            .await?
+            .map(|(value, _)| value))
+    }
+
+    async fn get_with_ttl(&self, key: &KvKey) -> Result<Option<(Value, Option<Duration>)>> {
+        self.read_one(key, Operation::GetWithTtl).await
+    }
+
+    async fn get_many_with_ttl(
+        &self,
+        keys: &[KvKey],
+    ) -> Result<Vec<Option<(Value, Option<Duration>)>>> {
+        // Workers KV reads one key per request: a loop, like get_many.
+        let mut found = Vec::with_capacity(keys.len());
+        for key in keys {
+            found.push(self.read_one(key, Operation::GetManyWithTtl).await?);
+        }
+        Ok(found)
     }
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
-        let context = |e: Error| e.with_operation("set").with_key(key);
+        let context = |e: Error| e.with_operation(Operation::Set).with_key(key);
         if options.is_expired() {
             let name = layout::encode_key(key).map_err(context)?;
             return self.delete_names(&[name]).await.map_err(context);
@@ -559,7 +594,7 @@ impl KvStore for WorkersKvStore {
     }
 
     async fn delete(&self, key: &KvKey) -> Result<()> {
-        let context = |e: Error| e.with_operation("delete").with_key(key);
+        let context = |e: Error| e.with_operation(Operation::Delete).with_key(key);
         let name = layout::encode_key(key).map_err(context)?;
         self.delete_names(&[name]).await.map_err(context)
     }
@@ -571,13 +606,18 @@ impl KvStore for WorkersKvStore {
         _new: Option<Value>,
         _options: SetOptions,
     ) -> Result<bool> {
-        Err(Error::unsupported("cas", "Workers KV has no atomic compare-and-swap").with_key(key))
+        Err(
+            Error::unsupported(Operation::Cas, "Workers KV has no atomic compare-and-swap")
+                .with_key(key),
+        )
     }
 
     fn list(&self, prefix: Option<KvKey>) -> BoxStream<'_, Result<KvEntry>> {
         let plan = match layout::list_plan(prefix.as_ref()) {
             Ok(plan) => plan,
-            Err(e) => return stream::once(async move { Err(e.with_operation("list")) }).boxed(),
+            Err(e) => {
+                return stream::once(async move { Err(e.with_operation(Operation::List)) }).boxed()
+            }
         };
         let (exact, below) = plan;
         // The exact key first, then each page of names below it.
@@ -603,7 +643,7 @@ impl KvStore for WorkersKvStore {
                     };
                     // Deleted or expired since the listing: skipped.
                     match self.get_name(&name).await {
-                        Ok(Some(value)) => entries.push(Ok(KvEntry { key, value })),
+                        Ok(Some((value, _))) => entries.push(Ok(KvEntry { key, value })),
                         Ok(None) => {}
                         Err(e) => entries.push(Err(e.with_key(&key))),
                     }
@@ -616,12 +656,12 @@ impl KvStore for WorkersKvStore {
                 Err(e) => stream::once(async move { Err(e) }).right_stream(),
             })
             .flatten()
-            .map(|item| item.map_err(|e| e.with_operation("list")))
+            .map(|item| item.map_err(|e| e.with_operation(Operation::List)))
             .boxed()
     }
 
     async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {
-        let context = |e: Error| e.with_operation("set");
+        let context = |e: Error| e.with_operation(Operation::Set);
         if options.is_expired() {
             let mut names = Vec::with_capacity(entries.len());
             for (key, _) in &entries {
@@ -644,19 +684,19 @@ impl KvStore for WorkersKvStore {
         let mut names = Vec::with_capacity(keys.len());
         for key in keys {
             names.push(
-                layout::encode_key(key).map_err(|e| e.with_operation("delete").with_key(key))?,
+                layout::encode_key(key)
+                    .map_err(|e| e.with_operation(Operation::Delete).with_key(key))?,
             );
         }
         self.delete_names(&names)
             .await
-            .map_err(|e| e.with_operation("delete"))
+            .map_err(|e| e.with_operation(Operation::Delete))
     }
 
     fn capabilities(&self) -> Capabilities {
-        // get_with_ttl is the trait's default: a Workers KV read does not
-        // return the key's expiration (only listing does).
-        Capabilities::full()
-            .with_atomic_cas(false)
-            .with_reports_ttl(false)
+        // get_with_ttl reports the layout's `expires` (the metadata every read
+        // fetches anyway), not Workers KV's own `expiration`, which is at
+        // least 60 s and only listing returns.
+        Capabilities::full().with_atomic_cas(false)
     }
 }

@@ -66,6 +66,13 @@
 //! `exact_expiry: false`: an expired entry may be seen until the server
 //! collects it.
 //!
+//! For the same reason [`get_with_ttl`](KvStore::get_with_ttl) reports the
+//! remaining lifetime over a local file (from the stored expiry, in the same
+//! read as the value) but not over KV Connect, which declares
+//! [`reports_ttl: false`](Capabilities::reports_ttl): a
+//! [`CacheLayer`](crate::layers::CacheLayer) over it keeps fills for its
+//! `front_max_ttl`.
+//!
 //! # Compare-and-swap
 //!
 //! `cas` reads the current value and its versionstamp, compares the JSON
@@ -90,8 +97,9 @@ use denokv_sqlite::{Sqlite, SqliteConfig, SqliteNotifier};
 use futures::stream::{self, BoxStream, StreamExt};
 use rusqlite::OptionalExtension;
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::key::KvKey;
+use crate::operation::Operation;
 use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
 
 use self::remote::RemoteHandle;
@@ -111,6 +119,9 @@ const MAX_RANGES: usize = 10;
 const CAS_ATTEMPTS: usize = 1000;
 /// The default bound on one remote call.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How many times a local write runs again while the database is busy
+/// (with a backoff of 1 ms doubling up to 64 ms: about 4 s in all).
+const BUSY_ATTEMPTS: u32 = 70;
 
 /// A store on a Deno KV database: a local file or a remote KV Connect server.
 ///
@@ -227,7 +238,7 @@ impl DenoKvStoreBuilder {
         let path = path.as_ref();
         let shown = path.display().to_string();
         let open_err = |e: rusqlite::Error| {
-            Error::config(format!("cannot open the Deno KV database {shown}: {e}")).with_source(e)
+            Error::config(format!("cannot open the Deno KV database {shown}")).with_source(e)
         };
         let conn = rusqlite::Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(Duration::from_secs(5))
@@ -249,7 +260,7 @@ impl DenoKvStoreBuilder {
             },
         )
         .map_err(|e| {
-            Error::config(format!("cannot open the Deno KV database {shown}: {e}")).with_source(e)
+            Error::config(format!("cannot open the Deno KV database {shown}")).with_source(e)
         })?;
         // Opened after `Sqlite::new`, which has created the schema by now.
         let reader = rusqlite::Connection::open_with_flags(
@@ -288,8 +299,8 @@ impl DenoKvStoreBuilder {
     /// connection itself is made lazily: an unreachable server shows as a
     /// [`Timeout`](ErrorKind::Timeout) error on the first call.
     pub fn connect(self, url: &str, access_token: &str) -> Result<DenoKvStore> {
-        let parsed = url::Url::parse(url)
-            .map_err(|e| Error::config(format!("url: not a URL ({e})")).with_source(e))?;
+        let parsed =
+            url::Url::parse(url).map_err(|e| Error::config("url: not a URL").with_source(e))?;
         let handle = RemoteHandle::spawn(parsed, access_token.to_owned())?;
         let timeout = self.timeout;
         Ok(self.build(Backend::Remote {
@@ -316,6 +327,10 @@ struct Raw {
     versionstamp: Versionstamp,
     /// Known to be past its expiry (only a local read can tell).
     expired: bool,
+    /// What is left of its lifetime at the read (`None`: never expires, or
+    /// unknown: KV Connect's `KvEntry` carries no expiry, so remote reads
+    /// cannot tell and that backend declares `reports_ttl: false`).
+    remaining: Option<Duration>,
 }
 
 impl DenoKvStore {
@@ -411,6 +426,11 @@ impl DenoKvStore {
                                     value: decode_kv_value(v, encoding)?,
                                     versionstamp: version_to_versionstamp(version),
                                     expired: expiration_ms >= 0 && expiration_ms <= now,
+                                    // Deno stores -1 for "never expires".
+                                    remaining: (expiration_ms >= 0).then(|| {
+                                        let left = expiration_ms.saturating_sub(now);
+                                        Duration::from_millis(u64::try_from(left).unwrap_or(0))
+                                    }),
                                     key,
                                 })
                             })
@@ -440,6 +460,38 @@ impl DenoKvStore {
                 Ok(out)
             }
         }
+    }
+
+    /// The live entries of `keys` with their remaining lifetimes (see
+    /// [`Raw::remaining`]), in one read; errors name `operation`.
+    async fn read_live(
+        &self,
+        keys: &[KvKey],
+        operation: Operation,
+    ) -> Result<Vec<Option<(Value, Option<Duration>)>>> {
+        let mut bytes = Vec::with_capacity(keys.len());
+        for key in keys {
+            bytes.push(
+                self.encode_key(key)
+                    .map_err(|e| e.with_operation(operation).with_key(key))?,
+            );
+        }
+        let raws = self
+            .read_points(bytes)
+            .await
+            .map_err(|e| e.with_operation(operation))?;
+        keys.iter()
+            .zip(raws)
+            .map(|(key, raw)| match raw {
+                Some(raw) if !raw.expired => {
+                    let remaining = raw.remaining;
+                    self.decode_value(raw)
+                        .map(|value| Some((value, remaining)))
+                        .map_err(|e| e.with_operation(operation).with_key(key))
+                }
+                _ => Ok(None),
+            })
+            .collect()
     }
 
     /// Up to [`PAGE`] live entries in `[start, end)`.
@@ -475,6 +527,7 @@ impl DenoKvStore {
                             value: decode_kv_value(v, encoding)?,
                             versionstamp: version_to_versionstamp(version),
                             expired: false,
+                            remaining: None,
                         })
                     })
                     .collect()
@@ -518,6 +571,7 @@ impl DenoKvStore {
                         value: e.value,
                         versionstamp: e.versionstamp,
                         expired: false,
+                        remaining: None,
                     })
                     .collect()
             })
@@ -527,11 +581,33 @@ impl DenoKvStore {
     /// Commits `write`; `false` when a check failed.
     async fn write(&self, write: AtomicWrite) -> Result<bool> {
         match &self.inner.backend {
-            Backend::Local { db, .. } => match db.atomic_write(write).await {
-                Ok(denokv_proto::AtomicWriteOutcome::Committed(_)) => Ok(true),
-                Ok(denokv_proto::AtomicWriteOutcome::CheckFailed { .. }) => Ok(false),
-                Err(e) => Err(backend_error("write", e)),
-            },
+            Backend::Local { db, .. } => {
+                // denokv_sqlite retries a busy database around its
+                // transaction, but not a statement inside it: a write whose
+                // read snapshot another handle on the file (or Deno) has
+                // moved past cannot become a write transaction
+                // (SQLITE_BUSY_SNAPSHOT, which no busy timeout waits out).
+                // Running the whole write again reads its checks afresh: a
+                // lost race then answers `false`, and a busy database
+                // commits once it is free. Nothing of the failed attempt is
+                // written: its first write statement is the one refused.
+                let mut write = write;
+                let mut delay = Duration::from_millis(1);
+                for _ in 1..BUSY_ATTEMPTS {
+                    let Some(again) = copy_write(&write) else {
+                        break;
+                    };
+                    match db.atomic_write(write).await {
+                        Err(e) if is_busy(&e) => {
+                            tokio::time::sleep(delay).await;
+                            delay = (delay * 2).min(Duration::from_millis(64));
+                            write = again;
+                        }
+                        other => return local_outcome(other),
+                    }
+                }
+                local_outcome(db.atomic_write(write).await)
+            }
             Backend::Remote {
                 handle, timeout, ..
             } => handle.atomic_write(write, *timeout).await,
@@ -655,8 +731,9 @@ pub(crate) fn encode_parts_under<'a>(
         .chain(parts)
         .map(|p| KeyPart::String(p.clone()))
         .collect());
-    denokv_proto::encode_key(&key)
-        .map_err(|e| Error::new(ErrorKind::InvalidKey, e.to_string()).with_source(e))
+    denokv_proto::encode_key(&key).map_err(|e| {
+        Error::new(ErrorKind::InvalidKey, "the key has no Deno KV encoding").with_source(e)
+    })
 }
 
 /// The `KvKey` of a stored key (written by anyone: a Deno program too) under
@@ -713,34 +790,113 @@ fn poisoned() -> Error {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-fn backend_error(operation: &'static str, e: impl Into<BoxError> + fmt::Display) -> Error {
-    Error::new(
-        ErrorKind::Backend,
-        format!("Deno KV {operation} failed: {e}"),
-    )
-    .with_source(e)
+/// The one place a driver's error (rusqlite, KV Connect, a join) becomes a
+/// kvtower error: the message says which step failed, the driver's error is
+/// the source (not repeated in the message). The operation and key are the
+/// caller's to add.
+/// The answer of a local atomic write; a database still busy after
+/// [`BUSY_ATTEMPTS`] is a retryable [`Unavailable`](ErrorKind::Unavailable).
+fn local_outcome(
+    outcome: std::result::Result<
+        denokv_proto::AtomicWriteOutcome,
+        denokv_sqlite::SqliteBackendError,
+    >,
+) -> Result<bool> {
+    match outcome {
+        Ok(denokv_proto::AtomicWriteOutcome::Committed(_)) => Ok(true),
+        Ok(denokv_proto::AtomicWriteOutcome::CheckFailed { .. }) => Ok(false),
+        Err(e) if is_busy(&e) => Err(Error::new(
+            ErrorKind::Unavailable,
+            "the Deno KV database stayed locked by another connection",
+        )
+        .with_source(e)),
+        Err(e) => Err(backend_error("write", e)),
+    }
+}
+
+/// Whether SQLite refused `e`'s statement because another connection holds
+/// the database (`SQLITE_BUSY`, `SQLITE_BUSY_SNAPSHOT` included).
+fn is_busy(e: &denokv_sqlite::SqliteBackendError) -> bool {
+    matches!(e, denokv_sqlite::SqliteBackendError::SqliteError(e)
+        if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy))
+}
+
+/// A copy of `write` to run again, for the writes this store makes (checks,
+/// sets and deletes); `None` for anything else.
+fn copy_write(write: &AtomicWrite) -> Option<AtomicWrite> {
+    if !write.enqueues.is_empty() {
+        return None;
+    }
+    let mutations = write
+        .mutations
+        .iter()
+        .map(|m| {
+            let kind = match &m.kind {
+                MutationKind::Set(value) => MutationKind::Set(copy_value(value)),
+                MutationKind::Delete => MutationKind::Delete,
+                _ => return None,
+            };
+            Some(Mutation {
+                key: m.key.clone(),
+                kind,
+                expire_at: m.expire_at,
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(AtomicWrite {
+        checks: write
+            .checks
+            .iter()
+            .map(|c| Check {
+                key: c.key.clone(),
+                versionstamp: c.versionstamp,
+            })
+            .collect(),
+        mutations,
+        enqueues: Vec::new(),
+    })
+}
+
+fn copy_value(value: &KvValue) -> KvValue {
+    match value {
+        KvValue::V8(bytes) => KvValue::V8(bytes.clone()),
+        KvValue::Bytes(bytes) => KvValue::Bytes(bytes.clone()),
+        KvValue::U64(n) => KvValue::U64(*n),
+    }
+}
+
+fn backend_error(what: &'static str, e: impl Into<BoxError>) -> Error {
+    Error::new(ErrorKind::Backend, format!("Deno KV {what} failed")).with_source(e)
 }
 
 #[async_trait]
 impl KvStore for DenoKvStore {
     async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
-        Ok(self
-            .get_many(std::slice::from_ref(key))
-            .await?
-            .pop()
-            .flatten())
+        let found = self
+            .read_live(std::slice::from_ref(key), Operation::Get)
+            .await
+            .ctx(Operation::Get, key)?;
+        Ok(found.into_iter().next().flatten().map(|(value, _)| value))
+    }
+
+    async fn get_with_ttl(&self, key: &KvKey) -> Result<Option<(Value, Option<Duration>)>> {
+        let found = self
+            .read_live(std::slice::from_ref(key), Operation::GetWithTtl)
+            .await
+            .ctx(Operation::GetWithTtl, key)?;
+        Ok(found.into_iter().next().flatten())
     }
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
-        self.set_many(vec![(key.clone(), value)], options)
+        self.write_values(vec![(key.clone(), value)], options, Operation::Set)
             .await
-            .map_err(|e| e.with_operation("set").with_key(key))
+            .map_err(|e| e.with_key(key))
     }
 
     async fn delete(&self, key: &KvKey) -> Result<()> {
-        self.delete_many(std::slice::from_ref(key))
+        self.delete_keys(std::slice::from_ref(key), Operation::Delete)
             .await
-            .map_err(|e| e.with_operation("delete").with_key(key))
+            .map_err(|e| e.with_key(key))
     }
 
     async fn cas(
@@ -750,7 +906,7 @@ impl KvStore for DenoKvStore {
         new: Option<Value>,
         options: SetOptions,
     ) -> Result<bool> {
-        let context = |e: Error| e.with_operation("cas").with_key(key);
+        let context = |e: Error| e.with_operation(Operation::Cas).with_key(key);
         let new = crate::value::checked_cas(expected, new).map_err(context)?;
         let bytes = self.encode_key(key).map_err(context)?;
         let new = match new {
@@ -814,7 +970,7 @@ impl KvStore for DenoKvStore {
         let range = match self.list_range(prefix.as_ref()) {
             Ok(range) => range,
             Err(e) => {
-                let e = e.with_operation("list");
+                let e = e.with_operation(Operation::List);
                 let e = match &prefix {
                     Some(p) => e.with_key(p),
                     None => e,
@@ -830,7 +986,7 @@ impl KvStore for DenoKvStore {
             let page = self
                 .read_page(start, end.clone())
                 .await
-                .map_err(|e| e.with_operation("list"))?;
+                .map_err(|e| e.with_operation(Operation::List))?;
             let next = match page.last() {
                 Some(last) if page.len() == PAGE as usize => {
                     let mut after = last.key.clone();
@@ -849,7 +1005,7 @@ impl KvStore for DenoKvStore {
                 // the listing goes on with the next entry.
                 entries.push(match self.decode_value(raw) {
                     Ok(value) => Ok(KvEntry { key, value }),
-                    Err(e) => Err(e.with_operation("list").with_key(&key)),
+                    Err(e) => Err(e.with_operation(Operation::List).with_key(&key)),
                 });
             }
             Ok(Some((stream::iter(entries), next)))
@@ -864,71 +1020,81 @@ impl KvStore for DenoKvStore {
     }
 
     async fn get_many(&self, keys: &[KvKey]) -> Result<Vec<Option<Value>>> {
-        let mut bytes = Vec::with_capacity(keys.len());
-        for key in keys {
-            bytes.push(
-                self.encode_key(key)
-                    .map_err(|e| e.with_operation("get").with_key(key))?,
-            );
-        }
-        let raws = self
-            .read_points(bytes)
-            .await
-            .map_err(|e| e.with_operation("get"))?;
-        keys.iter()
-            .zip(raws)
-            .map(|(key, raw)| match raw {
-                Some(raw) if !raw.expired => self
-                    .decode_value(raw)
-                    .map(Some)
-                    .map_err(|e| e.with_operation("get").with_key(key)),
-                _ => Ok(None),
-            })
-            .collect()
+        let found = self.read_live(keys, Operation::GetMany).await?;
+        Ok(found
+            .into_iter()
+            .map(|e| e.map(|(value, _)| value))
+            .collect())
+    }
+
+    async fn get_many_with_ttl(
+        &self,
+        keys: &[KvKey],
+    ) -> Result<Vec<Option<(Value, Option<Duration>)>>> {
+        self.read_live(keys, Operation::GetManyWithTtl).await
     }
 
     async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {
+        self.write_values(entries, options, Operation::SetMany)
+            .await
+    }
+
+    async fn delete_many(&self, keys: &[KvKey]) -> Result<()> {
+        self.delete_keys(keys, Operation::DeleteMany).await
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        // A local file keeps `expiration_ms` beside the value, so get_with_ttl
+        // reports it; KV Connect's read results carry no expiry (its
+        // `KvEntry` is key, value, versionstamp), so the remote backend cannot.
+        match self.inner.backend {
+            Backend::Local { .. } => Capabilities::full(),
+            Backend::Remote { .. } => Capabilities::full()
+                .with_exact_expiry(false)
+                .with_reports_ttl(false),
+        }
+    }
+}
+
+impl DenoKvStore {
+    /// `set_many`, its errors naming `operation`.
+    async fn write_values(
+        &self,
+        entries: Vec<(KvKey, Value)>,
+        options: SetOptions,
+        operation: Operation,
+    ) -> Result<()> {
         // Encode everything first: a bad value rejects the batch before any
         // write.
         let entries =
-            crate::value::checked_entries(entries).map_err(|e| e.with_operation("set"))?;
+            crate::value::checked_entries(entries).map_err(|e| e.with_operation(operation))?;
         let mut mutations = Vec::with_capacity(entries.len());
         for (key, value) in &entries {
-            let context = |e: Error| e.with_operation("set").with_key(key);
+            let context = |e: Error| e.with_operation(operation).with_key(key);
             let bytes = self.encode_key(key).map_err(context)?;
             let value = Self::encode_value(value).map_err(context)?;
             mutations.push(Self::set_mutation(bytes, value, options));
         }
         self.write_unchecked(mutations)
             .await
-            .map_err(|e| e.with_operation("set"))
+            .map_err(|e| e.with_operation(operation))
     }
 
-    async fn delete_many(&self, keys: &[KvKey]) -> Result<()> {
+    /// `delete_many`, its errors naming `operation`.
+    async fn delete_keys(&self, keys: &[KvKey], operation: Operation) -> Result<()> {
         let mut mutations = Vec::with_capacity(keys.len());
         for key in keys {
             mutations.push(Mutation {
                 key: self
                     .encode_key(key)
-                    .map_err(|e| e.with_operation("delete").with_key(key))?,
+                    .map_err(|e| e.with_operation(operation).with_key(key))?,
                 kind: MutationKind::Delete,
                 expire_at: None,
             });
         }
         self.write_unchecked(mutations)
             .await
-            .map_err(|e| e.with_operation("delete"))
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        // get_with_ttl is the trait's default: KV Connect reads do not carry
-        // the expiry, so neither backend reports it.
-        match self.inner.backend {
-            Backend::Local { .. } => Capabilities::full().with_reports_ttl(false),
-            Backend::Remote { .. } => Capabilities::full()
-                .with_exact_expiry(false)
-                .with_reports_ttl(false),
-        }
+            .map_err(|e| e.with_operation(operation))
     }
 }
 

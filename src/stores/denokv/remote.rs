@@ -19,6 +19,7 @@ use url::Url;
 
 use super::backend_error;
 use crate::error::{Error, ErrorKind, Result};
+use crate::operation::Operation;
 
 enum Request {
     Read(
@@ -39,10 +40,10 @@ impl RemoteHandle {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| backend_error("connect", e))?;
+            .map_err(|e| backend_error("connect", e).with_operation(Operation::Connect))?;
         let client = reqwest::Client::builder()
             .build()
-            .map_err(|e| backend_error("connect", e))?;
+            .map_err(|e| backend_error("connect", e).with_operation(Operation::Connect))?;
         let (requests, mut receiver) = mpsc::unbounded_channel::<Request>();
         std::thread::Builder::new()
             .name("kvtower-denokv-remote".into())
@@ -83,7 +84,7 @@ impl RemoteHandle {
                     }
                 });
             })
-            .map_err(|e| backend_error("connect", e))?;
+            .map_err(|e| backend_error("connect", e).with_operation(Operation::Connect))?;
         Ok(Self { requests })
     }
 

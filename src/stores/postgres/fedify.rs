@@ -21,6 +21,11 @@
 //!   [`InvalidValue`](ErrorKind::InvalidValue) error before anything is
 //!   sent (Fedify's own store fails on the server for the same values), and
 //!   the store declares [`nul_in_text: false`](crate::Capabilities::nul_in_text).
+//! * A key whose `text[]` takes more than 2,696 bytes (24, then 4 a part
+//!   plus its UTF-8 rounded up to a multiple of 4) does not fit a btree
+//!   index entry: a write of it is an [`InvalidKey`](ErrorKind::InvalidKey)
+//!   error naming the limit, before anything is sent (Fedify's store fails
+//!   on the server). Reads, deletes and listings take it and find nothing.
 //! * `null`: Fedify's `set(key, null)` fails (its driver binds `null` as
 //!   SQL `NULL`, which the `NOT NULL` column refuses). kvtower stores
 //!   [`Value::Null`] as the `jsonb` `null`, which Fedify's `get` returns as
@@ -48,9 +53,12 @@ use futures::future::try_join_all;
 use futures::stream::{self, BoxStream, StreamExt};
 use tokio_postgres::error::SqlState;
 
-use super::{pg_error, pool_error, prepare};
+use super::bound::{run, Bounds};
+use super::error::pg_error;
+use super::prepare;
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
+use crate::operation::Operation;
 use crate::store::{KvEntry, SetOptions, Value};
 use crate::stores::sql::{self, parse_value, value_text};
 
@@ -77,6 +85,7 @@ fn ttl_micros(ttl: Option<Duration>) -> Option<i64> {
 /// The Fedify-layout half of a [`PostgresKvStore`](super::PostgresKvStore).
 pub(super) struct FedifyPostgres {
     pool: Pool,
+    bounds: Bounds,
     sql: Statements,
     decode_double_encoded: bool,
 }
@@ -110,7 +119,13 @@ impl Statements {
                  key text[] PRIMARY KEY, value jsonb NOT NULL, \
                  created timestamp with time zone DEFAULT CURRENT_TIMESTAMP, ttl interval)"
             ),
-            get: format!("SELECT value::text FROM {t} WHERE key = $1 AND {LIVE}"),
+            // The remaining lifetime in whole ms, rounded down so a fill never
+            // outlives the row (NULL: never expires).
+            get: format!(
+                "SELECT value::text, \
+                 floor(extract(epoch from created + ttl - CURRENT_TIMESTAMP) * 1000)::bigint \
+                 FROM {t} WHERE key = $1 AND {LIVE}"
+            ),
             upsert: format!(
                 "INSERT INTO {t} (key, value, created, ttl) \
                  VALUES ($1, $2::text::jsonb, CURRENT_TIMESTAMP, {ttl}) \
@@ -161,6 +176,40 @@ fn key_parts(key: &KvKey) -> Result<&[String]> {
     Ok(key.parts())
 }
 
+/// The longest key a write accepts in the Fedify layout, in bytes of its
+/// `text[]` value (24 bytes of array header, then per part 4 bytes of
+/// header and its UTF-8, padded to a multiple of 4): a btree index entry
+/// holds at most 2,704 bytes with PostgreSQL's default 8 kB pages, 8 of them
+/// the entry's header.
+pub(super) const MAX_KEY_BYTES: usize = 2696;
+
+/// The size of `parts` as a `text[]` value, uncompressed.
+fn array_bytes(parts: &[String]) -> usize {
+    24 + parts
+        .iter()
+        .map(|p| (4 + p.len()).next_multiple_of(4))
+        .sum::<usize>()
+}
+
+/// The parts of `key` for a write: [`key_parts`], and an
+/// [`InvalidKey`](ErrorKind::InvalidKey) error, before anything is sent,
+/// for a key too long for the primary-key index. (Reads, deletes and
+/// listings take a key of any length: none is stored.)
+fn writable_parts(key: &KvKey) -> Result<&[String]> {
+    let parts = key_parts(key)?;
+    let size = array_bytes(parts);
+    if size > MAX_KEY_BYTES {
+        return Err(Error::new(
+            ErrorKind::InvalidKey,
+            format!(
+                "the key is {size} bytes as a text[], a PostgreSQL primary-key entry holds at most {MAX_KEY_BYTES}"
+            ),
+        )
+        .with_key(key));
+    }
+    Ok(parts)
+}
+
 fn has_nul(value: &Value) -> bool {
     match value {
         Value::String(s) => s.contains('\0'),
@@ -185,8 +234,8 @@ fn json_text(value: &Value, key: &KvKey) -> Result<String> {
 
 /// Reads a stored `key text[]`; an [`InvalidKey`](ErrorKind::InvalidKey)
 /// error for an array Fedify never writes (empty, or with `NULL` parts).
-fn read_key(row: &tokio_postgres::Row, operation: &'static str) -> Result<(Vec<String>, KvKey)> {
-    let parts: Vec<Option<String>> = row.try_get(0).map_err(|e| pg_error(e, operation))?;
+fn read_key(row: &tokio_postgres::Row, operation: Operation) -> Result<(Vec<String>, KvKey)> {
+    let parts: Vec<Option<String>> = row.try_get(0).map_err(pg_error)?;
     let parts: Option<Vec<String>> = parts.into_iter().collect();
     let parts = parts.ok_or_else(|| {
         Error::new(ErrorKind::InvalidKey, "stored key has a NULL part").with_operation(operation)
@@ -219,25 +268,30 @@ impl FedifyPostgres {
     /// Creates the table when missing and starts the sweep.
     pub(super) async fn start(
         pool: Pool,
+        bounds: Bounds,
+        setup_bounds: Bounds,
         table: &str,
         decode_double_encoded: bool,
         sweep_interval: Option<Duration>,
     ) -> Result<Arc<Self>> {
         let sql = Statements::new(table);
-        let client = pool.get().await.map_err(|e| pool_error(e, "connect"))?;
-        if let Err(e) = client.batch_execute(&sql.create).await {
-            // Two processes creating the table at once: one loses the race
-            // on the catalog's unique index, and the table exists.
-            let raced = e.code().is_some_and(|c| {
-                *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::DUPLICATE_TABLE
-            });
-            if !raced {
-                return Err(pg_error(e, "connect"));
+        run(&pool, setup_bounds, Operation::Connect, async |client| {
+            if let Err(e) = client.batch_execute(&sql.create).await {
+                // Two processes creating the table at once: one loses the
+                // race on the catalog's unique index, and the table exists.
+                let raced = e.code().is_some_and(|c| {
+                    *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::DUPLICATE_TABLE
+                });
+                if !raced {
+                    return Err(pg_error(e));
+                }
             }
-        }
-        drop(client);
+            Ok(())
+        })
+        .await?;
         let store = Arc::new(Self {
             pool,
+            bounds,
             sql,
             decode_double_encoded,
         });
@@ -247,12 +301,17 @@ impl FedifyPostgres {
         Ok(store)
     }
 
-    async fn client(&self, operation: &'static str) -> Result<Object> {
-        self.pool.get().await.map_err(|e| pool_error(e, operation))
+    /// Runs `work` on a pooled connection within the per-operation timeout.
+    async fn run<T>(
+        &self,
+        operation: Operation,
+        work: impl AsyncFnOnce(&mut Object) -> Result<T>,
+    ) -> Result<T> {
+        run(&self.pool, self.bounds, operation, work).await
     }
 
     /// Parses a stored `value::text`, undoing a double encoding when asked.
-    fn value(&self, text: &str, key: &KvKey, operation: &'static str) -> Result<Value> {
+    fn value(&self, text: &str, key: &KvKey, operation: Operation) -> Result<Value> {
         let value = parse_value(text, key, operation)?;
         if self.decode_double_encoded {
             if let Value::String(inner) = &value {
@@ -265,15 +324,16 @@ impl FedifyPostgres {
     }
 
     pub(super) async fn sweep_expired(&self) -> Result<u64> {
-        let client = self.client("sweep").await?;
-        let stmt = prepare(&client, &self.sql.sweep, "sweep").await?;
         let batch = i64::try_from(sql::SWEEP_BATCH).unwrap_or(i64::MAX);
         let mut total = 0;
         loop {
-            let deleted = client
-                .execute(&stmt, &[&batch])
-                .await
-                .map_err(|e| pg_error(e, "sweep"))?;
+            // Each batch is one operation, within the timeout.
+            let deleted = self
+                .run(Operation::Sweep, async |client| {
+                    let stmt = prepare(client, &self.sql.sweep).await?;
+                    client.execute(&stmt, &[&batch]).await.map_err(pg_error)
+                })
+                .await?;
             total += deleted;
             if deleted < sql::SWEEP_BATCH as u64 {
                 return Ok(total);
@@ -281,47 +341,60 @@ impl FedifyPostgres {
         }
     }
 
-    pub(super) async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
-        let parts = key_parts(key).map_err(|e| e.with_operation("get"))?;
-        let client = self.client("get").await?;
-        let stmt = prepare(&client, &self.sql.get, "get").await?;
-        let row = client
-            .query_opt(&stmt, &[&parts])
-            .await
-            .map_err(|e| pg_error(e, "get"))?;
-        match row {
-            Some(row) => {
-                let text: &str = row.try_get(0).map_err(|e| pg_error(e, "get"))?;
-                self.value(text, key, "get").map(Some)
-            }
-            None => Ok(None),
-        }
+    /// The value and its remaining lifetime (`created + ttl`), in one query.
+    pub(super) async fn get(
+        &self,
+        key: &KvKey,
+        operation: Operation,
+    ) -> Result<Option<(Value, Option<Duration>)>> {
+        let parts = key_parts(key).map_err(|e| e.with_operation(operation))?;
+        self.run(operation, async |client| {
+            let stmt = prepare(client, &self.sql.get).await?;
+            let row = client.query_opt(&stmt, &[&parts]).await.map_err(pg_error)?;
+            row.map(|row| self.live_row(&row, key, operation))
+                .transpose()
+        })
+        .await
+    }
+
+    /// A row of the `get` statement: the value and the ms it has left.
+    fn live_row(
+        &self,
+        row: &tokio_postgres::Row,
+        key: &KvKey,
+        operation: Operation,
+    ) -> Result<(Value, Option<Duration>)> {
+        let text: &str = row.try_get(0).map_err(pg_error)?;
+        let left: Option<i64> = row.try_get(1).map_err(pg_error)?;
+        Ok((self.value(text, key, operation)?, sql::remaining(left, 0)))
     }
 
     pub(super) async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
         if options.is_expired() {
             return self.delete(key).await;
         }
-        let parts = key_parts(key).map_err(|e| e.with_operation("set"))?;
-        let text = json_text(&value, key).map_err(|e| e.with_operation("set"))?;
-        let client = self.client("set").await?;
-        let stmt = prepare(&client, &self.sql.upsert, "set").await?;
-        client
-            .execute(&stmt, &[&parts, &text, &ttl_micros(options.ttl)])
-            .await
-            .map_err(|e| pg_error(e, "set"))?;
-        Ok(())
+        let parts = writable_parts(key).map_err(|e| e.with_operation(Operation::Set))?;
+        let text = json_text(&value, key).map_err(|e| e.with_operation(Operation::Set))?;
+        let ttl = ttl_micros(options.ttl);
+        self.run(Operation::Set, async |client| {
+            let stmt = prepare(client, &self.sql.upsert).await?;
+            client
+                .execute(&stmt, &[&parts, &text, &ttl])
+                .await
+                .map_err(pg_error)?;
+            Ok(())
+        })
+        .await
     }
 
     pub(super) async fn delete(&self, key: &KvKey) -> Result<()> {
-        let parts = key_parts(key).map_err(|e| e.with_operation("delete"))?;
-        let client = self.client("delete").await?;
-        let stmt = prepare(&client, &self.sql.delete, "delete").await?;
-        client
-            .execute(&stmt, &[&parts])
-            .await
-            .map_err(|e| pg_error(e, "delete"))?;
-        Ok(())
+        let parts = key_parts(key).map_err(|e| e.with_operation(Operation::Delete))?;
+        self.run(Operation::Delete, async |client| {
+            let stmt = prepare(client, &self.sql.delete).await?;
+            client.execute(&stmt, &[&parts]).await.map_err(pg_error)?;
+            Ok(())
+        })
+        .await
     }
 
     pub(super) async fn cas(
@@ -331,75 +404,74 @@ impl FedifyPostgres {
         new: Option<Value>,
         options: SetOptions,
     ) -> Result<bool> {
-        let parts = key_parts(key).map_err(|e| e.with_operation("cas"))?;
+        let parts = key_parts(key).map_err(|e| e.with_operation(Operation::Cas))?;
         let new_text = match &new {
             Some(value) if !options.is_expired() => {
-                Some(json_text(value, key).map_err(|e| e.with_operation("cas"))?)
+                Some(json_text(value, key).map_err(|e| e.with_operation(Operation::Cas))?)
             }
             _ => None,
         };
+        if new_text.is_some() {
+            writable_parts(key).map_err(|e| e.with_operation(Operation::Cas))?;
+        }
         let ttl = ttl_micros(options.ttl);
         let sql = &self.sql;
-        let mut client = self.client("cas").await?;
-        let select = prepare(&client, &sql.cas_select, "cas").await?;
-        let tx = client.transaction().await.map_err(|e| pg_error(e, "cas"))?;
-        for _ in 0..CAS_ROUNDS {
-            // Read committed: FOR UPDATE holds the row until commit, so no
-            // writer (Fedify's included) changes it between the comparison
-            // and the write.
-            let row = tx
-                .query_opt(&select, &[&parts])
-                .await
-                .map_err(|e| pg_error(e, "cas"))?;
-            let current = match &row {
-                Some(row) => {
-                    let live: bool = row.try_get(1).map_err(|e| pg_error(e, "cas"))?;
-                    if live {
-                        let text: &str = row.try_get(0).map_err(|e| pg_error(e, "cas"))?;
-                        Some(self.value(text, key, "cas")?)
-                    } else {
-                        None
+        self.run(Operation::Cas, async |client| {
+            let select = prepare(client, &sql.cas_select).await?;
+            let tx = client.transaction().await.map_err(pg_error)?;
+            for _ in 0..CAS_ROUNDS {
+                // Read committed: FOR UPDATE holds the row until commit, so no
+                // writer (Fedify's included) changes it between the comparison
+                // and the write.
+                let row = tx.query_opt(&select, &[&parts]).await.map_err(pg_error)?;
+                let current = match &row {
+                    Some(row) => {
+                        let live: bool = row.try_get(1).map_err(pg_error)?;
+                        if live {
+                            let text: &str = row.try_get(0).map_err(pg_error)?;
+                            Some(self.value(text, key, Operation::Cas)?)
+                        } else {
+                            None
+                        }
                     }
+                    None => None,
+                };
+                // serde_json's equality is structural, like jsonb's.
+                if current.as_ref() != expected {
+                    return Ok(false); // dropping the transaction rolls back
                 }
-                None => None,
-            };
-            // serde_json's equality is structural, like jsonb's.
-            if current.as_ref() != expected {
-                return Ok(false); // dropping the transaction rolls back
-            }
-            let statement = match (&new_text, row.is_some()) {
-                (Some(_), true) => &sql.cas_update,
-                (Some(_), false) => &sql.cas_insert,
-                (None, true) => &sql.delete,
-                (None, false) => {
-                    tx.commit().await.map_err(|e| pg_error(e, "cas"))?;
-                    return Ok(true);
+                let statement = match (&new_text, row.is_some()) {
+                    (Some(_), true) => &sql.cas_update,
+                    (Some(_), false) => &sql.cas_insert,
+                    (None, true) => &sql.delete,
+                    (None, false) => {
+                        tx.commit().await.map_err(pg_error)?;
+                        return Ok(true);
+                    }
+                };
+                let stmt = tx.prepare_cached(statement).await.map_err(pg_error)?;
+                let changed = match &new_text {
+                    Some(text) => tx.execute(&stmt, &[&parts, text, &ttl]).await,
+                    None => tx.execute(&stmt, &[&parts]).await,
                 }
-            };
-            let stmt = tx
-                .prepare_cached(statement)
-                .await
-                .map_err(|e| pg_error(e, "cas"))?;
-            let changed = match &new_text {
-                Some(text) => tx.execute(&stmt, &[&parts, text, &ttl]).await,
-                None => tx.execute(&stmt, &[&parts]).await,
+                .map_err(pg_error)?;
+                if changed == 0 && row.is_none() {
+                    // Another writer inserted the key after our SELECT (and
+                    // committed: ON CONFLICT waited for it). Read and lock its
+                    // row, and compare again.
+                    continue;
+                }
+                tx.commit().await.map_err(pg_error)?;
+                return Ok(true);
             }
-            .map_err(|e| pg_error(e, "cas"))?;
-            if changed == 0 && row.is_none() {
-                // Another writer inserted the key after our SELECT (and
-                // committed: ON CONFLICT waited for it). Read and lock its
-                // row, and compare again.
-                continue;
-            }
-            tx.commit().await.map_err(|e| pg_error(e, "cas"))?;
-            return Ok(true);
-        }
-        Err(Error::new(
-            ErrorKind::Backend,
-            "cas lost too many insert races in a row",
-        )
-        .with_operation("cas")
-        .with_retryable(true))
+            Err(Error::new(
+                ErrorKind::Backend,
+                "cas lost too many insert races in a row",
+            )
+            .with_operation(Operation::Cas)
+            .with_retryable(true))
+        })
+        .await
     }
 
     /// One page of a listing after `after` (`None`: from the start).
@@ -408,30 +480,33 @@ impl FedifyPostgres {
         prefix: Option<&[String]>,
         after: Option<Vec<String>>,
     ) -> Result<(Vec<Result<KvEntry>>, Option<Vec<String>>)> {
-        let client = self.client("list").await?;
         let limit = i64::try_from(sql::LIST_PAGE).unwrap_or(i64::MAX);
-        let rows = match prefix {
-            Some(prefix) => {
-                let stmt = prepare(&client, &self.sql.list_prefix, "list").await?;
-                let n = i32::try_from(prefix.len()).unwrap_or(i32::MAX);
-                client.query(&stmt, &[&after, &limit, &prefix, &n]).await
-            }
-            None => {
-                let stmt = prepare(&client, &self.sql.list_all, "list").await?;
-                client.query(&stmt, &[&after, &limit]).await
-            }
-        }
-        .map_err(|e| pg_error(e, "list"))?;
+        let rows = self
+            .run(Operation::List, async |client| {
+                match prefix {
+                    Some(prefix) => {
+                        let stmt = prepare(client, &self.sql.list_prefix).await?;
+                        let n = i32::try_from(prefix.len()).unwrap_or(i32::MAX);
+                        client.query(&stmt, &[&after, &limit, &prefix, &n]).await
+                    }
+                    None => {
+                        let stmt = prepare(client, &self.sql.list_all).await?;
+                        client.query(&stmt, &[&after, &limit]).await
+                    }
+                }
+                .map_err(pg_error)
+            })
+            .await?;
         let full = rows.len() == sql::LIST_PAGE;
         let mut entries = Vec::with_capacity(rows.len());
         let mut last = None;
         for row in &rows {
-            let (parts, entry) = match read_key(row, "list") {
+            let (parts, entry) = match read_key(row, Operation::List) {
                 Ok((parts, key)) => {
                     let entry = row
                         .try_get::<_, &str>(1)
-                        .map_err(|e| pg_error(e, "list"))
-                        .and_then(|text| self.value(text, &key, "list"))
+                        .map_err(pg_error)
+                        .and_then(|text| self.value(text, &key, Operation::List))
                         .map(|value| KvEntry { key, value });
                     (Some(parts), entry)
                 }
@@ -471,34 +546,39 @@ impl FedifyPostgres {
         .boxed()
     }
 
-    pub(super) async fn get_many(&self, keys: &[KvKey]) -> Result<Vec<Option<Value>>> {
+    pub(super) async fn get_many(
+        &self,
+        keys: &[KvKey],
+        operation: Operation,
+    ) -> Result<Vec<Option<(Value, Option<Duration>)>>> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
         let parts = keys
             .iter()
-            .map(|k| key_parts(k).map_err(|e| e.with_operation("get_many")))
+            .map(|k| key_parts(k).map_err(|e| e.with_operation(operation)))
             .collect::<Result<Vec<_>>>()?;
-        let client = self.client("get_many").await?;
-        let stmt = prepare(&client, &self.sql.get, "get_many").await?;
-        // Ragged text[] keys do not fit one array parameter: the queries are
-        // pipelined on one connection instead (one round trip's wait).
-        let (client, stmt) = (&client, &stmt);
-        let rows = try_join_all(
-            parts
-                .iter()
-                .map(|p| async move { client.query_opt(stmt, &[p]).await }),
-        )
-        .await
-        .map_err(|e| pg_error(e, "get_many"))?;
+        let rows = self
+            .run(operation, async |client| {
+                let stmt = prepare(client, &self.sql.get).await?;
+                // Ragged text[] keys do not fit one array parameter: the
+                // queries are pipelined on one connection instead (one round
+                // trip's wait).
+                let (client, stmt) = (&*client, &stmt);
+                try_join_all(
+                    parts
+                        .iter()
+                        .map(|p| async move { client.query_opt(stmt, &[p]).await }),
+                )
+                .await
+                .map_err(pg_error)
+            })
+            .await?;
         keys.iter()
             .zip(rows)
-            .map(|(key, row)| match row {
-                Some(row) => {
-                    let text: &str = row.try_get(0).map_err(|e| pg_error(e, "get_many"))?;
-                    self.value(text, key, "get_many").map(Some)
-                }
-                None => Ok(None),
+            .map(|(key, row)| {
+                row.map(|row| self.live_row(&row, key, operation))
+                    .transpose()
             })
             .collect()
     }
@@ -519,8 +599,8 @@ impl FedifyPostgres {
         let mut index: HashMap<&KvKey, usize> = HashMap::with_capacity(entries.len());
         let mut rows: Vec<(&[String], String)> = Vec::with_capacity(entries.len());
         for (key, value) in &entries {
-            let parts = key_parts(key).map_err(|e| e.with_operation("set_many"))?;
-            let text = json_text(value, key).map_err(|e| e.with_operation("set_many"))?;
+            let parts = writable_parts(key).map_err(|e| e.with_operation(Operation::SetMany))?;
+            let text = json_text(value, key).map_err(|e| e.with_operation(Operation::SetMany))?;
             match index.get(key) {
                 Some(&i) => rows[i].1 = text,
                 None => {
@@ -530,20 +610,19 @@ impl FedifyPostgres {
             }
         }
         let ttl = ttl_micros(options.ttl);
-        let mut client = self.client("set_many").await?;
-        let stmt = prepare(&client, &self.sql.upsert, "set_many").await?;
-        // One transaction (all or nothing), its statements pipelined.
-        let tx = client
-            .transaction()
+        self.run(Operation::SetMany, async |client| {
+            let stmt = prepare(client, &self.sql.upsert).await?;
+            // One transaction (all or nothing), its statements pipelined.
+            let tx = client.transaction().await.map_err(pg_error)?;
+            try_join_all(rows.iter().map(|(parts, text)| {
+                let (tx, stmt, ttl) = (&tx, &stmt, &ttl);
+                async move { tx.execute(stmt, &[parts, text, ttl]).await }
+            }))
             .await
-            .map_err(|e| pg_error(e, "set_many"))?;
-        try_join_all(rows.iter().map(|(parts, text)| {
-            let (tx, stmt, ttl) = (&tx, &stmt, &ttl);
-            async move { tx.execute(stmt, &[parts, text, ttl]).await }
-        }))
+            .map_err(pg_error)?;
+            tx.commit().await.map_err(pg_error)
+        })
         .await
-        .map_err(|e| pg_error(e, "set_many"))?;
-        tx.commit().await.map_err(|e| pg_error(e, "set_many"))
     }
 
     pub(super) async fn delete_many(&self, keys: &[KvKey]) -> Result<()> {
@@ -552,23 +631,22 @@ impl FedifyPostgres {
         }
         let parts = keys
             .iter()
-            .map(|k| key_parts(k).map_err(|e| e.with_operation("delete_many")))
+            .map(|k| key_parts(k).map_err(|e| e.with_operation(Operation::DeleteMany)))
             .collect::<Result<Vec<_>>>()?;
-        let mut client = self.client("delete_many").await?;
-        let stmt = prepare(&client, &self.sql.delete, "delete_many").await?;
-        let tx = client
-            .transaction()
+        self.run(Operation::DeleteMany, async |client| {
+            let stmt = prepare(client, &self.sql.delete).await?;
+            let tx = client.transaction().await.map_err(pg_error)?;
+            let (txr, stmt) = (&tx, &stmt);
+            try_join_all(
+                parts
+                    .iter()
+                    .map(|p| async move { txr.execute(stmt, &[p]).await }),
+            )
             .await
-            .map_err(|e| pg_error(e, "delete_many"))?;
-        let (txr, stmt) = (&tx, &stmt);
-        try_join_all(
-            parts
-                .iter()
-                .map(|p| async move { txr.execute(stmt, &[p]).await }),
-        )
+            .map_err(pg_error)?;
+            tx.commit().await.map_err(pg_error)
+        })
         .await
-        .map_err(|e| pg_error(e, "delete_many"))?;
-        tx.commit().await.map_err(|e| pg_error(e, "delete_many"))
     }
 }
 
@@ -585,6 +663,18 @@ mod tests {
             Some(1_500_000)
         );
         assert_eq!(ttl_micros(Some(Duration::MAX)), None);
+    }
+
+    #[test]
+    fn array_size_is_postgres_s() {
+        // Measured on PostgreSQL 15: one part of 2,668 bytes fits the
+        // index, 2,669 do not; with a second part "ab", 2,660 and 2,661.
+        let size =
+            |parts: &[&str]| array_bytes(&parts.iter().map(|p| p.to_string()).collect::<Vec<_>>());
+        assert!(size(&[&"a".repeat(2668)]) <= MAX_KEY_BYTES);
+        assert!(size(&[&"a".repeat(2669)]) > MAX_KEY_BYTES);
+        assert!(size(&[&"a".repeat(2660), "ab"]) <= MAX_KEY_BYTES);
+        assert!(size(&[&"a".repeat(2661), "ab"]) > MAX_KEY_BYTES);
     }
 
     #[test]

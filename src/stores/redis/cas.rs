@@ -4,7 +4,7 @@
 
 use super::encoding::{decode_value, encode_value};
 use super::error::map_redis_error;
-use super::{ttl_millis, RedisKvStore};
+use super::RedisKvStore;
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
 use crate::store::{SetOptions, Value};
@@ -54,7 +54,7 @@ impl RedisKvStore {
         let ttl = options
             .ttl
             .filter(|_| !new_text.is_empty())
-            .map(|ttl| ttl_millis(ttl).to_string())
+            .map(|ttl| self.ttl_ms(ttl).to_string())
             .unwrap_or_default();
         // First guess at the stored text: our own serialization of `expected`,
         // which is what this store wrote if it wrote the value.

@@ -1,8 +1,8 @@
 //! [`Layout::Fedify`](crate::stores::Layout::Fedify) keys for
 //! [`RedisKvStore`](super::RedisKvStore): the Redis keys `@fedify/redis`'s
 //! `RedisKvStore` reads and writes (checked against 1.8.7, the version the
-//! npm registry serves). Values (JSON text), TTLs and `cas` are the same as
-//! in the kvtower layout.
+//! npm registry serves). Values (JSON text) and `cas` are the same as in the
+//! kvtower layout; TTLs are whole seconds, as Fedify writes them.
 //!
 //! A key is the key prefix (Fedify's `keyPrefix`, default `fedify::`, used
 //! as it is) followed by the parts, each with every `:` written `_:`, joined
@@ -29,9 +29,9 @@
 //!   keys not under it, or misses keys that are. kvtower escapes them.
 //! * `@fedify/redis` 1.8.7 writes a TTL with `SETEX` in seconds; Redis
 //!   refuses a fractional TTL (`ERR value is not an integer`), so Fedify can
-//!   only write whole seconds. kvtower writes TTLs with `PX` in
-//!   milliseconds (rounded up); Fedify's reader never sees the TTL, Redis
-//!   expires the key for both.
+//!   only write whole seconds. kvtower writes TTLs the same way: whole
+//!   seconds, rounded up (a 1.2 s TTL lives 2 s), so both programs' keys
+//!   expire alike; the store declares `exact_expiry: false` for it.
 //! * Fedify has no `cas` on Redis; kvtower's is atomic on the server (a Lua
 //!   script), against Fedify's `set`s as well.
 //!

@@ -12,6 +12,7 @@ use super::error::map_redis_error;
 use super::RedisKvStore;
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
+use crate::operation::Operation;
 use crate::store::KvEntry;
 
 /// Where a listing is.
@@ -95,7 +96,7 @@ impl RedisKvStore {
             Ok(page) => Some((page, state)),
             Err(err) => {
                 state.done = true;
-                Some((vec![Err(err.with_operation("list"))], state))
+                Some((vec![Err(err.with_operation(Operation::List))], state))
             }
         }
     }
@@ -111,7 +112,9 @@ impl RedisKvStore {
                 .run(Self::mget(&mut conn, std::slice::from_ref(&exact)))
                 .await?;
             state.seen.insert(exact.clone());
-            return Ok(self.entries(vec![exact], values, state.prefix.as_ref()));
+            let keys = vec![exact];
+            let kinds = self.nil_types(&keys, &values).await?;
+            return Ok(self.entries(keys, values, kinds, state.prefix.as_ref()));
         }
         let target = match state.targets.as_ref().and_then(|t| t.get(state.target)) {
             Some(target) => *target,
@@ -134,21 +137,28 @@ impl RedisKvStore {
             .collect();
         let mut conn = self.conn();
         let values = self.run(Self::mget(&mut conn, &keys)).await?;
-        Ok(self.entries(keys, values, state.prefix.as_ref()))
+        let kinds = self.nil_types(&keys, &values).await?;
+        Ok(self.entries(keys, values, kinds, state.prefix.as_ref()))
     }
 
     /// Decodes a page of raw keys and values; absent values (deleted or
-    /// expired since the scan) are skipped, undecodable ones become errors.
+    /// expired since the scan) are skipped, undecodable ones and keys of
+    /// another type (`kinds`, from [`nil_types`](Self::nil_types)) become
+    /// errors.
     fn entries(
         &self,
         keys: Vec<Vec<u8>>,
         values: Vec<Option<Vec<u8>>>,
+        kinds: Vec<Option<String>>,
         prefix: Option<&KvKey>,
     ) -> Vec<Result<KvEntry>> {
         keys.into_iter()
             .zip(values)
-            .filter_map(|(raw_key, raw_value)| {
-                let raw_value = raw_value?;
+            .zip(kinds)
+            .filter_map(|((raw_key, raw_value), kind)| {
+                if raw_value.is_none() && kind.is_none() {
+                    return None;
+                }
                 let key = match self.inner.codec.decode(&raw_key) {
                     Ok(key) => key,
                     Err(why) => {
@@ -159,16 +169,22 @@ impl RedisKvStore {
                                 String::from_utf8_lossy(&raw_key)
                             ),
                         )
-                        .with_operation("list")));
+                        .with_operation(Operation::List)));
                     }
                 };
                 // The pattern already guarantees it; a cheap second check.
                 if prefix.is_some_and(|p| !key.starts_with(p)) {
                     return None;
                 }
-                Some(match decode_value(&raw_value) {
+                let decoded = match (raw_value, kind) {
+                    (Some(raw_value), _) => decode_value(&raw_value),
+                    (None, kind) => Err(super::wrong_type::wrong_type(
+                        kind.as_deref().unwrap_or("value of another type"),
+                    )),
+                };
+                Some(match decoded {
                     Ok(value) => Ok(KvEntry { key, value }),
-                    Err(e) => Err(e.with_operation("list").with_key(&key)),
+                    Err(e) => Err(e.with_operation(Operation::List).with_key(&key)),
                 })
             })
             .collect()

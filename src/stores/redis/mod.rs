@@ -72,6 +72,13 @@
 //! [`InvalidValue`](crate::ErrorKind::InvalidValue) error naming the key, never a
 //! panic.
 //!
+//! A Redis key of another type (a list, a hash, a set... written by another
+//! program) is an `InvalidValue` error naming its type on every read path
+//! (`get`, `get_with_ttl`, the batch reads, `cas`; `list` yields it as an
+//! error item), never "absent": `MGET` answers nil for it as for an absent
+//! key, so the keys it finds nil are asked their `TYPE` (one more round
+//! trip, for a batch with absent keys only).
+//!
 //! `list` does not stop at such a value: it yields an `Err(InvalidValue)` item
 //! naming the key and goes on with the other entries. The same holds for a
 //! Redis key under the namespace that this encoding cannot have produced (an
@@ -94,7 +101,11 @@
 //!
 //! TTLs are sent in milliseconds (`SET ... PX`), rounded up to a whole
 //! millisecond, so sub-second TTLs work. A TTL of zero deletes the key. A TTL
-//! beyond about 31,000 years is capped there.
+//! beyond about 31,000 years is capped there. In the
+//! [Fedify layout](crate::stores::Layout::Fedify) TTLs are rounded up to
+//! whole seconds, as `@fedify/redis` writes them (`SETEX`), so the store
+//! declares `exact_expiry: false`: an entry may outlive its TTL by up to a
+//! second.
 //!
 //! # Compare-and-swap
 //!
@@ -134,6 +145,7 @@ mod error;
 mod fedify;
 mod list;
 mod ttl_read;
+mod wrong_type;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -155,6 +167,7 @@ use self::encoding::{decode_value, encode_value, KeyCodec};
 use self::error::{config_error, timeout_error};
 use crate::error::{Error, Result};
 use crate::key::KvKey;
+use crate::operation::Operation;
 use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
 use crate::stores::layout::Layout;
 
@@ -377,7 +390,7 @@ impl RedisKvStoreBuilder {
             ConnectionManager::new_with_config(client, config),
         )
         .await
-        .map_err(|e| crate::redact::scrub(e.with_operation("connect"), [url]))?;
+        .map_err(|e| crate::redact::scrub(e.with_operation(Operation::Connect), [url]))?;
         Ok(self.build(Conn::Single(manager), redact(url)))
     }
 
@@ -412,7 +425,7 @@ impl RedisKvStoreBuilder {
             client.get_async_connection(),
         )
         .await
-        .map_err(|e| e.with_operation("connect"))?;
+        .map_err(|e| e.with_operation(Operation::Connect))?;
         Ok(self.build(Conn::Cluster(conn), endpoint))
     }
 
@@ -508,6 +521,12 @@ impl RedisKvStore {
         &self.inner.namespace
     }
 
+    /// How this store's keys become Redis keys (client tracking decodes the
+    /// keys Redis reports with it).
+    pub(crate) fn key_codec(&self) -> &KeyCodec {
+        &self.inner.codec
+    }
+
     /// The key format this store reads and writes.
     pub fn layout(&self) -> Layout {
         self.inner.layout
@@ -536,13 +555,14 @@ impl RedisKvStore {
         let cmd = if options.is_expired() {
             del_cmd(std::slice::from_ref(&rkey))
         } else {
-            let text = encode_value(value).map_err(|e| e.with_operation("set").with_key(key))?;
-            set_cmd(&rkey, &text, options)
+            let text =
+                encode_value(value).map_err(|e| e.with_operation(Operation::Set).with_key(key))?;
+            set_cmd(&rkey, &text, options.ttl.map(|ttl| self.ttl_ms(ttl)))
         };
         let mut conn = self.conn();
         self.run(cmd.query_async::<()>(&mut conn))
             .await
-            .map_err(|e| e.with_operation("set").with_key(key))
+            .map_err(|e| e.with_operation(Operation::Set).with_key(key))
     }
 
     fn conn(&self) -> Conn {
@@ -568,25 +588,31 @@ impl KvStore for RedisKvStore {
     async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
         let rkey = self.inner.codec.encode(key);
         let mut conn = self.conn();
-        let raw: Option<Vec<u8>> = self
+        let raw: Option<Vec<u8>> = match self
             .run(redis::cmd("GET").arg(&rkey).query_async(&mut conn))
             .await
-            .map_err(|e| e.with_operation("get").with_key(key))?;
+        {
+            Ok(raw) => raw,
+            Err(e) => {
+                let e = self.explain(e, std::slice::from_ref(key), std::slice::from_ref(&rkey));
+                return Err(e.await.with_operation(Operation::Get).with_key(key));
+            }
+        };
         raw.map(|raw| decode_value(&raw))
             .transpose()
-            .map_err(|e| e.with_operation("get").with_key(key))
+            .map_err(|e| e.with_operation(Operation::Get).with_key(key))
     }
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
-        let value =
-            crate::value::checked(value).map_err(|e| e.with_operation("set").with_key(key))?;
+        let value = crate::value::checked(value)
+            .map_err(|e| e.with_operation(Operation::Set).with_key(key))?;
         self.set_encoded(key, &value, options).await
     }
 
     // Redis stores the JSON text: encoding reads the shared tree, no copy.
     async fn set_shared(&self, key: &KvKey, value: Arc<Value>, options: SetOptions) -> Result<()> {
         let value = crate::value::checked_shared(value)
-            .map_err(|e| e.with_operation("set").with_key(key))?;
+            .map_err(|e| e.with_operation(Operation::Set).with_key(key))?;
         self.set_encoded(key, &value, options).await
     }
 
@@ -595,7 +621,7 @@ impl KvStore for RedisKvStore {
         let mut conn = self.conn();
         self.run(del_cmd(std::slice::from_ref(&rkey)).query_async::<()>(&mut conn))
             .await
-            .map_err(|e| e.with_operation("delete").with_key(key))
+            .map_err(|e| e.with_operation(Operation::Delete).with_key(key))
     }
 
     async fn cas(
@@ -606,8 +632,8 @@ impl KvStore for RedisKvStore {
         options: SetOptions,
     ) -> Result<bool> {
         let new = crate::value::checked_cas(expected, new)
-            .map_err(|e| e.with_operation("cas").with_key(key))?;
-        match tokio::time::timeout(
+            .map_err(|e| e.with_operation(Operation::Cas).with_key(key))?;
+        let result = match tokio::time::timeout(
             self.inner.timeout,
             self.cas_inner(key, expected, new, options),
         )
@@ -615,8 +641,15 @@ impl KvStore for RedisKvStore {
         {
             Ok(result) => result,
             Err(_) => Err(timeout_error(self.inner.timeout)),
+        };
+        match result {
+            Ok(swapped) => Ok(swapped),
+            Err(e) => {
+                let rkey = self.inner.codec.encode(key);
+                let e = self.explain(e, std::slice::from_ref(key), std::slice::from_ref(&rkey));
+                Err(e.await.with_operation(Operation::Cas).with_key(key))
+            }
         }
-        .map_err(|e| e.with_operation("cas").with_key(key))
     }
 
     fn list(&self, prefix: Option<KvKey>) -> BoxStream<'_, Result<KvEntry>> {
@@ -629,28 +662,33 @@ impl KvStore for RedisKvStore {
         let raw = self
             .run(Self::mget(&mut conn, &raw_keys))
             .await
-            .map_err(|e| e.with_operation("get_many"))?;
+            .map_err(|e| e.with_operation(Operation::GetMany))?;
+        // MGET answers nil for a key of another type too.
+        self.check_nils(keys, &raw_keys, &raw)
+            .await
+            .map_err(|e| e.with_operation(Operation::GetMany))?;
         keys.iter()
             .zip(raw)
             .map(|(key, raw)| {
                 raw.map(|raw| decode_value(&raw))
                     .transpose()
-                    .map_err(|e| e.with_operation("get_many").with_key(key))
+                    .map_err(|e| e.with_operation(Operation::GetMany).with_key(key))
             })
             .collect()
     }
 
     async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {
         // Encode everything first so that a bad value writes nothing.
-        let entries =
-            crate::value::checked_entries(entries).map_err(|e| e.with_operation("set_many"))?;
+        let entries = crate::value::checked_entries(entries)
+            .map_err(|e| e.with_operation(Operation::SetMany))?;
         let mut encoded = Vec::with_capacity(entries.len());
         for (key, value) in &entries {
             let rkey = self.inner.codec.encode(key);
             let text = if options.is_expired() {
                 Vec::new()
             } else {
-                encode_value(value).map_err(|e| e.with_operation("set_many").with_key(key))?
+                encode_value(value)
+                    .map_err(|e| e.with_operation(Operation::SetMany).with_key(key))?
             };
             encoded.push((rkey, text));
         }
@@ -658,7 +696,7 @@ impl KvStore for RedisKvStore {
             if options.is_expired() {
                 del_cmd(std::slice::from_ref(rkey))
             } else {
-                set_cmd(rkey, text, options)
+                set_cmd(rkey, text, options.ttl.map(|ttl| self.ttl_ms(ttl)))
             }
         };
         let run = async {
@@ -701,7 +739,7 @@ impl KvStore for RedisKvStore {
         };
         self.run(run)
             .await
-            .map_err(|e| e.with_operation("set_many"))
+            .map_err(|e| e.with_operation(Operation::SetMany))
     }
 
     async fn delete_many(&self, keys: &[KvKey]) -> Result<()> {
@@ -719,7 +757,7 @@ impl KvStore for RedisKvStore {
         };
         self.run(run)
             .await
-            .map_err(|e| e.with_operation("delete_many"))
+            .map_err(|e| e.with_operation(Operation::DeleteMany))
     }
 
     /// The value and its `PTTL`, read atomically by one script.
@@ -735,17 +773,43 @@ impl KvStore for RedisKvStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::full()
+        match self.inner.layout {
+            // TTLs are rounded up to whole seconds, as Fedify writes them: an
+            // entry may outlive the TTL asked for by up to a second.
+            Layout::Fedify => Capabilities::full().with_exact_expiry(false),
+            _ => Capabilities::full(),
+        }
     }
 }
 
-fn set_cmd(rkey: &[u8], text: &[u8], options: SetOptions) -> Cmd {
+fn set_cmd(rkey: &[u8], text: &[u8], ttl_ms: Option<u64>) -> Cmd {
     let mut cmd = redis::cmd("SET");
     cmd.arg(rkey).arg(text);
-    if let Some(ttl) = options.ttl {
-        cmd.arg("PX").arg(ttl_millis(ttl));
+    if let Some(ttl_ms) = ttl_ms {
+        cmd.arg("PX").arg(ttl_ms);
     }
     cmd
+}
+
+impl RedisKvStore {
+    /// The `PX` argument for `ttl` in this store's layout: whole
+    /// milliseconds, or in [`Layout::Fedify`] whole seconds (rounded up), as
+    /// `@fedify/redis` writes them with `SETEX`, so a key kvtower writes
+    /// expires when one Fedify wrote with the same TTL would.
+    pub(super) fn ttl_ms(&self, ttl: Duration) -> u64 {
+        match self.inner.layout {
+            Layout::Fedify => ttl_millis(whole_seconds_up(ttl)),
+            _ => ttl_millis(ttl),
+        }
+    }
+}
+
+/// `ttl` rounded up to a whole number of seconds, at least one.
+fn whole_seconds_up(ttl: Duration) -> Duration {
+    let secs = ttl
+        .as_secs()
+        .saturating_add(u64::from(ttl.subsec_nanos() > 0));
+    Duration::from_secs(secs.max(1))
 }
 
 fn del_cmd(rkeys: &[Vec<u8>]) -> Cmd {
@@ -773,5 +837,25 @@ mod tests {
         assert_eq!(ttl_millis(Duration::from_micros(1_500)), 2);
         assert_eq!(ttl_millis(Duration::from_millis(250)), 250);
         assert_eq!(ttl_millis(Duration::MAX), MAX_TTL_MS);
+    }
+
+    #[test]
+    fn fedify_ttls_round_up_to_whole_seconds() {
+        assert_eq!(
+            whole_seconds_up(Duration::from_millis(1)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            whole_seconds_up(Duration::from_millis(1_000)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            whole_seconds_up(Duration::from_millis(1_001)),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            whole_seconds_up(Duration::MAX),
+            Duration::from_secs(u64::MAX)
+        );
     }
 }

@@ -16,6 +16,7 @@ use super::encoding::decode_value;
 use super::{RedisKvStore, BATCH_CHUNK};
 use crate::error::Result;
 use crate::key::KvKey;
+use crate::operation::Operation;
 use crate::store::Value;
 
 /// For every key of KEYS, its value (nil when absent) and its `PTTL` (-1:
@@ -71,12 +72,15 @@ impl RedisKvStore {
     pub(super) async fn get_with_ttl_inner(&self, key: &KvKey) -> Result<Found> {
         let rkey = self.inner.codec.encode(key);
         let mut conn = self.conn();
-        let mut pairs = self
-            .run(read(&mut conn, std::slice::from_ref(&rkey)))
-            .await
-            .map_err(|e| e.with_operation("get_with_ttl").with_key(key))?;
+        let mut pairs = match self.run(read(&mut conn, std::slice::from_ref(&rkey))).await {
+            Ok(pairs) => pairs,
+            Err(e) => {
+                let e = self.explain(e, std::slice::from_ref(key), std::slice::from_ref(&rkey));
+                return Err(e.await.with_operation(Operation::GetWithTtl).with_key(key));
+            }
+        };
         let (raw, pttl) = pairs.pop().unwrap_or((None, -2));
-        found(raw, pttl).map_err(|e| e.with_operation("get_with_ttl").with_key(key))
+        found(raw, pttl).map_err(|e| e.with_operation(Operation::GetWithTtl).with_key(key))
     }
 
     pub(super) async fn get_many_with_ttl_inner(&self, keys: &[KvKey]) -> Result<Vec<Found>> {
@@ -115,14 +119,18 @@ impl RedisKvStore {
             }
             Ok(answers)
         };
-        let answers = self
-            .run(run)
-            .await
-            .map_err(|e| e.with_operation("get_many_with_ttl"))?;
+        let answers = match self.run(run).await {
+            Ok(answers) => answers,
+            Err(e) => {
+                let e = self.explain(e, keys, &raw_keys).await;
+                return Err(e.with_operation(Operation::GetManyWithTtl));
+            }
+        };
         keys.iter()
             .zip(answers)
             .map(|(key, (raw, pttl))| {
-                found(raw, pttl).map_err(|e| e.with_operation("get_many_with_ttl").with_key(key))
+                found(raw, pttl)
+                    .map_err(|e| e.with_operation(Operation::GetManyWithTtl).with_key(key))
             })
             .collect()
     }

@@ -37,9 +37,10 @@ use futures::stream::{self, BoxStream, StreamExt};
 use rusqlite::{params, Connection, TransactionBehavior};
 use tokio::sync::oneshot;
 
-use super::{closed, read_value, sqlite_error};
+use super::{closed, live_row, read_value, sqlite_error};
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
+use crate::operation::Operation;
 use crate::store::{KvEntry, SetOptions, Value};
 use crate::stores::sql::{self, expires_at, now_ms, value_text};
 
@@ -124,7 +125,7 @@ impl Statements {
                  expires INTEGER);\
                  CREATE INDEX IF NOT EXISTS \"idx_{table}_expires\" ON {t} (expires);"
             ),
-            get: format!("SELECT value FROM {t} WHERE key = ?1 AND {LIVE}"),
+            get: format!("SELECT value, expires FROM {t} WHERE key = ?1 AND {LIVE}"),
             // Fedify's upsert: an overwrite keeps `created`.
             upsert: format!(
                 "INSERT INTO {t} (key, value, created, expires) VALUES (?1, ?2, ?4, ?3) \
@@ -153,12 +154,9 @@ fn connect(path: Option<&Path>, synchronous: &str, statements: &Statements) -> R
         None => Connection::open_in_memory(),
     }
     .map_err(|e| {
-        Error::new(
-            ErrorKind::Unavailable,
-            format!("cannot open the SQLite database: {e}"),
-        )
-        .with_source(e)
-        .with_operation("open")
+        Error::new(ErrorKind::Unavailable, "cannot open the SQLite database")
+            .with_source(e)
+            .with_operation(Operation::Connect)
     })?;
     let setup = || -> rusqlite::Result<()> {
         conn.busy_timeout(Duration::from_secs(5))?;
@@ -168,7 +166,7 @@ fn connect(path: Option<&Path>, synchronous: &str, statements: &Statements) -> R
         conn.execute_batch(&format!("PRAGMA synchronous = {synchronous};"))?;
         conn.execute_batch(&statements.create)
     };
-    setup().map_err(|e| sqlite_error(e, "open"))?;
+    setup().map_err(sqlite_error)?;
     Ok(conn)
 }
 
@@ -219,7 +217,7 @@ fn sweep_batch(conn: &Connection, statements: &Statements) -> Result<usize> {
     let batch = i64::try_from(sql::SWEEP_BATCH).unwrap_or(i64::MAX);
     conn.prepare_cached(&statements.sweep)
         .and_then(|mut stmt| stmt.execute(params![now_ms(), batch]))
-        .map_err(|e| sqlite_error(e, "sweep"))
+        .map_err(sqlite_error)
 }
 
 fn get_live(
@@ -227,16 +225,14 @@ fn get_live(
     statements: &Statements,
     key: &KvKey,
     now: i64,
-    operation: &'static str,
-) -> Result<Option<Value>> {
-    let mut stmt = conn
-        .prepare_cached(&statements.get)
-        .map_err(|e| sqlite_error(e, operation))?;
+    operation: Operation,
+) -> Result<Option<(Value, Option<Duration>)>> {
+    let mut stmt = conn.prepare_cached(&statements.get).map_err(sqlite_error)?;
     let mut rows = stmt
         .query(params![key_text(key), now])
-        .map_err(|e| sqlite_error(e, operation))?;
-    match rows.next().map_err(|e| sqlite_error(e, operation))? {
-        Some(row) => read_value(row, 0, key, operation).map(Some),
+        .map_err(sqlite_error)?;
+    match rows.next().map_err(sqlite_error)? {
+        Some(row) => live_row(row, key, now, operation).map(Some),
         None => Ok(None),
     }
 }
@@ -249,7 +245,6 @@ fn write(
     value: Option<&str>,
     options: SetOptions,
     now: i64,
-    operation: &'static str,
 ) -> Result<()> {
     let result = match value {
         Some(text) if !options.is_expired() => conn
@@ -259,7 +254,7 @@ fn write(
             .prepare_cached(&statements.delete)
             .and_then(|mut s| s.execute(params![key])),
     };
-    result.map(|_| ()).map_err(|e| sqlite_error(e, operation))
+    result.map(|_| ()).map_err(sqlite_error)
 }
 
 impl FedifySqlite {
@@ -289,12 +284,9 @@ impl FedifySqlite {
                 serve(conn, statements, receiver, sweep_interval);
             })
             .map_err(|e| {
-                Error::new(
-                    ErrorKind::Backend,
-                    format!("cannot start the SQLite thread: {e}"),
-                )
-                .with_source(e)
-                .with_operation("open")
+                Error::new(ErrorKind::Backend, "cannot start the SQLite thread")
+                    .with_source(e)
+                    .with_operation(Operation::Connect)
             })?;
         let store = Self {
             jobs: Some(jobs),
@@ -303,12 +295,12 @@ impl FedifySqlite {
         match opened.await {
             Ok(Ok(())) => Ok(store),
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(closed("open")),
+            Err(_) => Err(closed(Operation::Connect)),
         }
     }
 
     /// Runs `f` on the connection thread and waits for its result.
-    async fn run<T, F>(&self, operation: &'static str, f: F) -> Result<T>
+    async fn run<T, F>(&self, operation: Operation, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection, &Statements) -> Result<T> + Send + 'static,
@@ -323,7 +315,7 @@ impl FedifySqlite {
     }
 
     pub(super) async fn sweep_expired(&self) -> Result<u64> {
-        self.run("sweep", |conn, statements| {
+        self.run(Operation::Sweep, |conn, statements| {
             let mut total = 0u64;
             loop {
                 let deleted = sweep_batch(conn, statements)?;
@@ -336,10 +328,15 @@ impl FedifySqlite {
         .await
     }
 
-    pub(super) async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
+    /// The value and its remaining lifetime (`expires`), in one query.
+    pub(super) async fn get(
+        &self,
+        key: &KvKey,
+        operation: Operation,
+    ) -> Result<Option<(Value, Option<Duration>)>> {
         let owned = key.clone();
-        self.run("get", move |conn, statements| {
-            get_live(conn, statements, &owned, now_ms(), "get")
+        self.run(operation, move |conn, statements| {
+            get_live(conn, statements, &owned, now_ms(), operation)
         })
         .await
         .map_err(|e| e.with_key(key))
@@ -348,16 +345,8 @@ impl FedifySqlite {
     pub(super) async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
         let text = key_text(key);
         let value = value_text(&value);
-        self.run("set", move |conn, statements| {
-            write(
-                conn,
-                statements,
-                &text,
-                Some(&value),
-                options,
-                now_ms(),
-                "set",
-            )
+        self.run(Operation::Set, move |conn, statements| {
+            write(conn, statements, &text, Some(&value), options, now_ms())
         })
         .await
         .map_err(|e| e.with_key(key))
@@ -365,16 +354,8 @@ impl FedifySqlite {
 
     pub(super) async fn delete(&self, key: &KvKey) -> Result<()> {
         let text = key_text(key);
-        self.run("delete", move |conn, statements| {
-            write(
-                conn,
-                statements,
-                &text,
-                None,
-                SetOptions::default(),
-                0,
-                "delete",
-            )
+        self.run(Operation::Delete, move |conn, statements| {
+            write(conn, statements, &text, None, SetOptions::default(), 0)
         })
         .await
         .map_err(|e| e.with_key(key))
@@ -390,22 +371,22 @@ impl FedifySqlite {
         let owned = key.clone();
         let expected = expected.cloned();
         let new = new.map(|v| value_text(&v));
-        self.run("cas", move |conn, statements| {
+        self.run(Operation::Cas, move |conn, statements| {
             // BEGIN IMMEDIATE, as Fedify's own cas does: the write lock is
             // taken before the read, so a Fedify process on the same file
             // cannot write between the comparison and the write.
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| sqlite_error(e, "cas"))?;
+                .map_err(sqlite_error)?;
             let now = now_ms();
-            let current = get_live(&tx, statements, &owned, now, "cas")?;
+            let current = get_live(&tx, statements, &owned, now, Operation::Cas)?.map(|(v, _)| v);
             // serde_json's equality is structural, like Fedify's `isEqual`.
             if current != expected {
                 return Ok(false);
             }
             let text = key_text(&owned);
-            write(&tx, statements, &text, new.as_deref(), options, now, "cas")?;
-            tx.commit().map_err(|e| sqlite_error(e, "cas"))?;
+            write(&tx, statements, &text, new.as_deref(), options, now)?;
+            tx.commit().map_err(sqlite_error)?;
             Ok(true)
         })
         .await
@@ -419,31 +400,29 @@ impl FedifySqlite {
         after: String,
         bounds: Option<(String, String, String)>,
     ) -> Result<(Vec<Result<KvEntry>>, Option<String>)> {
-        self.run("list", move |conn, statements| {
+        self.run(Operation::List, move |conn, statements| {
             let limit = i64::try_from(sql::LIST_PAGE).unwrap_or(i64::MAX);
             let now = now_ms();
             let (sql, bounds) = match &bounds {
                 Some(b) => (&statements.list_prefix, Some(b)),
                 None => (&statements.list_all, None),
             };
-            let mut stmt = conn
-                .prepare_cached(sql)
-                .map_err(|e| sqlite_error(e, "list"))?;
+            let mut stmt = conn.prepare_cached(sql).map_err(sqlite_error)?;
             let mut rows = match bounds {
                 Some((exact, low, high)) => {
                     stmt.query(params![after, now, limit, exact, low, high])
                 }
                 None => stmt.query(params![after, now, limit]),
             }
-            .map_err(|e| sqlite_error(e, "list"))?;
+            .map_err(sqlite_error)?;
             let mut entries = Vec::new();
             let mut last = None;
-            while let Some(row) = rows.next().map_err(|e| sqlite_error(e, "list"))? {
-                let text: String = row.get(0).map_err(|e| sqlite_error(e, "list"))?;
+            while let Some(row) = rows.next().map_err(sqlite_error)? {
+                let text: String = row.get(0).map_err(sqlite_error)?;
                 let entry = parse_key_text(&text)
-                    .map_err(|e| e.with_operation("list"))
+                    .map_err(|e| e.with_operation(Operation::List))
                     .and_then(|key| {
-                        let value = read_value(row, 1, &key, "list")?;
+                        let value = read_value(row, 1, &key, Operation::List)?;
                         Ok(KvEntry { key, value })
                     });
                 entries.push(entry);
@@ -476,22 +455,24 @@ impl FedifySqlite {
         .boxed()
     }
 
-    pub(super) async fn get_many(&self, keys: &[KvKey]) -> Result<Vec<Option<Value>>> {
+    pub(super) async fn get_many(
+        &self,
+        keys: &[KvKey],
+        operation: Operation,
+    ) -> Result<Vec<Option<(Value, Option<Duration>)>>> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
         let keys = keys.to_vec();
-        self.run("get_many", move |conn, statements| {
+        self.run(operation, move |conn, statements| {
             // One read transaction: every value from the same snapshot.
-            let tx = conn
-                .transaction()
-                .map_err(|e| sqlite_error(e, "get_many"))?;
+            let tx = conn.transaction().map_err(sqlite_error)?;
             let now = now_ms();
             let values = keys
                 .iter()
-                .map(|key| get_live(&tx, statements, key, now, "get_many"))
+                .map(|key| get_live(&tx, statements, key, now, operation))
                 .collect::<Result<Vec<_>>>()?;
-            tx.commit().map_err(|e| sqlite_error(e, "get_many"))?;
+            tx.commit().map_err(sqlite_error)?;
             Ok(values)
         })
         .await
@@ -509,16 +490,16 @@ impl FedifySqlite {
             .iter()
             .map(|(key, value)| (key_text(key), value_text(value)))
             .collect();
-        self.run("set_many", move |conn, statements| {
+        self.run(Operation::SetMany, move |conn, statements| {
             // One transaction, in order, so the last duplicate wins.
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| sqlite_error(e, "set_many"))?;
+                .map_err(sqlite_error)?;
             let now = now_ms();
             for (key, text) in &rows {
-                write(&tx, statements, key, Some(text), options, now, "set_many")?;
+                write(&tx, statements, key, Some(text), options, now)?;
             }
-            tx.commit().map_err(|e| sqlite_error(e, "set_many"))
+            tx.commit().map_err(sqlite_error)
         })
         .await
     }
@@ -528,22 +509,14 @@ impl FedifySqlite {
             return Ok(());
         }
         let texts: Vec<String> = keys.iter().map(key_text).collect();
-        self.run("delete_many", move |conn, statements| {
+        self.run(Operation::DeleteMany, move |conn, statements| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| sqlite_error(e, "delete_many"))?;
+                .map_err(sqlite_error)?;
             for key in &texts {
-                write(
-                    &tx,
-                    statements,
-                    key,
-                    None,
-                    SetOptions::default(),
-                    0,
-                    "delete_many",
-                )?;
+                write(&tx, statements, key, None, SetOptions::default(), 0)?;
             }
-            tx.commit().map_err(|e| sqlite_error(e, "delete_many"))
+            tx.commit().map_err(sqlite_error)
         })
         .await
     }

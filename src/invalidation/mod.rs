@@ -6,15 +6,16 @@
 //! a cache layer, the written keys to every other node, which drops them from
 //! its front tier.
 //!
-//! # Why pub/sub and not `CLIENT TRACKING`
+//! # The bus, and client tracking beside it
 //!
-//! Redis's server-assisted client-side caching (RESP3 `CLIENT TRACKING`) only
-//! tracks keys read through the tracking connection of a Redis-backed store.
 //! The bus invalidates by [`KvKey`], so it works whatever the inner store is
 //! (Redis, Redis Cluster, Postgres, SQLite on a shared volume), with layers
 //! such as a prefix between the cache and the store, and on any Redis version
 //! and in cluster mode (where `PUBLISH` reaches every node). The price is one
-//! `PUBLISH` per write, pipelined on a multiplexed connection.
+//! `PUBLISH` per write, pipelined on a multiplexed connection. It hears only
+//! writes made through a cache layer: for writes made around kvtower on a
+//! Redis-backed stack, add [`RedisClientTracking`] (Redis's RESP3
+//! `CLIENT TRACKING` in `BCAST` mode) as a second source.
 //!
 //! # Losing the subscription
 //!
@@ -45,20 +46,27 @@
 //! # }
 //! ```
 
+mod targets;
+mod tracking;
+
+pub use self::tracking::{RedisClientTracking, RedisClientTrackingBuilder};
+
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::KvKey;
-use crate::layers::{CacheHandle, CacheId, CacheLayerBuilder, Coherence, WeakCacheHandle};
+use crate::layers::{CacheId, CacheLayerBuilder, Coherence, WeakCacheHandle};
+
+use self::targets::Targets;
 use crate::store::KvStore;
 
 /// The default pub/sub channel.
@@ -193,42 +201,32 @@ impl RedisInvalidationBusBuilder {
     /// [`Config`](ErrorKind::Config) for a bad URL; [`Unavailable`](ErrorKind::Unavailable)
     /// when Redis cannot be reached within the connect timeout.
     pub async fn connect(self) -> Result<RedisInvalidationBus> {
-        // A zero interval would spin (tokio panics on a zero `interval`) and a
-        // zero timeout would fail every call: both are mistakes, said early.
-        for (name, value) in [
-            ("heartbeat", self.heartbeat),
-            ("publish_timeout", self.publish_timeout),
-            ("connect_timeout", self.connect_timeout),
-        ] {
-            if value.is_zero() {
-                return Err(Error::config(format!(
-                    "invalidation bus: {name} must be greater than zero"
-                )));
-            }
-        }
+        nonzero(
+            "invalidation bus",
+            &[
+                ("heartbeat", self.heartbeat),
+                ("publish_timeout", self.publish_timeout),
+                ("connect_timeout", self.connect_timeout),
+            ],
+        )?;
         if self.queue_capacity == 0 {
             return Err(Error::config(
                 "invalidation bus: queue_capacity must be greater than zero",
             ));
         }
-        let client = redis::Client::open(self.url.as_str()).map_err(|e| {
-            crate::redact::scrub(
-                Error::config(format!("invalidation bus url `{}`: {e}", redact(&self.url))),
-                [self.url.as_str()],
-            )
-        })?;
+        let client =
+            redis::Client::open(connection_info("invalidation bus", &self.url)?).map_err(|e| {
+                Error::config("invalidation bus: bad connection settings").with_source(e)
+            })?;
         let publisher =
             tokio::time::timeout(self.connect_timeout, ConnectionManager::new(client.clone()))
                 .await
                 .map_err(|_| unavailable("connecting the publisher timed out"))?
                 .map_err(|e| unavailable("cannot connect the publisher").with_source(e))?;
-        let (connected_tx, mut connected_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             node: random_node_id(),
+            targets: Targets::new(self.channel.clone()),
             channel: self.channel,
-            targets: Mutex::new(Vec::new()),
-            connected: AtomicBool::new(false),
-            connected_tx,
             ignore_own: self.ignore_own,
             lost: AtomicBool::new(false),
         });
@@ -248,11 +246,54 @@ impl RedisInvalidationBusBuilder {
             task,
             publisher_task,
         });
-        tokio::time::timeout(self.connect_timeout, connected_rx.wait_for(|c| *c))
+        let bus = RedisInvalidationBus { inner };
+        tokio::time::timeout(self.connect_timeout, bus.wait_connected())
             .await
-            .map_err(|_| unavailable("subscribing timed out"))?
-            .map_err(|_| unavailable("the subscriber stopped"))?;
-        Ok(RedisInvalidationBus { inner })
+            .map_err(|_| unavailable("subscribing timed out"))?;
+        Ok(bus)
+    }
+}
+
+/// Rejects zero durations: a zero interval would spin (tokio panics on a
+/// zero `interval`) and a zero timeout would fail every call; both are
+/// mistakes, said early.
+fn nonzero(what: &str, settings: &[(&str, Duration)]) -> Result<()> {
+    match settings.iter().find(|(_, value)| value.is_zero()) {
+        Some((name, _)) => Err(Error::config(format!(
+            "{what}: {name} must be greater than zero"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The connection settings of `url`; a `Config` error without the URL's
+/// secrets when it is not a Redis URL.
+fn connection_info(what: &str, url: &str) -> Result<redis::ConnectionInfo> {
+    redis::IntoConnectionInfo::into_connection_info(url).map_err(|e| {
+        crate::redact::scrub(
+            Error::config(format!("{what} url `{}`: {e}", redact(url))),
+            [url],
+        )
+    })
+}
+
+/// The wait between reconnection attempts: doubling from 50 ms, at most 2 s.
+struct Backoff(Duration);
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(50);
+
+    fn new() -> Self {
+        Self(Self::FIRST)
+    }
+
+    fn reset(&mut self) {
+        self.0 = Self::FIRST;
+    }
+
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(Duration::from_secs(2));
     }
 }
 
@@ -355,48 +396,18 @@ async fn publish_loop(publisher: Publisher, mut queue: mpsc::Receiver<(Option<Ca
 struct Shared {
     node: u64,
     channel: String,
-    /// Weak, so that a cache holding the bus and registered on it is not kept
-    /// alive by it (and the bus's tasks stop when the cache is dropped).
-    targets: Mutex<Vec<WeakCacheHandle>>,
-    connected: AtomicBool,
-    connected_tx: watch::Sender<bool>,
+    targets: Targets,
     ignore_own: bool,
     /// A message was given up or dropped: a "clear" is owed to every node.
     lost: AtomicBool,
 }
 
 impl Shared {
-    /// The live targets (dropped ones are forgotten).
-    fn targets(&self) -> Vec<CacheHandle> {
-        // A poisoned lock only means a target panicked; the list is intact.
-        let mut targets = self.targets.lock().unwrap_or_else(|p| p.into_inner());
-        targets.retain(|t| !t.is_dropped());
-        targets
-            .iter()
-            .filter_map(WeakCacheHandle::upgrade)
-            .collect()
-    }
-
-    async fn clear_targets(&self) {
-        for target in self.targets() {
-            if let Err(err) = target.clear().await {
-                tracing::warn!(channel = %self.channel, error_kind = %err.kind(), "cannot clear a front tier");
-            }
-        }
-    }
-
     async fn set_connected(&self, connected: bool) {
+        self.targets.set_connected(connected).await;
         if connected {
-            // Clear before serving again: anything filled while the
-            // subscription was down may have missed its invalidation.
-            self.clear_targets().await;
-            self.connected.store(true, Ordering::SeqCst);
             tracing::info!(channel = %self.channel, "invalidation bus subscribed");
         } else {
-            // Stop serving first, then clear, so no read is served from a
-            // front tier that may already be stale.
-            self.connected.store(false, Ordering::SeqCst);
-            self.clear_targets().await;
             metrics::counter!("kvtower_invalidation_bus_disconnects_total", CHANNEL_LABEL => self.channel.clone())
                 .increment(1);
             tracing::warn!(
@@ -406,7 +417,6 @@ impl Shared {
         }
         metrics::gauge!("kvtower_invalidation_bus_connected", CHANNEL_LABEL => self.channel.clone())
             .set(if connected { 1.0 } else { 0.0 });
-        self.connected_tx.send_replace(connected);
     }
 
     async fn received(&self, payload: &[u8]) {
@@ -423,7 +433,7 @@ impl Shared {
                 "ignored"
             }
             Ok(message) => {
-                for target in self.targets() {
+                for target in self.targets.live() {
                     // Only the tier that wrote already updated its front.
                     if self.ignore_own && message.origin == Some(target.origin().0) {
                         continue;
@@ -451,11 +461,11 @@ impl Shared {
 /// Subscribes, delivers messages, and resubscribes after every loss, with a
 /// capped exponential backoff, until the bus is dropped.
 async fn subscribe_loop(client: redis::Client, shared: Arc<Shared>, heartbeat: Duration) {
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::new();
     loop {
         match subscribe(&client, &shared.channel, heartbeat).await {
             Ok((mut sink, mut stream)) => {
-                backoff = Duration::from_millis(50);
+                backoff.reset();
                 shared.set_connected(true).await;
                 let mut ticker = tokio::time::interval(heartbeat);
                 ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -478,8 +488,7 @@ async fn subscribe_loop(client: redis::Client, shared: Arc<Shared>, heartbeat: D
             }
             Err(err) => {
                 tracing::debug!(channel = %shared.channel, %err, "invalidation bus cannot subscribe yet");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                backoff.wait().await;
             }
         }
     }
@@ -538,13 +547,12 @@ impl RedisInvalidationBus {
     /// Whether the subscription is live: when false, invalidations may be
     /// missed and front tiers must not be served.
     pub fn is_connected(&self) -> bool {
-        self.inner.shared.connected.load(Ordering::SeqCst)
+        self.inner.shared.targets.is_connected()
     }
 
     /// Waits until the subscription is live (for tests and start-up probes).
     pub async fn wait_connected(&self) {
-        let mut rx = self.inner.shared.connected_tx.subscribe();
-        let _ = rx.wait_for(|c| *c).await;
+        self.inner.shared.targets.wait_connected().await
     }
 
     /// This node's id in messages.
@@ -671,12 +679,7 @@ impl Publisher {
 /// subscribed.
 impl Coherence for RedisInvalidationBus {
     fn attach(&self, cache: WeakCacheHandle) {
-        self.inner
-            .shared
-            .targets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(cache);
+        self.inner.shared.targets.attach(cache);
     }
 
     fn written(&self, origin: CacheId, key: &KvKey) {
