@@ -414,8 +414,9 @@ pub trait KvStore: Send + Sync {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> kvtower::Result<()> {
     /// let store = MemoryKvStore::new();
-    /// store.set(&kvkey!["a"], 1.into(), SetOptions::default()).await?;
-    /// let read = store.get_shared(&kvkey!["a"]);
+    /// let key = kvkey!["a"];
+    /// store.set(&key, 1.into(), SetOptions::default()).await?;
+    /// let read = store.get_shared(&key);
     /// assert!(read.is_ready()); // answered from memory
     /// assert_eq!(read.await?.as_deref(), Some(&1.into()));
     /// # Ok(())
