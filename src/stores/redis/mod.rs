@@ -794,7 +794,9 @@ impl RedisKvStore {
 
 /// `ttl` rounded up to a whole number of seconds, at least one.
 fn whole_seconds_up(ttl: Duration) -> Duration {
-    let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+    let secs = ttl
+        .as_secs()
+        .saturating_add(u64::from(ttl.subsec_nanos() > 0));
     Duration::from_secs(secs.max(1))
 }
 
