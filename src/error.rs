@@ -360,6 +360,30 @@ impl fmt::Display for Redacted {
 #[cfg(any(feature = "config", feature = "redis", feature = "postgres"))]
 impl std::error::Error for Redacted {}
 
+/// Attaches a failing call's context, once, where a store's [`KvStore`]
+/// method begins: its [`Operation`] and, for single-key calls, its key. The
+/// helpers under that boundary (a backend's driver-error mapping, its
+/// statements) leave both out, so each is named in one place per method.
+///
+/// [`KvStore`]: crate::KvStore
+#[allow(dead_code)] // not every feature set has a store that uses both
+pub(crate) trait ResultExt<T> {
+    /// The error, if any, names `operation` and `key` (unless already set).
+    fn ctx(self, operation: Operation, key: &KvKey) -> Result<T>;
+    /// The error, if any, names `operation` (unless already set).
+    fn op(self, operation: Operation) -> Result<T>;
+}
+
+impl<T> ResultExt<T> for Result<T> {
+    fn ctx(self, operation: Operation, key: &KvKey) -> Result<T> {
+        self.map_err(|e| e.with_operation(operation).with_key(key))
+    }
+
+    fn op(self, operation: Operation) -> Result<T> {
+        self.map_err(|e| e.with_operation(operation))
+    }
+}
+
 impl From<serde_json::Error> for Error {
     fn from(err: serde_json::Error) -> Self {
         Error::new(ErrorKind::InvalidValue, err.to_string()).with_source(err)

@@ -50,9 +50,8 @@ impl StoreConfig {
     /// ```
     pub fn from_toml_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::config(format!("cannot read {}: {e}", path.display())).with_source(e)
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::config(format!("cannot read {}", path.display())).with_source(e))?;
         Self::from_toml_str(&text)
             .map_err(|e| Error::config(format!("{}: {}", path.display(), e.message())))
     }

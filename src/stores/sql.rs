@@ -212,13 +212,10 @@ pub(crate) fn remaining(expires_at: Option<i64>, now: i64) -> Option<Duration> {
 /// naming the key when it is not JSON.
 pub(crate) fn parse_value(text: &str, key: &KvKey, operation: Operation) -> Result<Value> {
     crate::value::from_str(text).map_err(|e| {
-        Error::new(
-            ErrorKind::InvalidValue,
-            format!("stored value is not valid JSON: {e}"),
-        )
-        .with_source(e)
-        .with_operation(operation)
-        .with_key(key)
+        Error::new(ErrorKind::InvalidValue, "stored value is not valid JSON")
+            .with_source(e)
+            .with_operation(operation)
+            .with_key(key)
     })
 }
 

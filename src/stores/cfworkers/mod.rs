@@ -173,7 +173,7 @@ impl WorkersKvStoreBuilder {
             ));
         }
         let mut url = Url::parse(&self.base_url)
-            .map_err(|e| Error::config(format!("base_url: not a URL ({e})")).with_source(e))?;
+            .map_err(|e| Error::config("base_url: not a URL").with_source(e))?;
         url.path_segments_mut()
             .map_err(|_| Error::config("base_url: cannot be a base URL"))?
             .pop_if_empty()
@@ -189,7 +189,7 @@ impl WorkersKvStoreBuilder {
         let client = reqwest::Client::builder()
             .timeout(self.timeout)
             .build()
-            .map_err(|e| Error::config(format!("HTTP client: {e}")).with_source(e))?;
+            .map_err(|e| Error::config("HTTP client: cannot build it").with_source(e))?;
         Ok(WorkersKvStore {
             inner: Arc::new(Inner::Http(Http {
                 client,
@@ -249,7 +249,7 @@ fn http_error(e: reqwest::Error) -> Error {
     } else {
         ErrorKind::Backend
     };
-    Error::new(kind, format!("Workers KV request failed: {e}")).with_source(e)
+    Error::new(kind, "Workers KV request failed").with_source(e)
 }
 
 fn api_error(status: StatusCode, errors: &[ApiError]) -> Error {

@@ -97,7 +97,7 @@ use denokv_sqlite::{Sqlite, SqliteConfig, SqliteNotifier};
 use futures::stream::{self, BoxStream, StreamExt};
 use rusqlite::OptionalExtension;
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::key::KvKey;
 use crate::operation::Operation;
 use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
@@ -238,7 +238,7 @@ impl DenoKvStoreBuilder {
         let path = path.as_ref();
         let shown = path.display().to_string();
         let open_err = |e: rusqlite::Error| {
-            Error::config(format!("cannot open the Deno KV database {shown}: {e}")).with_source(e)
+            Error::config(format!("cannot open the Deno KV database {shown}")).with_source(e)
         };
         let conn = rusqlite::Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(Duration::from_secs(5))
@@ -260,7 +260,7 @@ impl DenoKvStoreBuilder {
             },
         )
         .map_err(|e| {
-            Error::config(format!("cannot open the Deno KV database {shown}: {e}")).with_source(e)
+            Error::config(format!("cannot open the Deno KV database {shown}")).with_source(e)
         })?;
         // Opened after `Sqlite::new`, which has created the schema by now.
         let reader = rusqlite::Connection::open_with_flags(
@@ -299,8 +299,8 @@ impl DenoKvStoreBuilder {
     /// connection itself is made lazily: an unreachable server shows as a
     /// [`Timeout`](ErrorKind::Timeout) error on the first call.
     pub fn connect(self, url: &str, access_token: &str) -> Result<DenoKvStore> {
-        let parsed = url::Url::parse(url)
-            .map_err(|e| Error::config(format!("url: not a URL ({e})")).with_source(e))?;
+        let parsed =
+            url::Url::parse(url).map_err(|e| Error::config("url: not a URL").with_source(e))?;
         let handle = RemoteHandle::spawn(parsed, access_token.to_owned())?;
         let timeout = self.timeout;
         Ok(self.build(Backend::Remote {
@@ -731,8 +731,9 @@ pub(crate) fn encode_parts_under<'a>(
         .chain(parts)
         .map(|p| KeyPart::String(p.clone()))
         .collect());
-    denokv_proto::encode_key(&key)
-        .map_err(|e| Error::new(ErrorKind::InvalidKey, e.to_string()).with_source(e))
+    denokv_proto::encode_key(&key).map_err(|e| {
+        Error::new(ErrorKind::InvalidKey, "the key has no Deno KV encoding").with_source(e)
+    })
 }
 
 /// The `KvKey` of a stored key (written by anyone: a Deno program too) under
@@ -873,14 +874,16 @@ impl KvStore for DenoKvStore {
     async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
         let found = self
             .read_live(std::slice::from_ref(key), Operation::Get)
-            .await?;
+            .await
+            .ctx(Operation::Get, key)?;
         Ok(found.into_iter().next().flatten().map(|(value, _)| value))
     }
 
     async fn get_with_ttl(&self, key: &KvKey) -> Result<Option<(Value, Option<Duration>)>> {
         let found = self
             .read_live(std::slice::from_ref(key), Operation::GetWithTtl)
-            .await?;
+            .await
+            .ctx(Operation::GetWithTtl, key)?;
         Ok(found.into_iter().next().flatten())
     }
 

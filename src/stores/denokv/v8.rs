@@ -132,7 +132,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Json> {
     stacker::maybe_grow(CODEC_STACK, CODEC_STACK, || {
         let (value, heap) = ValueDeserializer::default()
             .read(bytes)
-            .map_err(|e| invalid(format!("not a V8-serialized value: {e}")).with_source(e))?;
+            .map_err(|e| invalid("not a V8-serialized value").with_source(e))?;
         let mut budget = bytes
             .len()
             .saturating_mul(MAX_NODES_PER_BYTE)

@@ -76,7 +76,7 @@ pub(super) async fn run<T>(
     work: impl AsyncFnOnce(&mut Object) -> Result<T>,
 ) -> Result<T> {
     let bounded = async {
-        let object = pool.get().await.map_err(|e| pool_error(e, operation))?;
+        let object = pool.get().await.map_err(pool_error)?;
         let mut checkout = Checkout {
             object: Some(object),
             cancel_within: bounds.connect_timeout,
@@ -92,6 +92,6 @@ pub(super) async fn run<T>(
     };
     match tokio::time::timeout(bounds.timeout, bounded).await {
         Ok(result) => result,
-        Err(_) => Err(timeout_error(bounds.timeout, operation)),
+        Err(_) => Err(timeout_error(bounds.timeout)),
     }
 }

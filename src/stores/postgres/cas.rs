@@ -33,26 +33,18 @@ impl PostgresKvStore {
         let ttl = ttl_ms(options.ttl);
         self.inner
             .run(Operation::Cas, async |client| {
-                let select = prepare(client, &sql.cas_select, Operation::Cas).await?;
-                let tx = client
-                    .transaction()
-                    .await
-                    .map_err(|e| pg_error(e, Operation::Cas))?;
+                let select = prepare(client, &sql.cas_select).await?;
+                let tx = client.transaction().await.map_err(pg_error)?;
                 for _ in 0..CAS_ROUNDS {
                     // Read committed: each statement sees the latest committed rows,
                     // and FOR UPDATE holds the row until commit, so no writer can
                     // change it between this comparison and the write below.
-                    let row = tx
-                        .query_opt(&select, &[&enc])
-                        .await
-                        .map_err(|e| pg_error(e, Operation::Cas))?;
+                    let row = tx.query_opt(&select, &[&enc]).await.map_err(pg_error)?;
                     let current = match &row {
                         Some(row) => {
-                            let live: bool =
-                                row.try_get(1).map_err(|e| pg_error(e, Operation::Cas))?;
+                            let live: bool = row.try_get(1).map_err(pg_error)?;
                             if live {
-                                let text: &str =
-                                    row.try_get(0).map_err(|e| pg_error(e, Operation::Cas))?;
+                                let text: &str = row.try_get(0).map_err(pg_error)?;
                                 Some(parse_value(text, key, Operation::Cas)?)
                             } else {
                                 None
@@ -66,23 +58,19 @@ impl PostgresKvStore {
                     }
                     match (&new_text, row.is_some()) {
                         (Some(text), true) => {
-                            let stmt = tx
-                                .prepare_cached(&sql.cas_update)
-                                .await
-                                .map_err(|e| pg_error(e, Operation::Cas))?;
+                            let stmt =
+                                tx.prepare_cached(&sql.cas_update).await.map_err(pg_error)?;
                             tx.execute(&stmt, &[&enc, text, &ttl])
                                 .await
-                                .map_err(|e| pg_error(e, Operation::Cas))?;
+                                .map_err(pg_error)?;
                         }
                         (Some(text), false) => {
-                            let stmt = tx
-                                .prepare_cached(&sql.cas_insert)
-                                .await
-                                .map_err(|e| pg_error(e, Operation::Cas))?;
+                            let stmt =
+                                tx.prepare_cached(&sql.cas_insert).await.map_err(pg_error)?;
                             let inserted = tx
                                 .execute(&stmt, &[&enc, text, &ttl])
                                 .await
-                                .map_err(|e| pg_error(e, Operation::Cas))?;
+                                .map_err(pg_error)?;
                             if inserted == 0 {
                                 // Another writer inserted the key after our SELECT
                                 // (and committed: ON CONFLICT waited for it). Read
@@ -91,17 +79,12 @@ impl PostgresKvStore {
                             }
                         }
                         (None, true) => {
-                            let stmt = tx
-                                .prepare_cached(&sql.delete)
-                                .await
-                                .map_err(|e| pg_error(e, Operation::Cas))?;
-                            tx.execute(&stmt, &[&enc])
-                                .await
-                                .map_err(|e| pg_error(e, Operation::Cas))?;
+                            let stmt = tx.prepare_cached(&sql.delete).await.map_err(pg_error)?;
+                            tx.execute(&stmt, &[&enc]).await.map_err(pg_error)?;
                         }
                         (None, false) => {}
                     }
-                    tx.commit().await.map_err(|e| pg_error(e, Operation::Cas))?;
+                    tx.commit().await.map_err(pg_error)?;
                     return Ok(true);
                 }
                 Err(Error::new(

@@ -235,7 +235,7 @@ fn json_text(value: &Value, key: &KvKey) -> Result<String> {
 /// Reads a stored `key text[]`; an [`InvalidKey`](ErrorKind::InvalidKey)
 /// error for an array Fedify never writes (empty, or with `NULL` parts).
 fn read_key(row: &tokio_postgres::Row, operation: Operation) -> Result<(Vec<String>, KvKey)> {
-    let parts: Vec<Option<String>> = row.try_get(0).map_err(|e| pg_error(e, operation))?;
+    let parts: Vec<Option<String>> = row.try_get(0).map_err(pg_error)?;
     let parts: Option<Vec<String>> = parts.into_iter().collect();
     let parts = parts.ok_or_else(|| {
         Error::new(ErrorKind::InvalidKey, "stored key has a NULL part").with_operation(operation)
@@ -283,7 +283,7 @@ impl FedifyPostgres {
                     *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::DUPLICATE_TABLE
                 });
                 if !raced {
-                    return Err(pg_error(e, Operation::Connect));
+                    return Err(pg_error(e));
                 }
             }
             Ok(())
@@ -330,11 +330,8 @@ impl FedifyPostgres {
             // Each batch is one operation, within the timeout.
             let deleted = self
                 .run(Operation::Sweep, async |client| {
-                    let stmt = prepare(client, &self.sql.sweep, Operation::Sweep).await?;
-                    client
-                        .execute(&stmt, &[&batch])
-                        .await
-                        .map_err(|e| pg_error(e, Operation::Sweep))
+                    let stmt = prepare(client, &self.sql.sweep).await?;
+                    client.execute(&stmt, &[&batch]).await.map_err(pg_error)
                 })
                 .await?;
             total += deleted;
@@ -352,11 +349,8 @@ impl FedifyPostgres {
     ) -> Result<Option<(Value, Option<Duration>)>> {
         let parts = key_parts(key).map_err(|e| e.with_operation(operation))?;
         self.run(operation, async |client| {
-            let stmt = prepare(client, &self.sql.get, operation).await?;
-            let row = client
-                .query_opt(&stmt, &[&parts])
-                .await
-                .map_err(|e| pg_error(e, operation))?;
+            let stmt = prepare(client, &self.sql.get).await?;
+            let row = client.query_opt(&stmt, &[&parts]).await.map_err(pg_error)?;
             row.map(|row| self.live_row(&row, key, operation))
                 .transpose()
         })
@@ -370,8 +364,8 @@ impl FedifyPostgres {
         key: &KvKey,
         operation: Operation,
     ) -> Result<(Value, Option<Duration>)> {
-        let text: &str = row.try_get(0).map_err(|e| pg_error(e, operation))?;
-        let left: Option<i64> = row.try_get(1).map_err(|e| pg_error(e, operation))?;
+        let text: &str = row.try_get(0).map_err(pg_error)?;
+        let left: Option<i64> = row.try_get(1).map_err(pg_error)?;
         Ok((self.value(text, key, operation)?, sql::remaining(left, 0)))
     }
 
@@ -383,11 +377,11 @@ impl FedifyPostgres {
         let text = json_text(&value, key).map_err(|e| e.with_operation(Operation::Set))?;
         let ttl = ttl_micros(options.ttl);
         self.run(Operation::Set, async |client| {
-            let stmt = prepare(client, &self.sql.upsert, Operation::Set).await?;
+            let stmt = prepare(client, &self.sql.upsert).await?;
             client
                 .execute(&stmt, &[&parts, &text, &ttl])
                 .await
-                .map_err(|e| pg_error(e, Operation::Set))?;
+                .map_err(pg_error)?;
             Ok(())
         })
         .await
@@ -396,11 +390,8 @@ impl FedifyPostgres {
     pub(super) async fn delete(&self, key: &KvKey) -> Result<()> {
         let parts = key_parts(key).map_err(|e| e.with_operation(Operation::Delete))?;
         self.run(Operation::Delete, async |client| {
-            let stmt = prepare(client, &self.sql.delete, Operation::Delete).await?;
-            client
-                .execute(&stmt, &[&parts])
-                .await
-                .map_err(|e| pg_error(e, Operation::Delete))?;
+            let stmt = prepare(client, &self.sql.delete).await?;
+            client.execute(&stmt, &[&parts]).await.map_err(pg_error)?;
             Ok(())
         })
         .await
@@ -426,25 +417,18 @@ impl FedifyPostgres {
         let ttl = ttl_micros(options.ttl);
         let sql = &self.sql;
         self.run(Operation::Cas, async |client| {
-            let select = prepare(client, &sql.cas_select, Operation::Cas).await?;
-            let tx = client
-                .transaction()
-                .await
-                .map_err(|e| pg_error(e, Operation::Cas))?;
+            let select = prepare(client, &sql.cas_select).await?;
+            let tx = client.transaction().await.map_err(pg_error)?;
             for _ in 0..CAS_ROUNDS {
                 // Read committed: FOR UPDATE holds the row until commit, so no
                 // writer (Fedify's included) changes it between the comparison
                 // and the write.
-                let row = tx
-                    .query_opt(&select, &[&parts])
-                    .await
-                    .map_err(|e| pg_error(e, Operation::Cas))?;
+                let row = tx.query_opt(&select, &[&parts]).await.map_err(pg_error)?;
                 let current = match &row {
                     Some(row) => {
-                        let live: bool = row.try_get(1).map_err(|e| pg_error(e, Operation::Cas))?;
+                        let live: bool = row.try_get(1).map_err(pg_error)?;
                         if live {
-                            let text: &str =
-                                row.try_get(0).map_err(|e| pg_error(e, Operation::Cas))?;
+                            let text: &str = row.try_get(0).map_err(pg_error)?;
                             Some(self.value(text, key, Operation::Cas)?)
                         } else {
                             None
@@ -461,26 +445,23 @@ impl FedifyPostgres {
                     (Some(_), false) => &sql.cas_insert,
                     (None, true) => &sql.delete,
                     (None, false) => {
-                        tx.commit().await.map_err(|e| pg_error(e, Operation::Cas))?;
+                        tx.commit().await.map_err(pg_error)?;
                         return Ok(true);
                     }
                 };
-                let stmt = tx
-                    .prepare_cached(statement)
-                    .await
-                    .map_err(|e| pg_error(e, Operation::Cas))?;
+                let stmt = tx.prepare_cached(statement).await.map_err(pg_error)?;
                 let changed = match &new_text {
                     Some(text) => tx.execute(&stmt, &[&parts, text, &ttl]).await,
                     None => tx.execute(&stmt, &[&parts]).await,
                 }
-                .map_err(|e| pg_error(e, Operation::Cas))?;
+                .map_err(pg_error)?;
                 if changed == 0 && row.is_none() {
                     // Another writer inserted the key after our SELECT (and
                     // committed: ON CONFLICT waited for it). Read and lock its
                     // row, and compare again.
                     continue;
                 }
-                tx.commit().await.map_err(|e| pg_error(e, Operation::Cas))?;
+                tx.commit().await.map_err(pg_error)?;
                 return Ok(true);
             }
             Err(Error::new(
@@ -504,16 +485,16 @@ impl FedifyPostgres {
             .run(Operation::List, async |client| {
                 match prefix {
                     Some(prefix) => {
-                        let stmt = prepare(client, &self.sql.list_prefix, Operation::List).await?;
+                        let stmt = prepare(client, &self.sql.list_prefix).await?;
                         let n = i32::try_from(prefix.len()).unwrap_or(i32::MAX);
                         client.query(&stmt, &[&after, &limit, &prefix, &n]).await
                     }
                     None => {
-                        let stmt = prepare(client, &self.sql.list_all, Operation::List).await?;
+                        let stmt = prepare(client, &self.sql.list_all).await?;
                         client.query(&stmt, &[&after, &limit]).await
                     }
                 }
-                .map_err(|e| pg_error(e, Operation::List))
+                .map_err(pg_error)
             })
             .await?;
         let full = rows.len() == sql::LIST_PAGE;
@@ -524,7 +505,7 @@ impl FedifyPostgres {
                 Ok((parts, key)) => {
                     let entry = row
                         .try_get::<_, &str>(1)
-                        .map_err(|e| pg_error(e, Operation::List))
+                        .map_err(pg_error)
                         .and_then(|text| self.value(text, &key, Operation::List))
                         .map(|value| KvEntry { key, value });
                     (Some(parts), entry)
@@ -579,7 +560,7 @@ impl FedifyPostgres {
             .collect::<Result<Vec<_>>>()?;
         let rows = self
             .run(operation, async |client| {
-                let stmt = prepare(client, &self.sql.get, operation).await?;
+                let stmt = prepare(client, &self.sql.get).await?;
                 // Ragged text[] keys do not fit one array parameter: the
                 // queries are pipelined on one connection instead (one round
                 // trip's wait).
@@ -590,7 +571,7 @@ impl FedifyPostgres {
                         .map(|p| async move { client.query_opt(stmt, &[p]).await }),
                 )
                 .await
-                .map_err(|e| pg_error(e, operation))
+                .map_err(pg_error)
             })
             .await?;
         keys.iter()
@@ -630,21 +611,16 @@ impl FedifyPostgres {
         }
         let ttl = ttl_micros(options.ttl);
         self.run(Operation::SetMany, async |client| {
-            let stmt = prepare(client, &self.sql.upsert, Operation::SetMany).await?;
+            let stmt = prepare(client, &self.sql.upsert).await?;
             // One transaction (all or nothing), its statements pipelined.
-            let tx = client
-                .transaction()
-                .await
-                .map_err(|e| pg_error(e, Operation::SetMany))?;
+            let tx = client.transaction().await.map_err(pg_error)?;
             try_join_all(rows.iter().map(|(parts, text)| {
                 let (tx, stmt, ttl) = (&tx, &stmt, &ttl);
                 async move { tx.execute(stmt, &[parts, text, ttl]).await }
             }))
             .await
-            .map_err(|e| pg_error(e, Operation::SetMany))?;
-            tx.commit()
-                .await
-                .map_err(|e| pg_error(e, Operation::SetMany))
+            .map_err(pg_error)?;
+            tx.commit().await.map_err(pg_error)
         })
         .await
     }
@@ -658,11 +634,8 @@ impl FedifyPostgres {
             .map(|k| key_parts(k).map_err(|e| e.with_operation(Operation::DeleteMany)))
             .collect::<Result<Vec<_>>>()?;
         self.run(Operation::DeleteMany, async |client| {
-            let stmt = prepare(client, &self.sql.delete, Operation::DeleteMany).await?;
-            let tx = client
-                .transaction()
-                .await
-                .map_err(|e| pg_error(e, Operation::DeleteMany))?;
+            let stmt = prepare(client, &self.sql.delete).await?;
+            let tx = client.transaction().await.map_err(pg_error)?;
             let (txr, stmt) = (&tx, &stmt);
             try_join_all(
                 parts
@@ -670,10 +643,8 @@ impl FedifyPostgres {
                     .map(|p| async move { txr.execute(stmt, &[p]).await }),
             )
             .await
-            .map_err(|e| pg_error(e, Operation::DeleteMany))?;
-            tx.commit()
-                .await
-                .map_err(|e| pg_error(e, Operation::DeleteMany))
+            .map_err(pg_error)?;
+            tx.commit().await.map_err(pg_error)
         })
         .await
     }

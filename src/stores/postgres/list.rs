@@ -9,11 +9,11 @@ use crate::stores::sql::{self, after, decode_key, parse_value};
 
 /// Reads a `(key, value::text)` row of a listing.
 fn entry(row: &tokio_postgres::Row, operation: Operation) -> Result<(Vec<u8>, Result<KvEntry>)> {
-    let enc: Vec<u8> = row.try_get(0).map_err(|e| pg_error(e, operation))?;
+    let enc: Vec<u8> = row.try_get(0).map_err(pg_error)?;
     let entry = decode_key(&enc)
         .map_err(|e| e.with_operation(operation))
         .and_then(|key| {
-            let text: &str = row.try_get(1).map_err(|e| pg_error(e, operation))?;
+            let text: &str = row.try_get(1).map_err(pg_error)?;
             let value = parse_value(text, &key, operation)?;
             Ok(KvEntry { key, value })
         });
@@ -30,11 +30,11 @@ impl PostgresKvStore {
         let rows = self
             .inner
             .run(Operation::List, async |client| {
-                let stmt = prepare(client, &self.inner.sql.list, Operation::List).await?;
+                let stmt = prepare(client, &self.inner.sql.list).await?;
                 client
                     .query(&stmt, &[&start, &end, &limit])
                     .await
-                    .map_err(|e| pg_error(e, Operation::List))
+                    .map_err(pg_error)
             })
             .await?;
         let full = rows.len() == sql::LIST_PAGE;

@@ -83,7 +83,7 @@ use tokio_postgres::NoTls;
 /// `tokio_postgres`, as `deadpool_postgres::tokio_postgres`).
 pub use deadpool_postgres;
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::key::KvKey;
 use crate::operation::Operation;
 use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
@@ -383,37 +383,41 @@ impl PostgresKvStoreBuilder {
     /// reached; [`Backend`](crate::ErrorKind::Backend) when the table cannot be
     /// created.
     pub async fn connect(self, url: &str) -> Result<PostgresKvStore> {
-        sql::validate_table(&self.table_name())
-            .map_err(|e| e.with_operation(Operation::Connect))?;
-        let bounds = self.bounds()?;
-        let mut config: tokio_postgres::Config =
-            url.parse().map_err(|e: tokio_postgres::Error| {
-                // The message does not repeat the URL: it may hold a password.
-                let err = Error::config(format!("url: not a PostgreSQL connection string ({e})"))
-                    .with_operation(Operation::Connect);
-                crate::redact::scrub(err, [url])
-            })?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(bounds.connect_timeout);
+        async {
+            sql::validate_table(&self.table_name())?;
+            let bounds = self.bounds()?;
+            let mut config: tokio_postgres::Config =
+                url.parse().map_err(|e: tokio_postgres::Error| {
+                    // The message does not repeat the URL: it may hold a password.
+                    let err =
+                        Error::config(format!("url: not a PostgreSQL connection string ({e})"))
+                            .with_operation(Operation::Connect);
+                    crate::redact::scrub(err, [url])
+                })?;
+            if config.get_connect_timeout().is_none() {
+                config.connect_timeout(bounds.connect_timeout);
+            }
+            let manager = Manager::new(config, NoTls);
+            // The operation's own timeout bounds the wait for a connection too;
+            // these only keep the pool's own waits from outliving it.
+            let pool = Pool::builder(manager)
+                .max_size(self.max_connections)
+                .runtime(Runtime::Tokio1)
+                .wait_timeout(Some(bounds.timeout))
+                .create_timeout(Some(bounds.connect_timeout))
+                .build()
+                .map_err(|e| {
+                    Error::config(format!("max_connections: cannot build the pool ({e})"))
+                        .with_operation(Operation::Connect)
+                })?;
+            // A server's message may quote what it was given: no password of
+            // `url` survives in the error.
+            self.from_pool(pool)
+                .await
+                .map_err(|e| crate::redact::scrub(e, [url]))
         }
-        let manager = Manager::new(config, NoTls);
-        // The operation's own timeout bounds the wait for a connection too;
-        // these only keep the pool's own waits from outliving it.
-        let pool = Pool::builder(manager)
-            .max_size(self.max_connections)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(bounds.timeout))
-            .create_timeout(Some(bounds.connect_timeout))
-            .build()
-            .map_err(|e| {
-                Error::config(format!("max_connections: cannot build the pool ({e})"))
-                    .with_operation(Operation::Connect)
-            })?;
-        // A server's message may quote what it was given: no password of
-        // `url` survives in the error.
-        self.from_pool(pool)
-            .await
-            .map_err(|e| crate::redact::scrub(e, [url]))
+        .await
+        .op(Operation::Connect)
     }
 
     /// Uses an existing pool (sharing it with the rest of the application)
@@ -423,78 +427,75 @@ impl PostgresKvStoreBuilder {
     ///
     /// As for [`connect`](Self::connect).
     pub async fn from_pool(self, pool: Pool) -> Result<PostgresKvStore> {
-        let table = self.table_name();
-        sql::validate_table(&table).map_err(|e| e.with_operation(Operation::Connect))?;
-        let bounds = self.bounds()?;
-        // Setting up may have to connect first.
-        let setup_bounds = Bounds {
-            timeout: bounds.timeout.saturating_add(bounds.connect_timeout),
-            ..bounds
-        };
-        let sql = Statements::new(&table);
-        if self.layout == Layout::Fedify {
-            let fedify = fedify::FedifyPostgres::start(
-                pool.clone(),
-                bounds,
-                setup_bounds,
-                &table,
-                self.decode_double_encoded,
-                self.sweep_interval,
-            )
+        async {
+            let table = self.table_name();
+            sql::validate_table(&table)?;
+            let bounds = self.bounds()?;
+            // Setting up may have to connect first.
+            let setup_bounds = Bounds {
+                timeout: bounds.timeout.saturating_add(bounds.connect_timeout),
+                ..bounds
+            };
+            let sql = Statements::new(&table);
+            if self.layout == Layout::Fedify {
+                let fedify = fedify::FedifyPostgres::start(
+                    pool.clone(),
+                    bounds,
+                    setup_bounds,
+                    &table,
+                    self.decode_double_encoded,
+                    self.sweep_interval,
+                )
+                .await?;
+                return Ok(PostgresKvStore {
+                    inner: Arc::new(Inner {
+                        pool,
+                        bounds,
+                        table,
+                        sql,
+                        fedify: Some(fedify),
+                    }),
+                });
+            }
+            run(&pool, setup_bounds, Operation::Connect, async |client| {
+                let mut attempt = 0;
+                while let Err(e) = setup(client, &table, &sql).await {
+                    // Setups through this version take turns (an advisory lock),
+                    // but an older version creating the table at the same moment
+                    // can still win the race on the catalog's unique index: then
+                    // the table exists, and a second attempt finds it.
+                    let raced = e.code().is_some_and(|c| {
+                        *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::DUPLICATE_TABLE
+                    });
+                    attempt += 1;
+                    if !raced || attempt > 1 {
+                        return Err(pg_error(e));
+                    }
+                }
+                Ok(())
+            })
             .await?;
-            return Ok(PostgresKvStore {
+            let store = PostgresKvStore {
                 inner: Arc::new(Inner {
                     pool,
                     bounds,
                     table,
                     sql,
-                    fedify: Some(fedify),
+                    fedify: None,
                 }),
-            });
-        }
-        run(&pool, setup_bounds, Operation::Connect, async |client| {
-            let mut attempt = 0;
-            while let Err(e) = setup(client, &table, &sql).await {
-                // Setups through this version take turns (an advisory lock),
-                // but an older version creating the table at the same moment
-                // can still win the race on the catalog's unique index: then
-                // the table exists, and a second attempt finds it.
-                let raced = e.code().is_some_and(|c| {
-                    *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::DUPLICATE_TABLE
-                });
-                attempt += 1;
-                if !raced || attempt > 1 {
-                    return Err(pg_error(e, Operation::Connect));
-                }
+            };
+            if let Some(every) = self.sweep_interval {
+                spawn_sweeper(Arc::downgrade(&store.inner), every);
             }
-            Ok(())
-        })
-        .await?;
-        let store = PostgresKvStore {
-            inner: Arc::new(Inner {
-                pool,
-                bounds,
-                table,
-                sql,
-                fedify: None,
-            }),
-        };
-        if let Some(every) = self.sweep_interval {
-            spawn_sweeper(Arc::downgrade(&store.inner), every);
+            Ok(store)
         }
-        Ok(store)
+        .await
+        .op(Operation::Connect)
     }
 }
 
-pub(super) async fn prepare(
-    client: &Object,
-    query: &str,
-    operation: Operation,
-) -> Result<tokio_postgres::Statement> {
-    client
-        .prepare_cached(query)
-        .await
-        .map_err(|e| pg_error(e, operation))
+pub(super) async fn prepare(client: &Object, query: &str) -> Result<tokio_postgres::Statement> {
+    client.prepare_cached(query).await.map_err(pg_error)
 }
 
 impl Inner {
@@ -588,23 +589,16 @@ impl PostgresKvStore {
         operation: Operation,
     ) -> Result<Option<(Value, Option<Duration>)>> {
         if let Some(fedify) = &self.inner.fedify {
-            return fedify
-                .get(key, operation)
-                .await
-                .map_err(|e| e.with_key(key));
+            return fedify.get(key, operation).await;
         }
         let enc = encode_key(key);
         self.inner
             .run(operation, async |client| {
-                let stmt = prepare(client, &self.inner.sql.get, operation).await?;
-                let row = client
-                    .query_opt(&stmt, &[&enc])
-                    .await
-                    .map_err(|e| pg_error(e, operation))?;
+                let stmt = prepare(client, &self.inner.sql.get).await?;
+                let row = client.query_opt(&stmt, &[&enc]).await.map_err(pg_error)?;
                 row.map(|row| live_row(&row, 0, key, operation)).transpose()
             })
             .await
-            .map_err(|e| e.with_key(key))
     }
 
     /// `get_many` and `get_many_with_ttl`, in one query.
@@ -623,16 +617,13 @@ impl PostgresKvStore {
         let rows = self
             .inner
             .run(operation, async |client| {
-                let stmt = prepare(client, &self.inner.sql.get_many, operation).await?;
-                client
-                    .query(&stmt, &[&encoded])
-                    .await
-                    .map_err(|e| pg_error(e, operation))
+                let stmt = prepare(client, &self.inner.sql.get_many).await?;
+                client.query(&stmt, &[&encoded]).await.map_err(pg_error)
             })
             .await?;
         let mut found: HashMap<Vec<u8>, &tokio_postgres::Row> = HashMap::with_capacity(rows.len());
         for row in &rows {
-            let enc: Vec<u8> = row.try_get(0).map_err(|e| pg_error(e, operation))?;
+            let enc: Vec<u8> = row.try_get(0).map_err(pg_error)?;
             found.insert(enc, row);
         }
         keys.iter()
@@ -655,66 +646,72 @@ fn live_row(
     key: &KvKey,
     operation: Operation,
 ) -> Result<(Value, Option<Duration>)> {
-    let text: &str = row.try_get(at).map_err(|e| pg_error(e, operation))?;
-    let left: Option<i64> = row.try_get(at + 1).map_err(|e| pg_error(e, operation))?;
+    let text: &str = row.try_get(at).map_err(pg_error)?;
+    let left: Option<i64> = row.try_get(at + 1).map_err(pg_error)?;
     Ok((parse_value(text, key, operation)?, sql::remaining(left, 0)))
 }
 
 #[async_trait]
 impl KvStore for PostgresKvStore {
     async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
-        Ok(self
-            .read_one(key, Operation::Get)
-            .await?
-            .map(|(value, _)| value))
+        async {
+            Ok(self
+                .read_one(key, Operation::Get)
+                .await?
+                .map(|(value, _)| value))
+        }
+        .await
+        .ctx(Operation::Get, key)
     }
 
     async fn get_with_ttl(&self, key: &KvKey) -> Result<Option<(Value, Option<Duration>)>> {
-        self.read_one(key, Operation::GetWithTtl).await
+        async { self.read_one(key, Operation::GetWithTtl).await }
+            .await
+            .ctx(Operation::GetWithTtl, key)
     }
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
-        let value = checked(value).map_err(|e| e.with_operation(Operation::Set).with_key(key))?;
-        if let Some(fedify) = &self.inner.fedify {
-            return fedify
-                .set(key, value, options)
+        async {
+            let value = checked(value)?;
+            if let Some(fedify) = &self.inner.fedify {
+                return fedify.set(key, value, options).await;
+            }
+            if options.is_expired() {
+                return self.delete(key).await;
+            }
+            let (enc, text, ttl) = (encode_key(key), value_text(&value), ttl_ms(options.ttl));
+            writable(&enc, key)?;
+            self.inner
+                .run(Operation::Set, async |client| {
+                    let stmt = prepare(client, &self.inner.sql.upsert).await?;
+                    client
+                        .execute(&stmt, &[&enc, &text, &ttl])
+                        .await
+                        .map_err(pg_error)?;
+                    Ok(())
+                })
                 .await
-                .map_err(|e| e.with_key(key));
         }
-        if options.is_expired() {
-            return self.delete(key).await;
-        }
-        let (enc, text, ttl) = (encode_key(key), value_text(&value), ttl_ms(options.ttl));
-        writable(&enc, key).map_err(|e| e.with_operation(Operation::Set))?;
-        self.inner
-            .run(Operation::Set, async |client| {
-                let stmt = prepare(client, &self.inner.sql.upsert, Operation::Set).await?;
-                client
-                    .execute(&stmt, &[&enc, &text, &ttl])
-                    .await
-                    .map_err(|e| pg_error(e, Operation::Set))?;
-                Ok(())
-            })
-            .await
-            .map_err(|e| e.with_key(key))
+        .await
+        .ctx(Operation::Set, key)
     }
 
     async fn delete(&self, key: &KvKey) -> Result<()> {
-        if let Some(fedify) = &self.inner.fedify {
-            return fedify.delete(key).await.map_err(|e| e.with_key(key));
+        async {
+            if let Some(fedify) = &self.inner.fedify {
+                return fedify.delete(key).await;
+            }
+            let enc = encode_key(key);
+            self.inner
+                .run(Operation::Delete, async |client| {
+                    let stmt = prepare(client, &self.inner.sql.delete).await?;
+                    client.execute(&stmt, &[&enc]).await.map_err(pg_error)?;
+                    Ok(())
+                })
+                .await
         }
-        let enc = encode_key(key);
-        self.inner
-            .run(Operation::Delete, async |client| {
-                let stmt = prepare(client, &self.inner.sql.delete, Operation::Delete).await?;
-                client
-                    .execute(&stmt, &[&enc])
-                    .await
-                    .map_err(|e| pg_error(e, Operation::Delete))?;
-                Ok(())
-            })
-            .await
-            .map_err(|e| e.with_key(key))
+        .await
+        .ctx(Operation::Delete, key)
     }
 
     async fn cas(
@@ -724,22 +721,23 @@ impl KvStore for PostgresKvStore {
         new: Option<Value>,
         options: SetOptions,
     ) -> Result<bool> {
-        let new = checked_cas(expected, new)
-            .map_err(|e| e.with_operation(Operation::Cas).with_key(key))?;
-        if let Some(fedify) = &self.inner.fedify {
-            return fedify
-                .cas(key, expected, new, options)
-                .await
-                .map_err(|e| e.with_key(key));
+        async {
+            let new = checked_cas(expected, new)?;
+            if let Some(fedify) = &self.inner.fedify {
+                return fedify.cas(key, expected, new, options).await;
+            }
+            self.cas_inner(key, expected, new, options).await
         }
-        self.cas_inner(key, expected, new, options)
-            .await
-            .map_err(|e| e.with_key(key))
+        .await
+        .ctx(Operation::Cas, key)
     }
 
     fn list(&self, prefix: Option<KvKey>) -> BoxStream<'_, Result<KvEntry>> {
         if let Some(fedify) = &self.inner.fedify {
-            return fedify.list(prefix);
+            return fedify
+                .list(prefix)
+                .map(|entry| entry.op(Operation::List))
+                .boxed();
         }
         // Keyset pagination: one short query per page, each starting just
         // after the last key seen, so no entry is listed twice and no
@@ -756,88 +754,99 @@ impl KvStore for PostgresKvStore {
             }
         })
         .flatten()
+        .map(|entry| entry.op(Operation::List))
         .boxed()
     }
 
     async fn get_many(&self, keys: &[KvKey]) -> Result<Vec<Option<Value>>> {
-        let found = self.read_many(keys, Operation::GetMany).await?;
-        Ok(found
-            .into_iter()
-            .map(|e| e.map(|(value, _)| value))
-            .collect())
+        async {
+            let found = self.read_many(keys, Operation::GetMany).await?;
+            Ok(found
+                .into_iter()
+                .map(|e| e.map(|(value, _)| value))
+                .collect())
+        }
+        .await
+        .op(Operation::GetMany)
     }
 
     async fn get_many_with_ttl(
         &self,
         keys: &[KvKey],
     ) -> Result<Vec<Option<(Value, Option<Duration>)>>> {
-        self.read_many(keys, Operation::GetManyWithTtl).await
+        async { self.read_many(keys, Operation::GetManyWithTtl).await }
+            .await
+            .op(Operation::GetManyWithTtl)
     }
 
     async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {
-        // One nesting limit for every layout: check before handing off.
-        let entries = checked_entries(entries).map_err(|e| e.with_operation(Operation::SetMany))?;
-        if let Some(fedify) = &self.inner.fedify {
-            return fedify.set_many(entries, options).await;
-        }
-        if entries.is_empty() {
-            return Ok(());
-        }
-        if options.is_expired() {
-            let keys: Vec<KvKey> = entries.into_iter().map(|(k, _)| k).collect();
-            return self.delete_many(&keys).await;
-        }
-        // One statement cannot upsert the same row twice: fold duplicates,
-        // the last value winning like a loop of `set`.
-        let mut index: HashMap<Vec<u8>, usize> = HashMap::with_capacity(entries.len());
-        let mut encoded: Vec<Vec<u8>> = Vec::with_capacity(entries.len());
-        let mut texts: Vec<String> = Vec::with_capacity(entries.len());
-        for (key, value) in &entries {
-            let enc = encode_key(key);
-            // Checked first: a key too long writes nothing of the batch.
-            writable(&enc, key).map_err(|e| e.with_operation(Operation::SetMany))?;
-            let text = value_text(value);
-            match index.get(&enc) {
-                Some(&i) => texts[i] = text,
-                None => {
-                    index.insert(enc.clone(), encoded.len());
-                    encoded.push(enc);
-                    texts.push(text);
+        async {
+            // One nesting limit for every layout: check before handing off.
+            let entries = checked_entries(entries)?;
+            if let Some(fedify) = &self.inner.fedify {
+                return fedify.set_many(entries, options).await;
+            }
+            if entries.is_empty() {
+                return Ok(());
+            }
+            if options.is_expired() {
+                let keys: Vec<KvKey> = entries.into_iter().map(|(k, _)| k).collect();
+                return self.delete_many(&keys).await;
+            }
+            // One statement cannot upsert the same row twice: fold duplicates,
+            // the last value winning like a loop of `set`.
+            let mut index: HashMap<Vec<u8>, usize> = HashMap::with_capacity(entries.len());
+            let mut encoded: Vec<Vec<u8>> = Vec::with_capacity(entries.len());
+            let mut texts: Vec<String> = Vec::with_capacity(entries.len());
+            for (key, value) in &entries {
+                let enc = encode_key(key);
+                // Checked first: a key too long writes nothing of the batch.
+                writable(&enc, key)?;
+                let text = value_text(value);
+                match index.get(&enc) {
+                    Some(&i) => texts[i] = text,
+                    None => {
+                        index.insert(enc.clone(), encoded.len());
+                        encoded.push(enc);
+                        texts.push(text);
+                    }
                 }
             }
+            let ttl = ttl_ms(options.ttl);
+            self.inner
+                .run(Operation::SetMany, async |client| {
+                    let stmt = prepare(client, &self.inner.sql.set_many).await?;
+                    client
+                        .execute(&stmt, &[&encoded, &texts, &ttl])
+                        .await
+                        .map_err(pg_error)?;
+                    Ok(())
+                })
+                .await
         }
-        let ttl = ttl_ms(options.ttl);
-        self.inner
-            .run(Operation::SetMany, async |client| {
-                let stmt = prepare(client, &self.inner.sql.set_many, Operation::SetMany).await?;
-                client
-                    .execute(&stmt, &[&encoded, &texts, &ttl])
-                    .await
-                    .map_err(|e| pg_error(e, Operation::SetMany))?;
-                Ok(())
-            })
-            .await
+        .await
+        .op(Operation::SetMany)
     }
 
     async fn delete_many(&self, keys: &[KvKey]) -> Result<()> {
-        if let Some(fedify) = &self.inner.fedify {
-            return fedify.delete_many(keys).await;
+        async {
+            if let Some(fedify) = &self.inner.fedify {
+                return fedify.delete_many(keys).await;
+            }
+            if keys.is_empty() {
+                return Ok(());
+            }
+            let encoded: Vec<Vec<u8>> = keys.iter().map(encode_key).collect();
+            self.inner
+                .run(Operation::DeleteMany, async |client| {
+                    let stmt = prepare(client, &self.inner.sql.delete_many).await?;
+                    client.execute(&stmt, &[&encoded]).await.map_err(pg_error)?;
+                    Ok(())
+                })
+                .await
         }
-        if keys.is_empty() {
-            return Ok(());
-        }
-        let encoded: Vec<Vec<u8>> = keys.iter().map(encode_key).collect();
-        self.inner
-            .run(Operation::DeleteMany, async |client| {
-                let stmt =
-                    prepare(client, &self.inner.sql.delete_many, Operation::DeleteMany).await?;
-                client
-                    .execute(&stmt, &[&encoded])
-                    .await
-                    .map_err(|e| pg_error(e, Operation::DeleteMany))?;
-                Ok(())
-            })
-            .await
+        .await
+        .op(Operation::DeleteMany)
     }
 
     // get_with_ttl reads the expiry with the value, in both layouts.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::error::pg_error;
 use super::{prepare, Inner};
-use crate::error::Result;
+use crate::error::{Result, ResultExt};
 use crate::operation::Operation;
 use crate::stores::sql;
 
@@ -31,22 +31,23 @@ pub(super) fn spawn_sweeper(store: Weak<Inner>, every: Duration) {
 }
 
 pub(super) async fn sweep_all(inner: &Inner) -> Result<u64> {
-    let batch = i64::try_from(sql::SWEEP_BATCH).unwrap_or(i64::MAX);
-    let mut total = 0;
-    loop {
-        // Each batch is one operation, within the timeout.
-        let deleted = inner
-            .run(Operation::Sweep, async |client| {
-                let stmt = prepare(client, &inner.sql.sweep, Operation::Sweep).await?;
-                client
-                    .execute(&stmt, &[&batch])
-                    .await
-                    .map_err(|e| pg_error(e, Operation::Sweep))
-            })
-            .await?;
-        total += deleted;
-        if deleted < sql::SWEEP_BATCH as u64 {
-            return Ok(total);
+    async {
+        let batch = i64::try_from(sql::SWEEP_BATCH).unwrap_or(i64::MAX);
+        let mut total = 0;
+        loop {
+            // Each batch is one operation, within the timeout.
+            let deleted = inner
+                .run(Operation::Sweep, async |client| {
+                    let stmt = prepare(client, &inner.sql.sweep).await?;
+                    client.execute(&stmt, &[&batch]).await.map_err(pg_error)
+                })
+                .await?;
+            total += deleted;
+            if deleted < sql::SWEEP_BATCH as u64 {
+                return Ok(total);
+            }
         }
     }
+    .await
+    .op(Operation::Sweep)
 }

@@ -166,11 +166,7 @@ pub(crate) fn encode_value(value: &Value) -> Result<Vec<u8>> {
 /// The value of stored JSON text; anything else is an `InvalidValue` error.
 pub(crate) fn decode_value(raw: &[u8]) -> Result<Value> {
     crate::value::from_slice(raw).map_err(|e| {
-        Error::new(
-            ErrorKind::InvalidValue,
-            format!("the stored value is not JSON text: {e}"),
-        )
-        .with_source(e)
+        Error::new(ErrorKind::InvalidValue, "the stored value is not JSON text").with_source(e)
     })
 }
 

@@ -37,7 +37,23 @@ pub(super) fn map_redis_error(err: RedisError) -> Error {
             _ => ErrorKind::Backend,
         }
     };
-    Error::new(kind, format!("Redis: {err}")).with_source(err)
+    // A few words of ours; redis-rs's text (the server's reply) is the
+    // source, so printing the chain shows it once.
+    let what = match kind {
+        ErrorKind::Timeout => "no answer in time",
+        ErrorKind::Unavailable => "cannot reach the server",
+        ErrorKind::Config => "the server refused the client's settings",
+        ErrorKind::InvalidValue => "the key holds another type",
+        _ => match err.code() {
+            Some(_) => "the server answered with an error",
+            None => "the client failed",
+        },
+    };
+    let message = match err.code() {
+        Some(code) => format!("Redis: {what} ({code})"),
+        None => format!("Redis: {what}"),
+    };
+    Error::new(kind, message).with_source(err)
 }
 
 /// A malformed URL: the message shows `shown` (already redacted), and the
@@ -48,7 +64,7 @@ pub(super) fn config_error<'a>(
     urls: impl IntoIterator<Item = &'a str>,
 ) -> Error {
     crate::redact::scrub(
-        Error::config(format!("Redis URL {shown}: {err}")).with_source(err),
+        Error::config(format!("Redis URL {shown}: not valid")).with_source(err),
         urls,
     )
 }

@@ -41,12 +41,9 @@ pub(super) fn spawn_connection(
             }
         })
         .map_err(|e| {
-            Error::new(
-                ErrorKind::Backend,
-                format!("cannot start the SQLite thread: {e}"),
-            )
-            .with_source(e)
-            .with_operation(Operation::Connect)
+            Error::new(ErrorKind::Backend, "cannot start the SQLite thread")
+                .with_source(e)
+                .with_operation(Operation::Connect)
         })?;
     Ok((thread, opened))
 }
@@ -69,7 +66,7 @@ pub(super) fn connect(
     }
     .map_err(|e| {
         let kind = ErrorKind::Unavailable;
-        Error::new(kind, format!("cannot open the SQLite database: {e}"))
+        Error::new(kind, "cannot open the SQLite database")
             .with_source(e)
             .with_operation(Operation::Connect)
     })?;
@@ -81,25 +78,22 @@ pub(super) fn connect(
         conn.execute_batch(&statements.create)?;
         drop_legacy_index(&conn, statements)
     };
-    setup().map_err(|e| sqlite_error(e, Operation::Connect))?;
+    setup().map_err(sqlite_error)?;
     Ok(conn)
 }
 
 /// A read connection: the file exists, is in WAL mode and has the table.
 pub(super) fn connect_reader(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path).map_err(|e| {
-        Error::new(
-            ErrorKind::Unavailable,
-            format!("cannot open the SQLite database: {e}"),
-        )
-        .with_source(e)
-        .with_operation(Operation::Connect)
+        Error::new(ErrorKind::Unavailable, "cannot open the SQLite database")
+            .with_source(e)
+            .with_operation(Operation::Connect)
     })?;
     // A WAL read waits only in rare cases (a checkpoint resetting the log);
     // `query_only` makes sure no write ever takes this path.
     conn.busy_timeout(Duration::from_secs(5))
         .and_then(|()| conn.execute_batch("PRAGMA query_only = ON;"))
-        .map_err(|e| sqlite_error(e, Operation::Connect))?;
+        .map_err(sqlite_error)?;
     Ok(conn)
 }
 
@@ -169,7 +163,7 @@ pub(super) fn sweep_batch(conn: &Connection, statements: &Statements) -> Result<
     let batch = i64::try_from(sql::SWEEP_BATCH).unwrap_or(i64::MAX);
     conn.prepare_cached(&statements.sweep)
         .and_then(|mut stmt| stmt.execute(params![now_ms(), batch]))
-        .map_err(|e| sqlite_error(e, Operation::Sweep))
+        .map_err(sqlite_error)
 }
 
 impl SqliteKvStore {

@@ -154,12 +154,9 @@ fn connect(path: Option<&Path>, synchronous: &str, statements: &Statements) -> R
         None => Connection::open_in_memory(),
     }
     .map_err(|e| {
-        Error::new(
-            ErrorKind::Unavailable,
-            format!("cannot open the SQLite database: {e}"),
-        )
-        .with_source(e)
-        .with_operation(Operation::Connect)
+        Error::new(ErrorKind::Unavailable, "cannot open the SQLite database")
+            .with_source(e)
+            .with_operation(Operation::Connect)
     })?;
     let setup = || -> rusqlite::Result<()> {
         conn.busy_timeout(Duration::from_secs(5))?;
@@ -169,7 +166,7 @@ fn connect(path: Option<&Path>, synchronous: &str, statements: &Statements) -> R
         conn.execute_batch(&format!("PRAGMA synchronous = {synchronous};"))?;
         conn.execute_batch(&statements.create)
     };
-    setup().map_err(|e| sqlite_error(e, Operation::Connect))?;
+    setup().map_err(sqlite_error)?;
     Ok(conn)
 }
 
@@ -220,7 +217,7 @@ fn sweep_batch(conn: &Connection, statements: &Statements) -> Result<usize> {
     let batch = i64::try_from(sql::SWEEP_BATCH).unwrap_or(i64::MAX);
     conn.prepare_cached(&statements.sweep)
         .and_then(|mut stmt| stmt.execute(params![now_ms(), batch]))
-        .map_err(|e| sqlite_error(e, Operation::Sweep))
+        .map_err(sqlite_error)
 }
 
 fn get_live(
@@ -230,13 +227,11 @@ fn get_live(
     now: i64,
     operation: Operation,
 ) -> Result<Option<(Value, Option<Duration>)>> {
-    let mut stmt = conn
-        .prepare_cached(&statements.get)
-        .map_err(|e| sqlite_error(e, operation))?;
+    let mut stmt = conn.prepare_cached(&statements.get).map_err(sqlite_error)?;
     let mut rows = stmt
         .query(params![key_text(key), now])
-        .map_err(|e| sqlite_error(e, operation))?;
-    match rows.next().map_err(|e| sqlite_error(e, operation))? {
+        .map_err(sqlite_error)?;
+    match rows.next().map_err(sqlite_error)? {
         Some(row) => live_row(row, key, now, operation).map(Some),
         None => Ok(None),
     }
@@ -250,7 +245,6 @@ fn write(
     value: Option<&str>,
     options: SetOptions,
     now: i64,
-    operation: Operation,
 ) -> Result<()> {
     let result = match value {
         Some(text) if !options.is_expired() => conn
@@ -260,7 +254,7 @@ fn write(
             .prepare_cached(&statements.delete)
             .and_then(|mut s| s.execute(params![key])),
     };
-    result.map(|_| ()).map_err(|e| sqlite_error(e, operation))
+    result.map(|_| ()).map_err(sqlite_error)
 }
 
 impl FedifySqlite {
@@ -290,12 +284,9 @@ impl FedifySqlite {
                 serve(conn, statements, receiver, sweep_interval);
             })
             .map_err(|e| {
-                Error::new(
-                    ErrorKind::Backend,
-                    format!("cannot start the SQLite thread: {e}"),
-                )
-                .with_source(e)
-                .with_operation(Operation::Connect)
+                Error::new(ErrorKind::Backend, "cannot start the SQLite thread")
+                    .with_source(e)
+                    .with_operation(Operation::Connect)
             })?;
         let store = Self {
             jobs: Some(jobs),
@@ -355,15 +346,7 @@ impl FedifySqlite {
         let text = key_text(key);
         let value = value_text(&value);
         self.run(Operation::Set, move |conn, statements| {
-            write(
-                conn,
-                statements,
-                &text,
-                Some(&value),
-                options,
-                now_ms(),
-                Operation::Set,
-            )
+            write(conn, statements, &text, Some(&value), options, now_ms())
         })
         .await
         .map_err(|e| e.with_key(key))
@@ -372,15 +355,7 @@ impl FedifySqlite {
     pub(super) async fn delete(&self, key: &KvKey) -> Result<()> {
         let text = key_text(key);
         self.run(Operation::Delete, move |conn, statements| {
-            write(
-                conn,
-                statements,
-                &text,
-                None,
-                SetOptions::default(),
-                0,
-                Operation::Delete,
-            )
+            write(conn, statements, &text, None, SetOptions::default(), 0)
         })
         .await
         .map_err(|e| e.with_key(key))
@@ -402,7 +377,7 @@ impl FedifySqlite {
             // cannot write between the comparison and the write.
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| sqlite_error(e, Operation::Cas))?;
+                .map_err(sqlite_error)?;
             let now = now_ms();
             let current = get_live(&tx, statements, &owned, now, Operation::Cas)?.map(|(v, _)| v);
             // serde_json's equality is structural, like Fedify's `isEqual`.
@@ -410,16 +385,8 @@ impl FedifySqlite {
                 return Ok(false);
             }
             let text = key_text(&owned);
-            write(
-                &tx,
-                statements,
-                &text,
-                new.as_deref(),
-                options,
-                now,
-                Operation::Cas,
-            )?;
-            tx.commit().map_err(|e| sqlite_error(e, Operation::Cas))?;
+            write(&tx, statements, &text, new.as_deref(), options, now)?;
+            tx.commit().map_err(sqlite_error)?;
             Ok(true)
         })
         .await
@@ -440,20 +407,18 @@ impl FedifySqlite {
                 Some(b) => (&statements.list_prefix, Some(b)),
                 None => (&statements.list_all, None),
             };
-            let mut stmt = conn
-                .prepare_cached(sql)
-                .map_err(|e| sqlite_error(e, Operation::List))?;
+            let mut stmt = conn.prepare_cached(sql).map_err(sqlite_error)?;
             let mut rows = match bounds {
                 Some((exact, low, high)) => {
                     stmt.query(params![after, now, limit, exact, low, high])
                 }
                 None => stmt.query(params![after, now, limit]),
             }
-            .map_err(|e| sqlite_error(e, Operation::List))?;
+            .map_err(sqlite_error)?;
             let mut entries = Vec::new();
             let mut last = None;
-            while let Some(row) = rows.next().map_err(|e| sqlite_error(e, Operation::List))? {
-                let text: String = row.get(0).map_err(|e| sqlite_error(e, Operation::List))?;
+            while let Some(row) = rows.next().map_err(sqlite_error)? {
+                let text: String = row.get(0).map_err(sqlite_error)?;
                 let entry = parse_key_text(&text)
                     .map_err(|e| e.with_operation(Operation::List))
                     .and_then(|key| {
@@ -501,13 +466,13 @@ impl FedifySqlite {
         let keys = keys.to_vec();
         self.run(operation, move |conn, statements| {
             // One read transaction: every value from the same snapshot.
-            let tx = conn.transaction().map_err(|e| sqlite_error(e, operation))?;
+            let tx = conn.transaction().map_err(sqlite_error)?;
             let now = now_ms();
             let values = keys
                 .iter()
                 .map(|key| get_live(&tx, statements, key, now, operation))
                 .collect::<Result<Vec<_>>>()?;
-            tx.commit().map_err(|e| sqlite_error(e, operation))?;
+            tx.commit().map_err(sqlite_error)?;
             Ok(values)
         })
         .await
@@ -529,20 +494,12 @@ impl FedifySqlite {
             // One transaction, in order, so the last duplicate wins.
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| sqlite_error(e, Operation::SetMany))?;
+                .map_err(sqlite_error)?;
             let now = now_ms();
             for (key, text) in &rows {
-                write(
-                    &tx,
-                    statements,
-                    key,
-                    Some(text),
-                    options,
-                    now,
-                    Operation::SetMany,
-                )?;
+                write(&tx, statements, key, Some(text), options, now)?;
             }
-            tx.commit().map_err(|e| sqlite_error(e, Operation::SetMany))
+            tx.commit().map_err(sqlite_error)
         })
         .await
     }
@@ -555,20 +512,11 @@ impl FedifySqlite {
         self.run(Operation::DeleteMany, move |conn, statements| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| sqlite_error(e, Operation::DeleteMany))?;
+                .map_err(sqlite_error)?;
             for key in &texts {
-                write(
-                    &tx,
-                    statements,
-                    key,
-                    None,
-                    SetOptions::default(),
-                    0,
-                    Operation::DeleteMany,
-                )?;
+                write(&tx, statements, key, None, SetOptions::default(), 0)?;
             }
-            tx.commit()
-                .map_err(|e| sqlite_error(e, Operation::DeleteMany))
+            tx.commit().map_err(sqlite_error)
         })
         .await
     }

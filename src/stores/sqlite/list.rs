@@ -22,14 +22,14 @@ impl SqliteKvStore {
             let limit = i64::try_from(sql::LIST_PAGE).unwrap_or(i64::MAX);
             let mut stmt = conn
                 .prepare_cached(&statements.list)
-                .map_err(|e| sqlite_error(e, Operation::List))?;
+                .map_err(sqlite_error)?;
             let mut rows = stmt
                 .query(params![start, now_ms(), end, limit])
-                .map_err(|e| sqlite_error(e, Operation::List))?;
+                .map_err(sqlite_error)?;
             let mut entries = Vec::new();
             let mut last: Option<Vec<u8>> = None;
-            while let Some(row) = rows.next().map_err(|e| sqlite_error(e, Operation::List))? {
-                let enc: Vec<u8> = row.get(0).map_err(|e| sqlite_error(e, Operation::List))?;
+            while let Some(row) = rows.next().map_err(sqlite_error)? {
+                let enc: Vec<u8> = row.get(0).map_err(sqlite_error)?;
                 let entry = decode_key(&enc)
                     .map_err(|e| e.with_operation(Operation::List))
                     .and_then(|key| {

@@ -71,7 +71,7 @@ use futures::stream::{self, BoxStream, StreamExt};
 use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, TransactionBehavior};
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::key::KvKey;
 use crate::operation::Operation;
 use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
@@ -298,84 +298,93 @@ impl SqliteKvStoreBuilder {
     }
 
     async fn start(self, path: Option<PathBuf>) -> Result<SqliteKvStore> {
-        let table = self.table.clone().unwrap_or_else(|| {
-            match self.layout {
-                Layout::Fedify => fedify::DEFAULT_TABLE,
-                _ => sql::DEFAULT_TABLE,
-            }
-            .to_owned()
-        });
-        sql::validate_table(&table).map_err(|e| e.with_operation(Operation::Connect))?;
-        let synchronous = if self.synchronous_full {
-            "FULL"
-        } else {
-            "NORMAL"
-        };
-        if self.layout == Layout::Fedify {
-            let store =
-                fedify::FedifySqlite::start(path.clone(), &table, synchronous, self.sweep_interval)
-                    .await?;
-            return Ok(SqliteKvStore {
-                inner: Arc::new(Inner {
-                    jobs: None,
-                    reads: None,
-                    threads: Vec::new(),
-                    table,
-                    path,
-                    fedify: Some(store),
-                }),
+        async {
+            let table = self.table.clone().unwrap_or_else(|| {
+                match self.layout {
+                    Layout::Fedify => fedify::DEFAULT_TABLE,
+                    _ => sql::DEFAULT_TABLE,
+                }
+                .to_owned()
             });
-        }
-        let (jobs, receiver) = mpsc::channel::<Job>();
-        let sweep_interval = self.sweep_interval;
-        let mut inner = Inner {
-            jobs: Some(jobs),
-            reads: None,
-            threads: Vec::new(),
-            table,
-            path,
-            fedify: None,
-        };
-        // From here on, dropping `inner` on an error closes the queues and
-        // joins the threads started so far.
-        let writer_path = inner.path.clone();
-        let table = inner.table.clone();
-        let (thread, opened) = spawn_connection(
-            format!("kvtower-sqlite-{}", inner.table),
-            move || {
-                let statements = Statements::new(&table);
-                let conn = connect(writer_path.as_deref(), synchronous, &statements)?;
-                Ok((conn, statements))
-            },
-            move |conn, statements| serve(conn, statements, receiver, sweep_interval),
-        )?;
-        inner.threads.push(thread);
-        wait_opened(opened).await?;
+            sql::validate_table(&table)?;
+            let synchronous = if self.synchronous_full {
+                "FULL"
+            } else {
+                "NORMAL"
+            };
+            if self.layout == Layout::Fedify {
+                let store = fedify::FedifySqlite::start(
+                    path.clone(),
+                    &table,
+                    synchronous,
+                    self.sweep_interval,
+                )
+                .await?;
+                return Ok(SqliteKvStore {
+                    inner: Arc::new(Inner {
+                        jobs: None,
+                        reads: None,
+                        threads: Vec::new(),
+                        table,
+                        path,
+                        fedify: Some(store),
+                    }),
+                });
+            }
+            let (jobs, receiver) = mpsc::channel::<Job>();
+            let sweep_interval = self.sweep_interval;
+            let mut inner = Inner {
+                jobs: Some(jobs),
+                reads: None,
+                threads: Vec::new(),
+                table,
+                path,
+                fedify: None,
+            };
+            // From here on, dropping `inner` on an error closes the queues and
+            // joins the threads started so far.
+            let writer_path = inner.path.clone();
+            let table = inner.table.clone();
+            let (thread, opened) = spawn_connection(
+                format!("kvtower-sqlite-{}", inner.table),
+                move || {
+                    let statements = Statements::new(&table);
+                    let conn = connect(writer_path.as_deref(), synchronous, &statements)?;
+                    Ok((conn, statements))
+                },
+                move |conn, statements| serve(conn, statements, receiver, sweep_interval),
+            )?;
+            inner.threads.push(thread);
+            wait_opened(opened).await?;
 
-        // The readers open the file after the writer has created the table
-        // and switched the file to WAL.
-        if let Some(path) = inner.path.clone().filter(|_| self.read_connections > 0) {
-            let (reads, receiver) = mpsc::channel::<Job>();
-            let receiver = Arc::new(Mutex::new(receiver));
-            inner.reads = Some(reads);
-            let mut pending = Vec::with_capacity(self.read_connections);
-            for i in 0..self.read_connections {
-                let (path, table, receiver) = (path.clone(), inner.table.clone(), receiver.clone());
-                let (thread, opened) = spawn_connection(
-                    format!("kvtower-sqlite-{}-read-{i}", inner.table),
-                    move || Ok((connect_reader(&path)?, Statements::new(&table))),
-                    move |conn, statements| serve_reads(conn, statements, &receiver),
-                )?;
-                inner.threads.push(thread);
-                pending.push(opened);
+            // The readers open the file after the writer has created the table
+            // and switched the file to WAL.
+            if let Some(path) = inner.path.clone().filter(|_| self.read_connections > 0) {
+                let (reads, receiver) = mpsc::channel::<Job>();
+                let receiver = Arc::new(Mutex::new(receiver));
+                inner.reads = Some(reads);
+                let mut pending = Vec::with_capacity(self.read_connections);
+                for i in 0..self.read_connections {
+                    let (path, table, receiver) =
+                        (path.clone(), inner.table.clone(), receiver.clone());
+                    let (thread, opened) = spawn_connection(
+                        format!("kvtower-sqlite-{}-read-{i}", inner.table),
+                        move || Ok((connect_reader(&path)?, Statements::new(&table))),
+                        move |conn, statements| serve_reads(conn, statements, &receiver),
+                    )?;
+                    inner.threads.push(thread);
+                    pending.push(opened);
+                }
+                for opened in pending {
+                    wait_opened(opened).await?;
+                }
             }
-            for opened in pending {
-                wait_opened(opened).await?;
-            }
+            Ok(SqliteKvStore {
+                inner: Arc::new(inner),
+            })
         }
-        Ok(SqliteKvStore {
-            inner: Arc::new(inner),
-        })
+        .await
+        .op(Operation::Connect)
     }
 }
 
@@ -387,7 +396,7 @@ fn read_value(
     key: &KvKey,
     operation: Operation,
 ) -> Result<Value> {
-    match row.get_ref(i).map_err(|e| sqlite_error(e, operation))? {
+    match row.get_ref(i).map_err(sqlite_error)? {
         ValueRef::Text(text) => text_value(text, key, operation),
         other => Err(Error::new(
             ErrorKind::InvalidValue,
@@ -411,9 +420,7 @@ pub(crate) fn live_row(
     operation: Operation,
 ) -> Result<(Value, Option<Duration>)> {
     let value = read_value(row, 0, key, operation)?;
-    let expires: Option<i64> = row
-        .get(1)
-        .map_err(|e| sqlite_error(e, operation).with_key(key))?;
+    let expires: Option<i64> = row.get(1).map_err(sqlite_error)?;
     Ok((value, sql::remaining(expires, now)))
 }
 
@@ -439,13 +446,9 @@ fn get_live(
     now: i64,
     operation: Operation,
 ) -> Result<Option<(Value, Option<Duration>)>> {
-    let mut stmt = conn
-        .prepare_cached(&statements.get)
-        .map_err(|e| sqlite_error(e, operation))?;
-    let mut rows = stmt
-        .query(params![enc, now])
-        .map_err(|e| sqlite_error(e, operation))?;
-    match rows.next().map_err(|e| sqlite_error(e, operation))? {
+    let mut stmt = conn.prepare_cached(&statements.get).map_err(sqlite_error)?;
+    let mut rows = stmt.query(params![enc, now]).map_err(sqlite_error)?;
+    match rows.next().map_err(sqlite_error)? {
         Some(row) => live_row(row, key, now, operation).map(Some),
         None => Ok(None),
     }
@@ -459,7 +462,6 @@ fn write(
     value: Option<&str>,
     options: SetOptions,
     now: i64,
-    operation: Operation,
 ) -> Result<()> {
     let result = match value {
         Some(text) if !options.is_expired() => conn
@@ -469,7 +471,7 @@ fn write(
             .prepare_cached(&statements.delete)
             .and_then(|mut s| s.execute(params![enc])),
     };
-    result.map(|_| ()).map_err(|e| sqlite_error(e, operation))
+    result.map(|_| ()).map_err(sqlite_error)
 }
 
 impl Default for SqliteKvStoreBuilder {
@@ -612,7 +614,6 @@ impl SqliteKvStore {
             )
         })
         .await
-        .map_err(|e| e.with_key(key))
     }
 
     /// `get_many` and `get_many_with_ttl`, from one read snapshot.
@@ -630,13 +631,13 @@ impl SqliteKvStore {
         let keys = keys.to_vec();
         self.read(operation, move |conn, statements| {
             // One read transaction: every value from the same snapshot.
-            let tx = conn.transaction().map_err(|e| sqlite_error(e, operation))?;
+            let tx = conn.transaction().map_err(sqlite_error)?;
             let now = now_ms();
             let values = keys
                 .iter()
                 .map(|key| get_live(&tx, statements, key, &encode_key(key), now, operation))
                 .collect::<Result<Vec<_>>>()?;
-            tx.commit().map_err(|e| sqlite_error(e, operation))?;
+            tx.commit().map_err(sqlite_error)?;
             Ok(values)
         })
         .await
@@ -646,56 +647,52 @@ impl SqliteKvStore {
 #[async_trait]
 impl KvStore for SqliteKvStore {
     async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
-        Ok(self
-            .read_one(key, Operation::Get)
-            .await?
-            .map(|(value, _)| value))
+        async {
+            Ok(self
+                .read_one(key, Operation::Get)
+                .await?
+                .map(|(value, _)| value))
+        }
+        .await
+        .ctx(Operation::Get, key)
     }
 
     async fn get_with_ttl(&self, key: &KvKey) -> Result<Option<(Value, Option<Duration>)>> {
-        self.read_one(key, Operation::GetWithTtl).await
+        async { self.read_one(key, Operation::GetWithTtl).await }
+            .await
+            .ctx(Operation::GetWithTtl, key)
     }
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
-        let value = checked(value).map_err(|e| e.with_operation(Operation::Set).with_key(key))?;
-        if let Some(fedify) = &self.inner.fedify {
-            return fedify.set(key, value, options).await;
+        async {
+            let value = checked(value)?;
+            if let Some(fedify) = &self.inner.fedify {
+                return fedify.set(key, value, options).await;
+            }
+            let enc = encode_key(key);
+            let text = value_text(&value);
+            self.run(Operation::Set, move |conn, statements| {
+                write(conn, statements, &enc, Some(&text), options, now_ms())
+            })
+            .await
         }
-        let enc = encode_key(key);
-        let text = value_text(&value);
-        self.run(Operation::Set, move |conn, statements| {
-            write(
-                conn,
-                statements,
-                &enc,
-                Some(&text),
-                options,
-                now_ms(),
-                Operation::Set,
-            )
-        })
         .await
-        .map_err(|e| e.with_key(key))
+        .ctx(Operation::Set, key)
     }
 
     async fn delete(&self, key: &KvKey) -> Result<()> {
-        if let Some(fedify) = &self.inner.fedify {
-            return fedify.delete(key).await;
+        async {
+            if let Some(fedify) = &self.inner.fedify {
+                return fedify.delete(key).await;
+            }
+            let enc = encode_key(key);
+            self.run(Operation::Delete, move |conn, statements| {
+                write(conn, statements, &enc, None, SetOptions::default(), 0)
+            })
+            .await
         }
-        let enc = encode_key(key);
-        self.run(Operation::Delete, move |conn, statements| {
-            write(
-                conn,
-                statements,
-                &enc,
-                None,
-                SetOptions::default(),
-                0,
-                Operation::Delete,
-            )
-        })
         .await
-        .map_err(|e| e.with_key(key))
+        .ctx(Operation::Delete, key)
     }
 
     async fn cas(
@@ -705,48 +702,45 @@ impl KvStore for SqliteKvStore {
         new: Option<Value>,
         options: SetOptions,
     ) -> Result<bool> {
-        let new = checked_cas(expected, new)
-            .map_err(|e| e.with_operation(Operation::Cas).with_key(key))?;
-        if let Some(fedify) = &self.inner.fedify {
-            return fedify.cas(key, expected, new, options).await;
-        }
-        let owned = key.clone();
-        let expected = expected.cloned();
-        let new = new.map(|v| value_text(&v));
-        self.run(Operation::Cas, move |conn, statements| {
-            // The connection thread already serializes this store's jobs;
-            // BEGIN IMMEDIATE takes the write lock up front so that another
-            // process cannot write between the read and the write either.
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| sqlite_error(e, Operation::Cas))?;
-            let enc = encode_key(&owned);
-            let now = now_ms();
-            let current =
-                get_live(&tx, statements, &owned, &enc, now, Operation::Cas)?.map(|(v, _)| v);
-            // serde_json's equality is structural: objects compare as maps.
-            if current != expected {
-                return Ok(false);
+        async {
+            let new = checked_cas(expected, new)?;
+            if let Some(fedify) = &self.inner.fedify {
+                return fedify.cas(key, expected, new, options).await;
             }
-            write(
-                &tx,
-                statements,
-                &enc,
-                new.as_deref(),
-                options,
-                now,
-                Operation::Cas,
-            )?;
-            tx.commit().map_err(|e| sqlite_error(e, Operation::Cas))?;
-            Ok(true)
-        })
+            let owned = key.clone();
+            let expected = expected.cloned();
+            let new = new.map(|v| value_text(&v));
+            self.run(Operation::Cas, move |conn, statements| {
+                // The connection thread already serializes this store's jobs;
+                // BEGIN IMMEDIATE takes the write lock up front so that another
+                // process cannot write between the read and the write either.
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(sqlite_error)?;
+                let enc = encode_key(&owned);
+                let now = now_ms();
+                let current =
+                    get_live(&tx, statements, &owned, &enc, now, Operation::Cas)?.map(|(v, _)| v);
+                // serde_json's equality is structural: objects compare as maps.
+                if current != expected {
+                    return Ok(false);
+                }
+                write(&tx, statements, &enc, new.as_deref(), options, now)?;
+                tx.commit().map_err(sqlite_error)?;
+                Ok(true)
+            })
+            .await
+        }
         .await
-        .map_err(|e| e.with_key(key))
+        .ctx(Operation::Cas, key)
     }
 
     fn list(&self, prefix: Option<KvKey>) -> BoxStream<'_, Result<KvEntry>> {
         if let Some(fedify) = &self.inner.fedify {
-            return fedify.list(prefix);
+            return fedify
+                .list(prefix)
+                .map(|entry| entry.op(Operation::List))
+                .boxed();
         }
         // Keyset pagination: each page is one short query, the next starts
         // just after the last key seen, so no entry is listed twice and no
@@ -763,87 +757,85 @@ impl KvStore for SqliteKvStore {
             }
         })
         .flatten()
+        .map(|entry| entry.op(Operation::List))
         .boxed()
     }
 
     async fn get_many(&self, keys: &[KvKey]) -> Result<Vec<Option<Value>>> {
-        let found = self.read_many(keys, Operation::GetMany).await?;
-        Ok(found
-            .into_iter()
-            .map(|e| e.map(|(value, _)| value))
-            .collect())
+        async {
+            let found = self.read_many(keys, Operation::GetMany).await?;
+            Ok(found
+                .into_iter()
+                .map(|e| e.map(|(value, _)| value))
+                .collect())
+        }
+        .await
+        .op(Operation::GetMany)
     }
 
     async fn get_many_with_ttl(
         &self,
         keys: &[KvKey],
     ) -> Result<Vec<Option<(Value, Option<Duration>)>>> {
-        self.read_many(keys, Operation::GetManyWithTtl).await
+        async { self.read_many(keys, Operation::GetManyWithTtl).await }
+            .await
+            .op(Operation::GetManyWithTtl)
     }
 
     async fn set_many(&self, entries: Vec<(KvKey, Value)>, options: SetOptions) -> Result<()> {
-        // One nesting limit for every layout: check before handing off.
-        let entries = checked_entries(entries).map_err(|e| e.with_operation(Operation::SetMany))?;
-        if let Some(fedify) = &self.inner.fedify {
-            return fedify.set_many(entries, options).await;
-        }
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let rows: Vec<(Vec<u8>, String)> = entries
-            .iter()
-            .map(|(key, value)| (encode_key(key), value_text(value)))
-            .collect();
-        self.run(Operation::SetMany, move |conn, statements| {
-            // One transaction: all or nothing, and one commit (one fsync)
-            // instead of one per entry. In order, so the last duplicate wins.
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| sqlite_error(e, Operation::SetMany))?;
-            let now = now_ms();
-            for (enc, text) in &rows {
-                write(
-                    &tx,
-                    statements,
-                    enc,
-                    Some(text),
-                    options,
-                    now,
-                    Operation::SetMany,
-                )?;
+        async {
+            // One nesting limit for every layout: check before handing off.
+            let entries = checked_entries(entries)?;
+            if let Some(fedify) = &self.inner.fedify {
+                return fedify.set_many(entries, options).await;
             }
-            tx.commit().map_err(|e| sqlite_error(e, Operation::SetMany))
-        })
+            if entries.is_empty() {
+                return Ok(());
+            }
+            let rows: Vec<(Vec<u8>, String)> = entries
+                .iter()
+                .map(|(key, value)| (encode_key(key), value_text(value)))
+                .collect();
+            self.run(Operation::SetMany, move |conn, statements| {
+                // One transaction: all or nothing, and one commit (one fsync)
+                // instead of one per entry. In order, so the last duplicate wins.
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(sqlite_error)?;
+                let now = now_ms();
+                for (enc, text) in &rows {
+                    write(&tx, statements, enc, Some(text), options, now)?;
+                }
+                tx.commit().map_err(sqlite_error)
+            })
+            .await
+        }
         .await
+        .op(Operation::SetMany)
     }
 
     async fn delete_many(&self, keys: &[KvKey]) -> Result<()> {
-        if let Some(fedify) = &self.inner.fedify {
-            return fedify.delete_many(keys).await;
-        }
-        if keys.is_empty() {
-            return Ok(());
-        }
-        let encoded: Vec<Vec<u8>> = keys.iter().map(encode_key).collect();
-        self.run(Operation::DeleteMany, move |conn, statements| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| sqlite_error(e, Operation::DeleteMany))?;
-            for enc in &encoded {
-                write(
-                    &tx,
-                    statements,
-                    enc,
-                    None,
-                    SetOptions::default(),
-                    0,
-                    Operation::DeleteMany,
-                )?;
+        async {
+            if let Some(fedify) = &self.inner.fedify {
+                return fedify.delete_many(keys).await;
             }
-            tx.commit()
-                .map_err(|e| sqlite_error(e, Operation::DeleteMany))
-        })
+            if keys.is_empty() {
+                return Ok(());
+            }
+            let encoded: Vec<Vec<u8>> = keys.iter().map(encode_key).collect();
+            self.run(Operation::DeleteMany, move |conn, statements| {
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(sqlite_error)?;
+                for enc in &encoded {
+                    write(&tx, statements, enc, None, SetOptions::default(), 0)?;
+                }
+                tx.commit().map_err(sqlite_error)
+            })
+            .await
+        }
         .await
+        .op(Operation::DeleteMany)
     }
 
     // get_with_ttl reads the expiry column with the value.
