@@ -10,18 +10,17 @@
 //! the shared Redis per store, deleted afterwards; the Postgres ones a fresh
 //! table, dropped afterwards.
 
-mod common;
 mod support;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{postgres_url, TestTable, WithGuard};
 use kvtower::config::{
     BackendConfig, CacheConfig, InvalidationConfig, LayerConfig, PrefixConfig, StoreConfig,
 };
 use kvtower::{kvkey, DynKvStore, ErrorKind, KvStore, SetOptions};
 use serde_json::json;
+use support::{postgres_url, TestTable, WithGuard};
 use support::{redis_url, unique_namespace, NamespaceGuard};
 
 /// One of the documented configurations of `examples/config/`.

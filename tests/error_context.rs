@@ -9,7 +9,6 @@ use std::error::Error as _;
 use kvtower::{kvkey, Error, ErrorKind, KvKey, KvStore, Operation, SetOptions};
 use serde_json::{json, Value};
 
-mod common;
 mod support;
 
 /// The message, then the text of each source, outermost first.
@@ -193,7 +192,7 @@ mod postgres {
             return;
         };
         let url = server.url().to_owned();
-        let table = common::TestTable::new();
+        let table = support::TestTable::new();
         // The store's sessions give up on a row lock after 200 ms (a server
         // setting: this test waits for the server's error, not a clock).
         let mut config: tokio_postgres::Config = url.parse().unwrap();

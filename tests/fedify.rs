@@ -23,8 +23,6 @@ use kvtower::stores::Layout;
 use kvtower::{kvkey, ErrorKind, KvKey, KvStore, KvStoreExt, SetOptions, Value};
 use serde_json::json;
 
-mod common;
-
 fn interop_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fedify_interop")
 }
@@ -354,7 +352,7 @@ mod sqlite {
                     .open(dir.0.join("kv.db"))
                     .await
                     .unwrap();
-                common::WithGuard { store, _guard: dir }
+                support::WithGuard { store, _guard: dir }
             },
             16
         );
@@ -507,9 +505,9 @@ mod sqlite {
 #[cfg(feature = "postgres")]
 mod postgres {
     use super::*;
-    use common::{postgres_url, TestTable};
     use kvtower::stores::postgres::deadpool_postgres::tokio_postgres::{self, NoTls};
     use kvtower::PostgresKvStore;
+    use support::{postgres_url, TestTable};
 
     async fn fedify_store(table: &TestTable) -> PostgresKvStore {
         PostgresKvStore::builder()
@@ -527,7 +525,7 @@ mod postgres {
             || async {
                 let table = TestTable::new();
                 let store = fedify_store(&table).await;
-                common::WithGuard {
+                support::WithGuard {
                     store,
                     _guard: table,
                 }
@@ -732,7 +730,7 @@ mod redis {
             || async {
                 let (prefix, guard) = prefix();
                 let store = fedify_store(&prefix).await;
-                common::WithGuard {
+                support::WithGuard {
                     store,
                     _guard: guard,
                 }

@@ -1,12 +1,11 @@
 //! The layers: the conformance suite through stacks and each layer alone,
 //! and the behaviour each layer promises.
 
-mod common;
+mod support;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{full_stack, Probe};
 use futures::future::join_all;
 use kvtower::layers::{CacheLayer, DefaultTtlLayer, MetricsLayer, PrefixLayer, TracingLayer};
 use kvtower::service::{KvServiceLayer, ServiceStoreLayer};
@@ -15,6 +14,7 @@ use kvtower::{
     kvkey, DynKvStore, ErrorKind, KvKey, KvStore, KvStoreExt, MemoryKvStore, SetOptions,
 };
 use serde_json::json;
+use support::{full_stack, Probe};
 use tower::{Layer, ServiceBuilder};
 
 /// metrics + prefix + default TTL + cache over memory. Over Redis once it

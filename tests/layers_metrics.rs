@@ -2,11 +2,10 @@
 //! recorder (metrics-util's debugging recorder, installed globally for this
 //! test binary: keep one test here).
 
-mod common;
+mod support;
 
 use std::collections::HashMap;
 
-use common::Probe;
 use kvtower::layers::metrics::{
     CACHE_REQUESTS_TOTAL, OPERATIONS_TOTAL, OPERATION_DURATION_SECONDS, OPERATION_ERRORS_TOTAL,
 };
@@ -15,6 +14,7 @@ use kvtower::{kvkey, KvStore, KvStoreExt, MemoryKvStore, SetOptions};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use metrics_util::MetricKind;
 use serde_json::json;
+use support::Probe;
 use tower::ServiceBuilder;
 
 type Labels = Vec<(String, String)>;

@@ -12,9 +12,9 @@ use kvtower::stores::postgres::deadpool_postgres::tokio_postgres::{self, NoTls};
 use kvtower::{kvkey, ErrorKind, KvStore, KvStoreExt, PostgresKvStore, SetOptions};
 use serde_json::json;
 
-mod common;
+mod support;
 
-use common::{postgres_url, TestTable};
+use support::{postgres_url, TestTable};
 
 /// A direct connection, as another program would have.
 async fn raw_client() -> tokio_postgres::Client {
@@ -46,7 +46,7 @@ kvtower::conformance_suite!(
     || async {
         let table = TestTable::new();
         let store = store_on(&table).await;
-        common::WithGuard {
+        support::WithGuard {
             store,
             _guard: table,
         }

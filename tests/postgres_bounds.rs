@@ -17,9 +17,9 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-mod common;
+mod support;
 
-use common::{postgres_url, TestTable};
+use support::{postgres_url, TestTable};
 
 /// How long a call may take before the test calls it hung: far above the
 /// store's timeout, so only a missing bound trips it.

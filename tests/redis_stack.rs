@@ -3,15 +3,14 @@
 //! cross-node invalidation bus. Each test gets its own namespace on the shared
 //! Redis, deleted afterwards.
 
-mod common;
 mod support;
 
 use std::time::Duration;
 
-use common::{full_stack, WithGuard};
 use kvtower::invalidation::RedisInvalidationBus;
 use kvtower::layers::{CacheLayer, CircuitBreakerLayer};
 use kvtower::{KvStore, MemoryKvStore, RedisKvStore};
+use support::{full_stack, WithGuard};
 use support::{redis_url, unique_namespace, NamespaceGuard};
 use tower::ServiceBuilder;
 

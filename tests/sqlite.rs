@@ -11,7 +11,7 @@ use kvtower::Operation;
 use kvtower::{kvkey, ErrorKind, KvStore, KvStoreExt, SetOptions, SqliteKvStore};
 use serde_json::json;
 
-mod common;
+mod support;
 
 /// A fresh directory under the OS temp dir, removed on drop (also on panic).
 struct TempDir(PathBuf);
@@ -50,7 +50,7 @@ mod file_backed {
         || async {
             let dir = TempDir::new();
             let store = SqliteKvStore::open(dir.file()).await.unwrap();
-            common::WithGuard { store, _guard: dir }
+            support::WithGuard { store, _guard: dir }
         },
         16
     );

@@ -1,8 +1,14 @@
-//! Test support: private `redis-server` processes on free loopback ports,
-//! stopped (SIGKILL) and their files removed when the guard drops, also on
-//! panic.
+//! Test support, the one helper module of the tests (`mod support;`):
 //!
-//! Self-contained (std only), for any test file: `mod support;` then
+//! * this file: private `redis-server` processes on free loopback ports,
+//!   stopped (SIGKILL, by PID) and their files removed when the guard drops,
+//!   also on panic;
+//! * `servers.rs`: start-or-skip for tests that need Redis or PostgreSQL;
+//! * `stores.rs`: store wrappers for the layer tests ([`Probe`], [`WithGuard`],
+//!   [`full_stack`]);
+//! * `postgres.rs`: [`postgres_url`] and [`TestTable`].
+//!
+//! In this file:
 //!
 //! * [`RedisServer::start`]: a standalone server (TCP, and a Unix socket at
 //!   [`RedisServer::socket_path`]); [`RedisServer::kill`] and
@@ -19,9 +25,17 @@
 //! Needs `redis-server` and `redis-cli` on the `PATH` (`.ci/run` installs them).
 #![allow(dead_code)] // each test file uses a part
 
+#[cfg(feature = "postgres")]
+mod postgres;
 mod servers;
+mod stores;
+#[cfg(feature = "postgres")]
 #[allow(unused_imports)] // each test file uses a part
+pub use postgres::{postgres_url, TestTable};
+#[allow(unused_imports)]
 pub use servers::{postgres_or_skip, redis_or_skip, PostgresServer, Server};
+#[allow(unused_imports)]
+pub use stores::{full_stack, Control, Probe, WithGuard};
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
-//! Test helpers shared by the layer tests: store wrappers around a real
-//! `MemoryKvStore` that count calls, slow reads down, or fail on demand.
-//! They wrap a real store (no mock): only the failure or delay is injected.
-#![allow(dead_code)]
+//! Store wrappers for the layer tests: around a real `MemoryKvStore`, they
+//! count calls, slow reads down, or fail on demand (no mock: only the
+//! failure or delay is injected); [`WithGuard`] keeps a cleanup guard with a
+//! store; [`full_stack`] is the conformance stack.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -196,61 +196,5 @@ impl<S: KvStore, G: Send + Sync> KvStore for WithGuard<S, G> {
 
     fn capabilities(&self) -> kvtower::Capabilities {
         self.store.capabilities().with_reports_ttl(false)
-    }
-}
-
-/// The Postgres the tests use: `KVTOWER_POSTGRES_URL`, default
-/// `postgres://postgres@127.0.0.1:5432/test`.
-#[cfg(feature = "postgres")]
-pub fn postgres_url() -> String {
-    std::env::var("KVTOWER_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
-/// A unique Postgres test table name, the table dropped when the guard is
-/// (also on panic).
-#[cfg(feature = "postgres")]
-pub struct TestTable(pub String);
-
-#[cfg(feature = "postgres")]
-impl TestTable {
-    pub fn new() -> Self {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        Self(format!(
-            "kv_test_{}_{}_{nanos}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ))
-    }
-
-    pub fn name(&self) -> &str {
-        &self.0
-    }
-}
-
-#[cfg(feature = "postgres")]
-impl Drop for TestTable {
-    fn drop(&mut self) {
-        use kvtower::stores::postgres::deadpool_postgres::tokio_postgres::{self, NoTls};
-        let sql = format!("DROP TABLE IF EXISTS \"{}\"", self.0);
-        // Its own thread and runtime: Drop may run inside another runtime.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok((client, conn)) = tokio_postgres::connect(&postgres_url(), NoTls).await {
-                    tokio::spawn(conn);
-                    let _ = client.batch_execute(&sql).await;
-                }
-            });
-        })
-        .join();
     }
 }
