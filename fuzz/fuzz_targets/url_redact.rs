@@ -1,8 +1,9 @@
 //! The URL redactor: a secret put into any connection-string form the crate
 //! takes (PostgreSQL URL user info and `?password=`, libpq key-value pairs,
-//! Redis user info, `redis+unix://…?pass=`) never survives in the redacted
-//! text, in `SecretUrl`'s `Display`/`Debug`, or in what
-//! `BackendConfig::from_url` shows (its `Debug`, or its error), raw or
+//! Redis user info, `redis+unix://…?pass=`, a Deno KV Connect token in
+//! `denokv+https://`, a Workers KV API token in `cfworkers://`) never
+//! survives in the redacted text, in `SecretUrl`'s `Display`/`Debug`, or in
+//! what `BackendConfig::from_url` shows (its `Debug`, or its error), raw or
 //! percent-decoded.
 #![no_main]
 
@@ -49,7 +50,7 @@ fuzz_target!(|input: Input| {
     let user = plain(&input.user, "app");
     let host = plain(&input.host, "db");
     // The URL and the secret as written in it.
-    let (url, written) = match input.form % 6 {
+    let (url, written) = match input.form % 8 {
         // tokio-postgres: the user info runs to the first `@`.
         0 if !secret.contains('@') => (format!("postgres://{user}:{secret}@{host}:5432/test"), secret.clone()),
         1 => {
@@ -71,6 +72,16 @@ fuzz_target!(|input: Input| {
         5 => {
             let enc = percent_encode(&secret);
             (format!("rediss://:{enc}@{host}:6380"), enc)
+        }
+        6 => {
+            // A KV Connect access token in the user info.
+            let enc = percent_encode(&secret);
+            (format!("denokv+https://:{enc}@{host}/connect"), enc)
+        }
+        7 => {
+            // A Workers KV API token in the user info.
+            let enc = percent_encode(&secret);
+            (format!("cfworkers://:{enc}@{host}/namespace"), enc)
         }
         _ => return,
     };
