@@ -28,6 +28,10 @@ fn forms() -> Vec<String> {
         format!("host=127.0.0.1 port=1 user=app password={SECRET} dbname=test"),
         format!("host=127.0.0.1 port=1 password='{SECRET} with spaces' dbname=test"),
         format!("host=127.0.0.1 port=1 password = '{SECRET}\\'quoted'"),
+        // A `://` inside a key-value password once made `BackendConfig::from_url`
+        // echo everything before it as an "unsupported scheme" (found by the
+        // url_redact fuzz target).
+        format!("host=127.0.0.1 port=1 user=app password='{SECRET}://x' dbname=test"),
         format!("redis+unix:///tmp/nowhere.sock?pass={SECRET}"),
         format!("redis+unix:///tmp/nowhere.sock?db=0&password={SECRET}"),
         format!("redis://app:{SECRET}@127.0.0.1:1/0"),

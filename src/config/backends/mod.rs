@@ -216,7 +216,18 @@ impl BackendConfig {
     /// assert!(!err.to_string().contains("secret"));
     /// ```
     pub fn from_url(url: &str) -> Result<Self> {
-        let Some((scheme, _)) = url.split_once("://") else {
+        // A scheme as RFC 3986 spells one, else this is no URL: text such as
+        // libpq's `host=… password='a://b'` must never be echoed as a
+        // "scheme", password included (found by the url_redact fuzz target).
+        let is_scheme = |s: &str| {
+            s.starts_with(|c: char| c.is_ascii_alphabetic())
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        };
+        let Some((scheme, _)) = url
+            .split_once("://")
+            .filter(|(scheme, _)| is_scheme(scheme))
+        else {
             return Err(Error::config(format!(
                 "backend: `{}` is not a URL; expected one of {BACKEND_SCHEMES}",
                 super::redact_url(url)
