@@ -1,7 +1,8 @@
 //! The history checker: several cache stacks (nodes) over one private Redis
 //! with the invalidation bus do random writes and reads on a small key space
 //! while faults are injected (the bus connections killed with `CLIENT KILL`,
-//! Redis restarted). Every operation is recorded with its start and end
+//! Redis restarted, and some single-key writes reported as timed out while they
+//! land up to 300 ms later, through [`LateWrites`]). Every operation is recorded with its start and end
 //! time, and the history is checked afterwards:
 //!
 //! 1. no read returns a value that a *later* successful write (one that
@@ -28,12 +29,16 @@
 mod support;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kvtower::invalidation::RedisInvalidationBus;
 use kvtower::layers::CacheLayer;
-use kvtower::{kvkey, DynKvStore, KvKey, MemoryKvStore, RedisKvStore, SetOptions};
+use kvtower::{
+    kvkey, Capabilities, DynKvStore, ErrorKind, KvEntry, KvKey, KvStore, MemoryKvStore,
+    RedisKvStore, SetOptions, Value,
+};
 use serde_json::json;
 use support::RedisServer;
 use tower::ServiceBuilder;
@@ -96,6 +101,10 @@ async fn node(url: &str, namespace: &str) -> DynKvStore {
         .connect(url)
         .await
         .unwrap();
+    let redis = LateWrites {
+        inner: Arc::new(redis),
+        count: Arc::new(AtomicU64::new(0)),
+    };
     Arc::new(
         ServiceBuilder::new()
             .layer(
@@ -106,6 +115,110 @@ async fn node(url: &str, namespace: &str) -> DynKvStore {
             )
             .service(redis),
     )
+}
+
+/// A fault-injecting wrapper around the real Redis store, for the race the
+/// real server cannot be made to lose on demand: every 15th `set` or
+/// `delete` answers a retryable `Timeout` at once while the write itself
+/// lands 50–300 ms later (a write whose reply was lost, landing after the
+/// caller gave up). Everything else is the Redis store's own answer.
+struct LateWrites {
+    inner: Arc<RedisKvStore>,
+    count: Arc<AtomicU64>,
+}
+
+impl LateWrites {
+    /// `Some(delay)` when this write should land late.
+    fn late(&self) -> Option<Duration> {
+        let n = self.count.fetch_add(1, Ordering::Relaxed);
+        (n % 15 == 14).then(|| Duration::from_millis(50 + (n * 37) % 250))
+    }
+
+    fn timed_out() -> kvtower::Error {
+        kvtower::Error::new(ErrorKind::Timeout, "injected: the reply was lost").with_retryable(true)
+    }
+}
+
+#[async_trait::async_trait]
+impl KvStore for LateWrites {
+    async fn get(&self, key: &KvKey) -> kvtower::Result<Option<Value>> {
+        self.inner.get(key).await
+    }
+
+    async fn get_with_ttl(
+        &self,
+        key: &KvKey,
+    ) -> kvtower::Result<Option<(Value, Option<Duration>)>> {
+        self.inner.get_with_ttl(key).await
+    }
+
+    async fn get_many(&self, keys: &[KvKey]) -> kvtower::Result<Vec<Option<Value>>> {
+        self.inner.get_many(keys).await
+    }
+
+    async fn get_many_with_ttl(
+        &self,
+        keys: &[KvKey],
+    ) -> kvtower::Result<Vec<Option<(Value, Option<Duration>)>>> {
+        self.inner.get_many_with_ttl(keys).await
+    }
+
+    async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> kvtower::Result<()> {
+        let Some(delay) = self.late() else {
+            return self.inner.set(key, value, options).await;
+        };
+        let (inner, key) = (self.inner.clone(), key.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = inner.set(&key, value, options).await;
+        });
+        Err(Self::timed_out())
+    }
+
+    async fn delete(&self, key: &KvKey) -> kvtower::Result<()> {
+        let Some(delay) = self.late() else {
+            return self.inner.delete(key).await;
+        };
+        let (inner, key) = (self.inner.clone(), key.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = inner.delete(&key).await;
+        });
+        Err(Self::timed_out())
+    }
+
+    async fn set_many(
+        &self,
+        entries: Vec<(KvKey, Value)>,
+        options: SetOptions,
+    ) -> kvtower::Result<()> {
+        self.inner.set_many(entries, options).await
+    }
+
+    async fn delete_many(&self, keys: &[KvKey]) -> kvtower::Result<()> {
+        self.inner.delete_many(keys).await
+    }
+
+    async fn cas(
+        &self,
+        key: &KvKey,
+        expected: Option<&Value>,
+        new: Option<Value>,
+        options: SetOptions,
+    ) -> kvtower::Result<bool> {
+        self.inner.cas(key, expected, new, options).await
+    }
+
+    fn list(
+        &self,
+        prefix: Option<KvKey>,
+    ) -> futures::stream::BoxStream<'_, kvtower::Result<KvEntry>> {
+        self.inner.list(prefix)
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
 }
 
 fn key(k: u64) -> KvKey {
