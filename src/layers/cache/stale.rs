@@ -27,7 +27,7 @@ const MAX_COPIES: u64 = 100_000;
 const MAX_KEEP: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
 
 #[derive(Clone)]
-struct Copy {
+struct StaleCopy {
     value: Arc<Value>,
     /// Past this, the copy is not served.
     until: Instant,
@@ -35,7 +35,7 @@ struct Copy {
 
 /// The stale copies of one cache layer.
 pub(super) struct StaleCopies {
-    copies: moka::future::Cache<KvKey, Copy>,
+    copies: moka::future::Cache<KvKey, StaleCopy>,
     max: Duration,
 }
 
@@ -58,7 +58,9 @@ impl StaleCopies {
         let Some(until) = Instant::now().checked_add(front_ttl.saturating_add(self.max)) else {
             return;
         };
-        self.copies.insert(key.clone(), Copy { value, until }).await;
+        self.copies
+            .insert(key.clone(), StaleCopy { value, until })
+            .await;
     }
 
     /// Forgets `key`'s copy: this layer learned that the key changed.
