@@ -119,3 +119,47 @@ async fn spans_have_outcomes_and_keys_stay_below_info() {
         "{all}"
     );
 }
+
+/// Issue 13: a loader call runs inside an INFO span `kvtower.aside.load`
+/// that names the cache; a front hit calls no loader, so opens no span.
+#[tokio::test(flavor = "current_thread")]
+async fn aside_loader_calls_run_in_their_own_span() {
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::registry().with(capture.clone());
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let aside = kvtower::aside::CacheAside::builder(MemoryKvStore::new())
+        .name("users")
+        .no_lease()
+        .build()
+        .unwrap();
+    let key = kvkey!["user", "1"];
+    let loaded = aside
+        .get_or_set(&key, aside.options(), || async {
+            tracing::info!("inside the loader");
+            Ok::<_, std::io::Error>(json!({"name": "Ada"}))
+        })
+        .await
+        .unwrap();
+    assert_eq!(loaded, json!({"name": "Ada"}));
+    let spans = |lines: &[(Level, String)]| {
+        lines
+            .iter()
+            .filter(|(_, line)| line.starts_with("span kvtower.aside.load"))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let first = spans(&capture.lines.lock().unwrap());
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0].0, Level::INFO);
+    assert!(first[0].1.contains("cache=users"), "{first:?}");
+
+    let hit = aside
+        .get_or_set(&key, aside.options(), || async {
+            Ok::<_, std::io::Error>(json!("never"))
+        })
+        .await
+        .unwrap();
+    assert_eq!(hit, json!({"name": "Ada"}));
+    assert_eq!(spans(&capture.lines.lock().unwrap()).len(), 1);
+}
