@@ -14,7 +14,7 @@ use kvtower::aside::{CacheAside, EntryOptions};
 use kvtower::layers::{BreakerState, CacheLayer, CircuitBreakerLayer};
 use kvtower::{kvkey, DynKvStore, ErrorKind, KvStore, MemoryKvStore, RedisKvStore, Value};
 use serde_json::json;
-use support::{redis_url, unique_namespace, NamespaceGuard, RedisServer};
+use support::{redis_url, unique_namespace, NamespaceGuard};
 use tower::ServiceBuilder;
 
 async fn redis_at(url: &str, namespace: &str) -> RedisKvStore {
@@ -94,6 +94,9 @@ impl Loads {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_cold_calls_run_one_loader() {
+    if support::redis().is_none() {
+        return;
+    }
     let namespace = unique_namespace();
     let _guard = NamespaceGuard(namespace.clone());
     let aside = CacheAside::builder(stack(&redis_url(), &namespace).await)
@@ -119,6 +122,9 @@ async fn a_thousand_concurrent_cold_calls_run_one_loader() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_stacks_sharing_one_redis_run_one_loader() {
+    if support::redis().is_none() {
+        return;
+    }
     let namespace = unique_namespace();
     let _guard = NamespaceGuard(namespace.clone());
     let mut nodes = Vec::new();
@@ -226,6 +232,9 @@ impl Drop for NodeProcess {
 
 #[test]
 fn two_os_processes_run_one_loader() {
+    if support::redis().is_none() {
+        return;
+    }
     let namespace = unique_namespace();
     let _guard = NamespaceGuard(namespace.clone());
     let mut a = NodeProcess::spawn(&namespace, "a", &[]);
@@ -240,6 +249,9 @@ fn two_os_processes_run_one_loader() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_lease_holder_blocks_others_only_for_the_lease_ttl() {
+    if support::redis().is_none() {
+        return;
+    }
     const LEASE: Duration = Duration::from_millis(1_500);
     let namespace = unique_namespace();
     let _guard = NamespaceGuard(namespace.clone());
@@ -287,6 +299,9 @@ async fn a_killed_lease_holder_blocks_others_only_for_the_lease_ttl() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_holder_is_stopped_at_its_lease_ttl_and_never_two_load_at_once() {
+    if support::redis().is_none() {
+        return;
+    }
     let namespace = unique_namespace();
     let _guard = NamespaceGuard(namespace.clone());
     let build = |store| {
@@ -427,6 +442,9 @@ async fn hard_timeout_bounds_the_wait_and_the_load_completes_in_the_background()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soft_timeout_returns_stale_and_the_result_lands_in_every_tier() {
+    if support::redis().is_none() {
+        return;
+    }
     let namespace = unique_namespace();
     let _guard = NamespaceGuard(namespace.clone());
     let cache = CacheLayer::new(MemoryKvStore::new());
@@ -477,6 +495,9 @@ async fn soft_timeout_returns_stale_and_the_result_lands_in_every_tier() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eager_refresh_runs_once_under_concurrent_reads_and_skips_unread_keys() {
+    if support::redis().is_none() {
+        return;
+    }
     let namespace = unique_namespace();
     let _guard = NamespaceGuard(namespace.clone());
     let nodes = [
@@ -535,7 +556,9 @@ async fn eager_refresh_runs_once_under_concurrent_reads_and_skips_unread_keys() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_redis_never_hangs_a_call_for_a_key_in_the_front() {
-    let mut server = RedisServer::start();
+    let Some(mut server) = support::private_redis() else {
+        return;
+    };
     let namespace = unique_namespace();
     let breaker = CircuitBreakerLayer::builder("redis")
         .failure_threshold(2)
@@ -607,7 +630,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_breaker_opens_fails_fast_half_opens_and_recovers() {
-    let mut server = RedisServer::start();
+    let Some(mut server) = support::private_redis() else {
+        return;
+    };
     let namespace = unique_namespace();
     let breaker = CircuitBreakerLayer::builder("redis")
         .failure_threshold(3)
@@ -670,6 +695,9 @@ async fn the_breaker_opens_fails_fast_half_opens_and_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn negative_caching_remembers_absent_for_its_ttl() {
+    if support::redis().is_none() {
+        return;
+    }
     let namespace = unique_namespace();
     let _guard = NamespaceGuard(namespace.clone());
     let aside = CacheAside::builder(stack(&redis_url(), &namespace).await)

@@ -12,7 +12,7 @@ use kvtower::invalidation::RedisInvalidationBus;
 use kvtower::layers::CacheLayer;
 use kvtower::{kvkey, DynKvStore, KvKey, KvStore, MemoryKvStore, RedisKvStore, SetOptions, Value};
 use serde_json::json;
-use support::{redis_url, unique_namespace, RedisServer};
+use support::{redis_url, unique_namespace};
 use tower::ServiceBuilder;
 
 /// A long front TTL: without the bus, a node would serve a stale value for
@@ -70,6 +70,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_on_one_node_reaches_the_other_front_tier() {
+    if support::redis().is_none() {
+        return;
+    }
     let namespace = unique_namespace();
     let a = node(&redis_url(), &namespace, true).await;
     let b = node(&redis_url(), &namespace, true).await;
@@ -143,7 +146,9 @@ async fn a_write_on_one_node_reaches_the_other_front_tier() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_stale_value_after_redis_restarts() {
-    let mut server = RedisServer::start();
+    let Some(mut server) = support::private_redis() else {
+        return;
+    };
     let url = server.url();
     let namespace = unique_namespace();
     let a = node(&url, &namespace, true).await;
@@ -283,6 +288,9 @@ impl Drop for NodeProcess {
 
 #[test]
 fn two_os_processes_stay_coherent() {
+    if support::redis().is_none() {
+        return;
+    }
     let namespace = unique_namespace();
     let mut a = NodeProcess::spawn(&namespace);
     let mut b = NodeProcess::spawn(&namespace);

@@ -74,7 +74,11 @@ mod test_config {
 }
 
 mod prod_config {
-    kvtower::conformance_suite!(super::prod_store, 32);
+    kvtower::conformance_suite!(
+        super::prod_store,
+        32,
+        requires = crate::support::redis_available
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -108,7 +112,11 @@ async fn postgres_store() -> impl KvStore {
 }
 
 mod postgres_config {
-    kvtower::conformance_suite!(super::postgres_store, 16);
+    kvtower::conformance_suite!(
+        super::postgres_store,
+        16,
+        requires = crate::support::postgres_available
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -349,6 +357,9 @@ async fn reads_after_a_write(a: &DynKvStore, b: &DynKvStore, window: Duration) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_backend_turns_the_invalidation_bus_on_by_default() {
+    if support::redis().is_none() {
+        return;
+    }
     let (a, b, namespace) = two_nodes(None).await;
     let _guard = NamespaceGuard(namespace);
     let seen = reads_after_a_write(&a, &b, Duration::from_secs(2)).await;
@@ -361,6 +372,9 @@ async fn redis_backend_turns_the_invalidation_bus_on_by_default() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_bus_the_other_node_serves_the_old_value() {
+    if support::redis().is_none() {
+        return;
+    }
     let disabled = InvalidationConfig {
         enabled: false,
         url: None,
@@ -556,6 +570,9 @@ async fn retry_policy_retries_tower_timeouts_below_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_cluster_config_builds_with_the_bus_on_the_first_seed() {
     // A private cluster (it is stopped when the guard drops, also on panic).
+    if !support::can_start_redis() {
+        return;
+    }
     let cluster = tokio::task::spawn_blocking(|| support::RedisCluster::start(3))
         .await
         .unwrap();
@@ -589,6 +606,9 @@ async fn redis_cluster_config_builds_with_the_bus_on_the_first_seed() {
 /// node B while node A writes, so a refill in the wrong order would happen.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_cache_tiers_with_buses_never_refill_l1_from_a_stale_l2() {
+    if support::redis().is_none() {
+        return;
+    }
     let mut config = example("prod");
     let namespace = isolate_redis(&mut config);
     let _guard = NamespaceGuard(namespace);

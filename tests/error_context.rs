@@ -124,8 +124,7 @@ mod redis_store {
 
     #[tokio::test]
     async fn a_foreign_value_names_the_operation_and_key() {
-        let test = "redis_store::a_foreign_value_names_the_operation_and_key";
-        let Some(server) = support::redis_or_skip(test) else {
+        let Some(server) = support::redis() else {
             return;
         };
         let url = server.url().to_owned();
@@ -187,8 +186,7 @@ mod postgres {
 
     #[tokio::test]
     async fn a_lock_timeout_names_the_reason_operation_and_key() {
-        let test = "postgres::a_lock_timeout_names_the_reason_operation_and_key";
-        let Some(server) = support::postgres_or_skip(test) else {
+        let Some(server) = support::postgres() else {
             return;
         };
         let url = server.url().to_owned();

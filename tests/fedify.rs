@@ -530,7 +530,8 @@ mod postgres {
                     _guard: table,
                 }
             },
-            16
+            16,
+            requires = support::postgres_available
         );
     }
 
@@ -539,6 +540,9 @@ mod postgres {
     #[cfg(feature = "config")]
     #[tokio::test]
     async fn config_layout_fedify() {
+        if support::postgres().is_none() {
+            return;
+        }
         let table = TestTable::new();
         let config = kvtower::config::StoreConfig::from_toml_str(&format!(
             "[backend]\nkind = \"postgres\"\nurl = {:?}\ntable = {:?}\n\
@@ -571,6 +575,9 @@ mod postgres {
 
     #[tokio::test]
     async fn schema_is_fedifys() {
+        if support::postgres().is_none() {
+            return;
+        }
         let table = TestTable::new();
         let store = fedify_store(&table).await;
         assert_eq!(store.layout(), Layout::Fedify);
@@ -622,6 +629,9 @@ mod postgres {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn interop_both_ways() {
+        if support::postgres().is_none() {
+            return;
+        }
         let Some(node) = node() else { return };
         let table = TestTable::new();
         let target = format!("{} {}", postgres_url(), table.name());
@@ -735,12 +745,16 @@ mod redis {
                     _guard: guard,
                 }
             },
-            16
+            16,
+            requires = support::redis_available
         );
     }
 
     #[tokio::test]
     async fn keys_are_fedifys() {
+        if support::redis().is_none() {
+            return;
+        }
         let store = RedisKvStore::builder()
             .fedify_layout()
             .connect(&redis_url())
@@ -782,6 +796,9 @@ mod redis {
     #[cfg(feature = "config")]
     #[tokio::test]
     async fn config_layout_fedify() {
+        if support::redis().is_none() {
+            return;
+        }
         let (prefix, _guard) = prefix();
         let config = kvtower::config::StoreConfig::from_toml_str(&format!(
             "[backend]\nkind = \"redis\"\nurl = {:?}\nlayout = \"fedify\"\nkey_prefix = {prefix:?}\n",
@@ -806,6 +823,9 @@ mod redis {
     /// TTLs are written as Fedify writes them: whole seconds, rounded up.
     #[tokio::test]
     async fn ttls_are_whole_seconds_rounded_up() {
+        if support::redis().is_none() {
+            return;
+        }
         let (prefix, _guard) = prefix();
         let store = fedify_store(&prefix).await;
         assert!(!store.capabilities().exact_expiry);
@@ -847,6 +867,9 @@ mod redis {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn interop_both_ways() {
+        if support::redis().is_none() {
+            return;
+        }
         let Some(node) = node() else { return };
         let (prefix, _guard) = prefix();
         let target = format!("{} {prefix}", redis_url());

@@ -3,15 +3,13 @@
 
 mod support;
 
+use support::redis_url;
+
 use std::time::{Duration, Instant};
 
 use kvtower::invalidation::RedisInvalidationBus;
 use kvtower::layers::CacheLayer;
 use kvtower::{kvkey, KvKey, KvStore, MemoryKvStore, SetOptions};
-
-fn redis_url() -> String {
-    std::env::var("KVTOWER_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
 
 fn channel(name: &str) -> String {
     format!(
@@ -68,6 +66,9 @@ macro_rules! eventually {
 
 #[tokio::test]
 async fn keys_reach_other_nodes_but_not_the_sender() {
+    if support::redis().is_none() {
+        return;
+    }
     let channel = channel("basic");
     let a = RedisInvalidationBus::connect(&redis_url(), channel.clone())
         .await
@@ -105,6 +106,9 @@ async fn keys_reach_other_nodes_but_not_the_sender() {
 
 #[tokio::test]
 async fn other_channels_are_not_heard() {
+    if support::redis().is_none() {
+        return;
+    }
     let a = RedisInvalidationBus::connect(&redis_url(), channel("one"))
         .await
         .unwrap();
@@ -126,6 +130,9 @@ async fn other_channels_are_not_heard() {
 
 #[tokio::test]
 async fn garbage_on_the_channel_is_ignored() {
+    if support::redis().is_none() {
+        return;
+    }
     let channel = channel("garbage");
     let b = RedisInvalidationBus::connect(&redis_url(), channel.clone())
         .await
@@ -159,6 +166,9 @@ async fn garbage_on_the_channel_is_ignored() {
 /// reach the other (own messages are skipped per tier, not per bus).
 #[tokio::test]
 async fn two_tiers_on_one_bus_hear_each_other() {
+    if support::redis().is_none() {
+        return;
+    }
     let bus = RedisInvalidationBus::connect(&redis_url(), channel("shared"))
         .await
         .unwrap();
@@ -192,6 +202,9 @@ async fn unreachable_redis_is_an_unavailable_error() {
 
 #[tokio::test]
 async fn zero_settings_are_config_errors() {
+    if support::redis().is_none() {
+        return;
+    }
     for builder in [
         RedisInvalidationBus::builder(redis_url()).heartbeat(Duration::ZERO),
         RedisInvalidationBus::builder(redis_url()).publish_timeout(Duration::ZERO),
@@ -207,7 +220,9 @@ async fn zero_settings_are_config_errors() {
 /// on a connection the restart had broken): it is retried now.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_publish_after_a_restart_is_delivered() {
-    let mut server = support::RedisServer::start();
+    let Some(mut server) = support::private_redis() else {
+        return;
+    };
     let channel = channel("restart");
     let builder = |url: String| {
         RedisInvalidationBus::builder(url)

@@ -51,11 +51,15 @@ kvtower::conformance_suite!(
             _guard: table,
         }
     },
-    32
+    32,
+    requires = support::postgres_available
 );
 
 #[tokio::test]
 async fn data_survives_a_new_pool() {
+    if support::postgres().is_none() {
+        return;
+    }
     let table = TestTable::new();
     let store = store_on(&table).await;
     let entries: Vec<_> = (0..100)
@@ -88,6 +92,9 @@ async fn data_survives_a_new_pool() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cas_is_exact_across_pools() {
+    if support::postgres().is_none() {
+        return;
+    }
     // Two stores are two pools: only row locks and ON CONFLICT keep their
     // cas calls atomic, the first increment (an insert race) included.
     let table = TestTable::new();
@@ -128,6 +135,9 @@ async fn cas_is_exact_across_pools() {
 
 #[tokio::test]
 async fn sweep_deletes_expired_rows_from_the_table() {
+    if support::postgres().is_none() {
+        return;
+    }
     let table = TestTable::new();
     let store = PostgresKvStore::builder()
         .table(table.name())
@@ -168,6 +178,9 @@ async fn sweep_deletes_expired_rows_from_the_table() {
 
 #[tokio::test]
 async fn background_sweep_deletes_expired_rows() {
+    if support::postgres().is_none() {
+        return;
+    }
     let table = TestTable::new();
     let store = PostgresKvStore::builder()
         .table(table.name())
@@ -204,6 +217,9 @@ async fn background_sweep_deletes_expired_rows() {
 
 #[tokio::test]
 async fn hostile_table_names_are_rejected() {
+    if support::postgres().is_none() {
+        return;
+    }
     for name in [
         "kv; DROP TABLE x; --",
         "\"quoted\"",
@@ -239,6 +255,9 @@ async fn bad_url_and_unreachable_server() {
 
 #[tokio::test]
 async fn rows_written_by_other_programs() {
+    if support::postgres().is_none() {
+        return;
+    }
     let table = TestTable::new();
     let store = store_on(&table).await;
     store
@@ -287,6 +306,9 @@ async fn rows_written_by_other_programs() {
 
 #[tokio::test]
 async fn tables_are_independent_and_case_sensitive() {
+    if support::postgres().is_none() {
+        return;
+    }
     let lower = TestTable::new();
     let upper = TestTable(lower.name().to_uppercase());
     let a = store_on(&lower).await;
@@ -301,6 +323,9 @@ async fn tables_are_independent_and_case_sensitive() {
 
 #[tokio::test]
 async fn from_an_existing_pool() {
+    if support::postgres().is_none() {
+        return;
+    }
     use kvtower::stores::postgres::deadpool_postgres::{Manager, Pool};
     let table = TestTable::new();
     let config: tokio_postgres::Config = postgres_url().parse().unwrap();
@@ -338,6 +363,9 @@ async fn two_tables_work(first: &TestTable, second: &TestTable) {
 
 #[tokio::test]
 async fn a_table_may_be_named_like_another_tables_expiry_index() {
+    if support::postgres().is_none() {
+        return;
+    }
     // The expiry index of `x` used to be called `x_expires_at`, also a
     // valid table name: whichever store came second failed or silently
     // ran without its index.
@@ -351,6 +379,9 @@ async fn a_table_may_be_named_like_another_tables_expiry_index() {
 
 #[tokio::test]
 async fn a_table_from_an_older_version_gives_up_its_index_name() {
+    if support::postgres().is_none() {
+        return;
+    }
     let x = TestTable::new();
     let t = x.name();
     // The layout the previous version created, with one row.
@@ -384,6 +415,9 @@ async fn a_table_from_an_older_version_gives_up_its_index_name() {
 
 #[tokio::test]
 async fn a_table_name_of_63_bytes_gets_its_expiry_index() {
+    if support::postgres().is_none() {
+        return;
+    }
     // `{63 bytes}_expires_at` was truncated by the server to the table's
     // own name, so `CREATE INDEX IF NOT EXISTS` skipped it silently.
     let base = TestTable::new();

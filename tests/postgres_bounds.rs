@@ -136,11 +136,17 @@ async fn a_write_to_a_locked_row_times_out(layout: Layout) {
 
 #[tokio::test]
 async fn a_write_to_a_row_locked_by_another_session_times_out() {
+    if support::postgres().is_none() {
+        return;
+    }
     a_write_to_a_locked_row_times_out(Layout::Kvtower).await;
 }
 
 #[tokio::test]
 async fn a_write_to_a_locked_row_times_out_in_the_fedify_layout() {
+    if support::postgres().is_none() {
+        return;
+    }
     a_write_to_a_locked_row_times_out(Layout::Fedify).await;
 }
 
@@ -234,6 +240,9 @@ async fn forward(
 
 #[tokio::test]
 async fn a_frozen_connection_gives_a_timeout_not_a_hang() {
+    if support::postgres().is_none() {
+        return;
+    }
     let table = TestTable::new();
     let proxy = Proxy::start().await;
     let store = store(&proxy.url(), &table, Layout::Kvtower).await;
@@ -277,6 +286,9 @@ async fn a_frozen_connection_gives_a_timeout_not_a_hang() {
 
 #[tokio::test]
 async fn zero_timeouts_are_config_errors() {
+    if support::postgres().is_none() {
+        return;
+    }
     for builder in [
         PostgresKvStore::builder().timeout(Duration::ZERO),
         PostgresKvStore::builder().connect_timeout(Duration::ZERO),
@@ -393,12 +405,18 @@ async fn long_keys(layout: Layout, limit: usize, longest_part: usize) {
 
 #[tokio::test]
 async fn keys_too_long_for_the_index_are_refused_before_sending() {
+    if support::postgres().is_none() {
+        return;
+    }
     // One part: its UTF-8 plus 2 bytes of terminator.
     long_keys(Layout::Kvtower, 2692, 2690).await;
 }
 
 #[tokio::test]
 async fn keys_too_long_for_the_index_are_refused_in_the_fedify_layout() {
+    if support::postgres().is_none() {
+        return;
+    }
     // One part: 24 bytes of array header, 4 of element header.
     long_keys(Layout::Fedify, 2696, 2668).await;
 }

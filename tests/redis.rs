@@ -14,7 +14,7 @@ use kvtower::{
     kvkey, Capabilities, ErrorKind, KvEntry, KvKey, KvStore, KvStoreExt, RedisKvStore, SetOptions,
 };
 use serde_json::{json, Value};
-use support::{redis_url, unique_namespace, RedisCluster, RedisServer};
+use support::{redis_url, unique_namespace};
 
 async fn shared_store() -> RedisKvStore {
     RedisKvStore::builder()
@@ -92,12 +92,18 @@ async fn cleaned_up_shared_store() -> CleanedUp {
 }
 
 mod standalone {
-    kvtower::conformance_suite!(super::cleaned_up_shared_store);
+    kvtower::conformance_suite!(
+        super::cleaned_up_shared_store,
+        64,
+        requires = crate::support::redis_available
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_passes_the_conformance_suite() {
-    let cluster = RedisCluster::start(3);
+    let Some(cluster) = support::redis_cluster(3) else {
+        return;
+    };
     let urls = cluster.urls();
     kvtower::testing::run_all(|| {
         let urls = urls.clone();
@@ -214,6 +220,9 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cas_is_exact_under_contention_across_connections() {
+    if support::redis().is_none() {
+        return;
+    }
     let namespace = unique_namespace();
     contended_counter(|| {
         let namespace = namespace.clone();
@@ -230,7 +239,9 @@ async fn cas_is_exact_under_contention_across_connections() {
 
 #[tokio::test]
 async fn keys_and_values_interoperate_with_redis_cli_and_redis_rs() {
-    let server = RedisServer::start();
+    let Some(server) = support::private_redis() else {
+        return;
+    };
     let store = RedisKvStore::connect(&server.url()).await.unwrap();
     let key = kvkey!["user", "42"];
     assert_eq!(store.redis_key(&key), "kvtower:user:42");
@@ -321,7 +332,9 @@ async fn keys_and_values_interoperate_with_redis_cli_and_redis_rs() {
 
 #[tokio::test]
 async fn values_that_are_not_json_are_errors_for_their_key_only() {
-    let server = RedisServer::start();
+    let Some(server) = support::private_redis() else {
+        return;
+    };
     let store = RedisKvStore::builder()
         .namespace("ns")
         .connect(&server.url())
@@ -386,7 +399,9 @@ async fn values_that_are_not_json_are_errors_for_their_key_only() {
 
 #[tokio::test]
 async fn namespaces_isolate_and_glob_characters_do_not_widen_a_listing() {
-    let server = RedisServer::start();
+    let Some(server) = support::private_redis() else {
+        return;
+    };
     let a = RedisKvStore::builder()
         .namespace("a")
         .connect(&server.url())
@@ -433,7 +448,9 @@ async fn namespaces_isolate_and_glob_characters_do_not_widen_a_listing() {
 
 #[tokio::test]
 async fn get_many_is_one_mget() {
-    let server = RedisServer::start();
+    let Some(server) = support::private_redis() else {
+        return;
+    };
     let store = RedisKvStore::connect(&server.url()).await.unwrap();
     let keys: Vec<_> = (0..100).map(|i| kvkey!["m", i.to_string()]).collect();
     store
@@ -453,7 +470,9 @@ async fn get_many_is_one_mget() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_operation_fails_fast_while_the_server_is_down_and_recovers() {
-    let mut server = RedisServer::start();
+    let Some(mut server) = support::private_redis() else {
+        return;
+    };
     let store = RedisKvStore::builder()
         .namespace("faults")
         .timeout(Duration::from_millis(500))
@@ -532,9 +551,14 @@ async fn every_operation_fails_fast_while_the_server_is_down_and_recovers() {
 
 #[tokio::test]
 async fn bad_urls_are_config_errors_and_a_dead_server_is_unavailable() {
+    if support::redis().is_none() {
+        return;
+    }
     let err = RedisKvStore::connect("http://nope").await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
-    let mut server = RedisServer::start();
+    let Some(mut server) = support::private_redis() else {
+        return;
+    };
     let url = server.url();
     server.kill();
     let err = RedisKvStore::builder()
@@ -553,7 +577,9 @@ async fn bad_urls_are_config_errors_and_a_dead_server_is_unavailable() {
 
 #[tokio::test]
 async fn unix_socket_urls_connect() {
-    let server = RedisServer::start();
+    let Some(server) = support::private_redis() else {
+        return;
+    };
     let url = format!("redis+unix://{}", server.socket_path().display());
     let store = RedisKvStore::connect(&url).await.unwrap();
     store
@@ -680,7 +706,9 @@ async fn cas_is_not_replayed_after_its_reply_was_lost() {
 #[tokio::test]
 async fn a_listing_through_the_tower_bridge_goes_past_a_bad_entry() {
     use kvtower::service::{KvServiceLayer, RetryPolicy, ServiceStoreLayer};
-    let server = RedisServer::start();
+    let Some(server) = support::private_redis() else {
+        return;
+    };
     let store = RedisKvStore::builder()
         .namespace("ns")
         .connect(&server.url())

@@ -64,7 +64,11 @@ async fn cache_over_breaker_over_redis() -> impl KvStore {
 }
 
 mod cache_over_circuit_breaker {
-    kvtower::conformance_suite!(super::cache_over_breaker_over_redis, 32);
+    kvtower::conformance_suite!(
+        super::cache_over_breaker_over_redis,
+        32,
+        requires = crate::support::redis_available
+    );
 }
 
 /// The breaker alone over Redis, so that every method (batch ones and
@@ -80,15 +84,27 @@ async fn breaker_over_redis() -> impl KvStore {
 }
 
 mod circuit_breaker {
-    kvtower::conformance_suite!(super::breaker_over_redis, 32);
+    kvtower::conformance_suite!(
+        super::breaker_over_redis,
+        32,
+        requires = crate::support::redis_available
+    );
 }
 
 mod full_stack {
-    kvtower::conformance_suite!(super::full_stack_over_redis, 32);
+    kvtower::conformance_suite!(
+        super::full_stack_over_redis,
+        32,
+        requires = crate::support::redis_available
+    );
 }
 
 mod cache_with_invalidation_bus {
-    kvtower::conformance_suite!(super::cache_with_bus_over_redis, 32);
+    kvtower::conformance_suite!(
+        super::cache_with_bus_over_redis,
+        32,
+        requires = crate::support::redis_available
+    );
 }
 
 #[allow(dead_code)] // its main() is the example's
@@ -104,11 +120,18 @@ async fn tower_middleware_over_redis() -> impl KvStore {
 }
 
 mod tower_timeout_and_retry {
-    kvtower::conformance_suite!(super::tower_middleware_over_redis, 32);
+    kvtower::conformance_suite!(
+        super::tower_middleware_over_redis,
+        32,
+        requires = crate::support::redis_available
+    );
 }
 
 #[tokio::test]
 async fn the_redis_middleware_example_runs() {
+    if support::redis().is_none() {
+        return;
+    }
     let namespace = unique_namespace();
     let _guard = NamespaceGuard(namespace.clone());
     redis_middleware::run(&redis_url(), &namespace)

@@ -41,7 +41,9 @@ async fn stack(
 
 #[tokio::test]
 async fn a_dead_inner_store_is_answered_from_stale_copies_within_the_bound() {
-    let mut server = RedisServer::start();
+    let Some(mut server) = support::private_redis() else {
+        return;
+    };
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     let layer = metrics::with_local_recorder(&recorder, || {
@@ -113,7 +115,9 @@ async fn a_dead_inner_store_is_answered_from_stale_copies_within_the_bound() {
 
 #[tokio::test]
 async fn a_failed_write_drops_the_stale_copy() {
-    let mut server = RedisServer::start();
+    let Some(mut server) = support::private_redis() else {
+        return;
+    };
     let store = stack(&server, Some(Duration::from_secs(30))).await;
     let key = kvkey!["k"];
     store
@@ -132,7 +136,9 @@ async fn a_failed_write_drops_the_stale_copy() {
 
 #[tokio::test]
 async fn deletes_and_invalidations_drop_copies_and_clear_keeps_them() {
-    let mut server = RedisServer::start();
+    let Some(mut server) = support::private_redis() else {
+        return;
+    };
     let store = stack(&server, Some(Duration::from_secs(30))).await;
     let (deleted, invalidated, cleared) =
         (kvkey!["deleted"], kvkey!["invalidated"], kvkey!["cleared"]);
@@ -155,7 +161,9 @@ async fn deletes_and_invalidations_drop_copies_and_clear_keeps_them() {
 
 #[tokio::test]
 async fn copies_are_served_only_within_the_bound_and_only_when_enabled() {
-    let mut server = RedisServer::start();
+    let Some(mut server) = support::private_redis() else {
+        return;
+    };
     let bounded = stack(&server, Some(Duration::from_millis(300))).await;
     let off = stack(&server, None).await;
     let key = kvkey!["k"];
@@ -178,7 +186,9 @@ async fn copies_are_served_only_within_the_bound_and_only_when_enabled() {
 
 #[tokio::test]
 async fn a_non_retryable_error_is_never_masked() {
-    let server = RedisServer::start();
+    let Some(server) = support::private_redis() else {
+        return;
+    };
     let store = stack(&server, Some(Duration::from_secs(30))).await;
     let key = kvkey!["k"];
     store
@@ -194,7 +204,9 @@ async fn a_non_retryable_error_is_never_masked() {
 
 #[tokio::test]
 async fn an_open_circuit_breaker_is_answered_from_stale_copies() {
-    let mut server = RedisServer::start();
+    let Some(mut server) = support::private_redis() else {
+        return;
+    };
     let store = ServiceBuilder::new()
         .layer(
             CacheLayer::builder(MemoryKvStore::new())

@@ -161,15 +161,40 @@ where
 ///
 /// An optional second argument sets the number of property-test sequences
 /// (default 64).
+///
+/// For a store whose server may be missing, a third argument `requires = f`
+/// names a `fn() -> bool` that every test calls first: when it returns
+/// `false` the test returns at once (passing), so `f` should say why, e.g.
+/// print `SKIPPED <test>: no server`, or panic where servers are mandatory.
+///
+/// ```
+/// mod conformance_when_possible {
+///     fn server_is_up() -> bool {
+///         // A real check would connect to the server, and say why not.
+///         true
+///     }
+///     kvtower::conformance_suite!(
+///         || async { kvtower::MemoryKvStore::new() },
+///         16,
+///         requires = server_is_up
+///     );
+/// }
+/// ```
 #[macro_export]
 macro_rules! conformance_suite {
     ($factory:expr) => {
         $crate::conformance_suite!($factory, 64);
     };
     ($factory:expr, $model_cases:expr) => {
-        $crate::__with_conformance_cases!($crate::__conformance_cases { $factory; });
+        $crate::conformance_suite!($factory, $model_cases, requires = || true);
+    };
+    ($factory:expr, $model_cases:expr, requires = $requires:expr) => {
+        $crate::__with_conformance_cases!($crate::__conformance_cases { $factory; $requires; });
         #[test]
         fn matches_reference_model() {
+            if !($requires)() {
+                return;
+            }
             $crate::testing::model_test($factory, $model_cases);
         }
     };
@@ -205,9 +230,12 @@ macro_rules! __with_conformance_cases {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __conformance_cases {
-    ($factory:expr; $($case:ident),+ $(,)?) => {$(
+    ($factory:expr; $requires:expr; $($case:ident),+ $(,)?) => {$(
         #[test]
         fn $case() {
+            if !($requires)() {
+                return;
+            }
             $crate::testing::run_case($factory, $crate::testing::cases::$case);
         }
     )+};

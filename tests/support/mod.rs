@@ -3,26 +3,29 @@
 //! * this file: private `redis-server` processes on free loopback ports,
 //!   stopped (SIGKILL, by PID) and their files removed when the guard drops,
 //!   also on panic;
-//! * `servers.rs`: start-or-skip for tests that need Redis or PostgreSQL;
+//! * `servers.rs`: start-or-skip for tests that need Redis or PostgreSQL
+//!   ([`redis`], [`postgres`], [`private_redis`], [`redis_cluster`]);
 //! * `stores.rs`: store wrappers for the layer tests ([`Probe`], [`WithGuard`],
 //!   [`full_stack`]);
-//! * `postgres.rs`: [`postgres_url`] and [`TestTable`].
+//! * `postgres.rs`: [`TestTable`].
+//!
+//! A test that needs a server starts with
+//! `if support::redis().is_none() { return; }` (or `postgres()`): the
+//! machine's server, else a private one, else `SKIPPED <test>: <why>` (a
+//! failure under `KVTOWER_REQUIRE_SERVERS=1`). [`redis_url`] and
+//! [`postgres_url`] are then the URL of that server.
 //!
 //! In this file:
 //!
 //! * [`RedisServer::start`]: a standalone server (TCP, and a Unix socket at
 //!   [`RedisServer::socket_path`]); [`RedisServer::kill`] and
 //!   [`RedisServer::restart`] (same port, same directory) for fault tests;
+//!   tests reach it through [`private_redis`], which skips without the binary;
 //! * [`RedisCluster::start`]: a cluster of `n` masters and no replicas, made
-//!   with `redis-cli --cluster create`, returned once `cluster_state:ok`;
+//!   with `redis-cli --cluster create`, returned once `cluster_state:ok`
+//!   (through [`redis_cluster`]);
 //! * [`unique_namespace`]: a namespace no other test (or process) uses, for
-//!   tests that share the Redis at `KVTOWER_REDIS_URL`;
-//! * [`redis_url`]: `KVTOWER_REDIS_URL`, default `redis://127.0.0.1:6379`;
-//! * [`redis_or_skip`], [`postgres_or_skip`] (`servers.rs`): the machine's
-//!   server, else a private one, else `SKIPPED <test>: <why>` (a failure
-//!   under `KVTOWER_REQUIRE_SERVERS=1`).
-//!
-//! Needs `redis-server` and `redis-cli` on the `PATH` (`.ci/run` installs them).
+//!   tests that share one Redis.
 #![allow(dead_code)] // each test file uses a part
 
 #[cfg(feature = "postgres")]
@@ -31,9 +34,12 @@ mod servers;
 mod stores;
 #[cfg(feature = "postgres")]
 #[allow(unused_imports)] // each test file uses a part
-pub use postgres::{postgres_url, TestTable};
+pub use postgres::TestTable;
 #[allow(unused_imports)]
-pub use servers::{postgres_or_skip, redis_or_skip, PostgresServer, Server};
+pub use servers::{
+    can_start_redis, postgres, postgres_available, private_redis, redis, redis_available,
+    redis_cluster, start_private_postgres, start_private_redis, Server,
+};
 #[allow(unused_imports)]
 pub use stores::{full_stack, Control, Probe, WithGuard};
 
@@ -44,8 +50,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// The shared Redis of the test machine.
+/// The URL of [`redis`]'s server: call it after `redis()` said there is one
+/// (without one, the machine's URL, so a test that forgot to ask fails).
 pub fn redis_url() -> String {
+    redis().map_or_else(machine_redis_url, |server| server.url().to_owned())
+}
+
+/// The URL of [`postgres`]'s server: call it after `postgres()` said there
+/// is one.
+pub fn postgres_url() -> String {
+    postgres().map_or_else(servers::machine_postgres_url, |server| {
+        server.url().to_owned()
+    })
+}
+
+/// `KVTOWER_REDIS_URL`, default `redis://127.0.0.1:6379`.
+fn machine_redis_url() -> String {
     std::env::var("KVTOWER_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 

@@ -1,12 +1,6 @@
-//! The Postgres of the tests: its URL and throwaway tables.
+//! Throwaway Postgres tables on the server of [`super::postgres`].
 
-/// The Postgres the tests use: `KVTOWER_POSTGRES_URL`, default
-/// `postgres://postgres@127.0.0.1:5432/test`.
-#[cfg(feature = "postgres")]
-pub fn postgres_url() -> String {
-    std::env::var("KVTOWER_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
+use super::postgres_url;
 
 /// A unique Postgres test table name, the table dropped when the guard is
 /// (also on panic).

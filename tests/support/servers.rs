@@ -1,27 +1,38 @@
 //! Start-or-skip: the server a test needs, whatever the machine has.
 //!
+//! [`redis`] and [`postgres`] give, once per test process:
+//!
 //! * the machine's own server when it answers (`KVTOWER_REDIS_URL`,
 //!   `KVTOWER_POSTGRES_URL`, or the defaults on 127.0.0.1);
 //! * else a private one on a free loopback port when the binary is installed
 //!   (`redis-server`; `initdb`/`pg_ctl` from `/usr/lib/postgresql/*/bin` or
-//!   the `PATH`), stopped when the returned guard drops;
-//! * else `None`, after printing `SKIPPED <test>: <why>`. With
-//!   `KVTOWER_REQUIRE_SERVERS=1` (`.ci/run` sets it) a skip is a failure.
+//!   the `PATH`), shared by the process's tests and stopped by a watchdog
+//!   when the process ends, however it ends;
+//! * else `None`, after printing `SKIPPED <test>: <why>`.
+//!
+//! Tests that start servers of their own (faults, clusters) ask
+//! [`private_redis`] and [`redis_cluster`], which skip the same way when
+//! `redis-server` is missing. With `KVTOWER_REQUIRE_SERVERS=1` (`.ci/run`
+//! sets it) every skip is a failure instead.
+//!
+//! The test's name in the message is its thread's: libtest names each test's
+//! thread after the test.
 
 use std::net::{Ipv4Addr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use super::{free_port, temp_dir, wait_until, RedisServer};
+use super::{free_port, temp_dir, wait_until, RedisCluster, RedisServer};
 
-/// A server for one test: its URL, and the private process, if one was
-/// started, stopped on drop.
+/// A server every test of the process may use: the machine's, or a private
+/// one that lives as long as the process.
 #[derive(Debug)]
 pub struct Server {
     url: String,
-    _redis: Option<RedisServer>,
-    _postgres: Option<PostgresServer>,
+    /// Whether this process started it (rather than found the machine's).
+    private: bool,
 }
 
 impl Server {
@@ -29,61 +40,262 @@ impl Server {
     pub fn url(&self) -> &str {
         &self.url
     }
+
+    /// Whether the server is a private one this process started.
+    pub fn is_private(&self) -> bool {
+        self.private
+    }
 }
 
-/// A Redis for `test`: the machine's, a private one, or a skip.
-pub fn redis_or_skip(test: &str) -> Option<Server> {
-    let url = super::redis_url();
-    if answers(&url, 6379) {
-        return Some(Server {
-            url,
-            _redis: None,
-            _postgres: None,
-        });
+/// The Redis of the tests: the machine's, else a private one, else a skip.
+pub fn redis() -> Option<&'static Server> {
+    static REDIS: OnceLock<Result<Server, String>> = OnceLock::new();
+    found(REDIS.get_or_init(|| {
+        let url = super::machine_redis_url();
+        if answers(&url, 6379) {
+            return Ok(Server {
+                url,
+                private: false,
+            });
+        }
+        start_private_redis().map_err(|why| format!("no Redis at {url}, and {why}"))
+    }))
+}
+
+/// The PostgreSQL of the tests (database `test`, trust auth): the
+/// machine's, else a private one, else a skip.
+pub fn postgres() -> Option<&'static Server> {
+    static POSTGRES: OnceLock<Result<Server, String>> = OnceLock::new();
+    found(POSTGRES.get_or_init(|| {
+        let url = machine_postgres_url();
+        if answers(&url, 5432) {
+            return Ok(Server {
+                url,
+                private: false,
+            });
+        }
+        start_private_postgres().map_err(|why| format!("no PostgreSQL at {url}, and {why}"))
+    }))
+}
+
+/// Whether [`redis`] has a server (printing the skip when not): the
+/// `requires` of a conformance suite.
+pub fn redis_available() -> bool {
+    redis().is_some()
+}
+
+/// Whether [`postgres`] has a server (printing the skip when not).
+pub fn postgres_available() -> bool {
+    postgres().is_some()
+}
+
+/// A private standalone `redis-server` for this test alone (to kill or
+/// restart), or a skip when `redis-server` is not installed.
+pub fn private_redis() -> Option<RedisServer> {
+    can_start_redis().then(RedisServer::start)
+}
+
+/// A private Redis Cluster of `masters` for this test alone, or a skip.
+pub fn redis_cluster(masters: usize) -> Option<RedisCluster> {
+    can_start_redis().then(|| RedisCluster::start(masters))
+}
+
+/// A private PostgreSQL cluster started now, whatever the machine has: the
+/// test of the fallback path itself. Stopped when the process ends.
+pub fn start_private_postgres() -> Result<Server, String> {
+    let initdb = find_binary("initdb").ok_or("initdb is not installed")?;
+    let pg_ctl = find_binary("pg_ctl").ok_or("pg_ctl is not installed")?;
+    let createdb = find_binary("createdb").ok_or("createdb is not installed")?;
+    // initdb and pg_ctl refuse to run as root: run them as `postgres`.
+    let as_user = is_root().then_some("postgres");
+    let dir = temp_dir("postgres");
+    if as_user.is_some() {
+        // The server's user must own its data directory.
+        let _ = Command::new("chown")
+            .args(["-R", "postgres"])
+            .arg(&dir)
+            .status();
     }
-    if find_binary("redis-server").is_none() {
-        return skip(
-            test,
-            &format!("no Redis at {url} and no redis-server installed"),
-        );
-    }
-    let server = RedisServer::start();
-    Some(Server {
-        url: server.url(),
-        _redis: Some(server),
-        _postgres: None,
+    let port = free_port(false);
+    let data = dir.join("data");
+    run(
+        as_user,
+        Command::new(&initdb).arg("-D").arg(&data).args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--no-sync",
+        ]),
+        "initdb",
+    )?;
+    let options = format!(
+        "-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
+        dir.display()
+    );
+    run(
+        as_user,
+        Command::new(&pg_ctl)
+            .arg("-D")
+            .arg(&data)
+            .args(["-o", &options, "-w", "-l"])
+            .arg(dir.join("postgres.log"))
+            .arg("start"),
+        "pg_ctl start",
+    )?;
+    // From here on the watchdog stops the server, also if what follows fails.
+    let stop = format!(
+        "{} -D {} -m immediate stop; rm -rf {}",
+        pg_ctl.display(),
+        data.display(),
+        dir.display()
+    );
+    watch(as_user, &stop)?;
+    wait_until("postgres to listen", Duration::from_secs(30), || {
+        TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok()
+    });
+    run(
+        as_user,
+        Command::new(&createdb).args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "postgres",
+            "test",
+        ]),
+        "createdb",
+    )?;
+    Ok(Server {
+        url: format!("postgres://postgres@127.0.0.1:{port}/test"),
+        private: true,
     })
 }
 
-/// A PostgreSQL for `test` (database `test`, trust auth): the machine's, a
-/// private one, or a skip.
-pub fn postgres_or_skip(test: &str) -> Option<Server> {
-    let url = std::env::var("KVTOWER_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-    if answers(&url, 5432) {
-        return Some(Server {
-            url,
-            _redis: None,
-            _postgres: None,
-        });
-    }
-    match PostgresServer::start() {
-        Ok(server) => Some(Server {
-            url: server.url(),
-            _redis: None,
-            _postgres: Some(server),
-        }),
-        Err(why) => skip(test, &format!("no PostgreSQL at {url}, and {why}")),
+/// A private `redis-server` for the whole process, stopped by a watchdog.
+pub fn start_private_redis() -> Result<Server, String> {
+    let binary = find_binary("redis-server").ok_or("redis-server is not installed")?;
+    let dir = temp_dir("redis-shared");
+    let port = free_port(false);
+    let child: Child = Command::new(binary)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("redis-server did not start: {e}"))?;
+    watch(
+        None,
+        &format!("kill -9 {}; rm -rf {}", child.id(), dir.display()),
+    )?;
+    wait_until(
+        "the private redis-server to listen",
+        Duration::from_secs(10),
+        || TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok(),
+    );
+    Ok(Server {
+        url: format!("redis://127.0.0.1:{port}"),
+        private: true,
+    })
+}
+
+/// `KVTOWER_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/test`.
+pub(super) fn machine_postgres_url() -> String {
+    std::env::var("KVTOWER_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+fn found(server: &'static Result<Server, String>) -> Option<&'static Server> {
+    match server {
+        Ok(server) => Some(server),
+        Err(why) => skip(why),
     }
 }
 
+/// Whether `redis-server` and `redis-cli` are installed, to start private
+/// servers (printing the skip when not).
+pub fn can_start_redis() -> bool {
+    if find_binary("redis-server").is_some() && find_binary("redis-cli").is_some() {
+        return true;
+    }
+    skip::<()>("redis-server or redis-cli is not installed");
+    false
+}
+
 /// Prints the skip, or fails when servers are required.
-fn skip(test: &str, why: &str) -> Option<Server> {
+fn skip<T>(why: &str) -> Option<T> {
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("<unnamed test>");
     if std::env::var("KVTOWER_REQUIRE_SERVERS").as_deref() == Ok("1") {
         panic!("{test}: {why} (KVTOWER_REQUIRE_SERVERS=1 makes this a failure)");
     }
     eprintln!("SKIPPED {test}: {why}");
     None
+}
+
+/// Runs `cleanup` (a shell command) once this process has ended, from a
+/// watchdog process that polls `/proc/<pid>`: a test process never drops its
+/// statics, and may be killed.
+fn watch(as_user: Option<&str>, cleanup: &str) -> Result<(), String> {
+    let script = format!(
+        "while [ -d /proc/{} ]; do sleep 1; done; {cleanup}",
+        std::process::id()
+    );
+    let mut cmd = match as_user {
+        Some(user) => {
+            let mut c = Command::new("runuser");
+            c.args(["-u", user, "--", "sh", "-c", &script]);
+            c
+        }
+        None => {
+            let mut c = Command::new("sh");
+            c.args(["-c", &script]);
+            c
+        }
+    };
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map(drop)
+        .map_err(|e| format!("the watchdog did not start: {e}"))
+}
+
+fn run(as_user: Option<&str>, cmd: &mut Command, what: &str) -> Result<(), String> {
+    let mut full = match as_user {
+        Some(user) => {
+            let mut c = Command::new("runuser");
+            c.args(["-u", user, "--"]).arg(cmd.get_program());
+            c.args(cmd.get_args());
+            c
+        }
+        None => {
+            let mut c = Command::new(cmd.get_program());
+            c.args(cmd.get_args());
+            c
+        }
+    };
+    let status = full
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| format!("{what} did not run: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{what} failed ({status})"))
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
 }
 
 /// Whether the host:port of `url` accepts a TCP connection.
@@ -117,131 +329,4 @@ fn find_binary(name: &str) -> Option<PathBuf> {
         versions.sort();
         versions.pop()
     })
-}
-
-/// A private PostgreSQL cluster in a temporary directory, on a free
-/// loopback port, with a database `test` and trust auth; stopped (`pg_ctl
-/// stop -m immediate`) and its files removed on drop.
-#[derive(Debug)]
-pub struct PostgresServer {
-    port: u16,
-    dir: PathBuf,
-    pg_ctl: PathBuf,
-    /// `runuser -u postgres` when running as root (initdb refuses root).
-    as_user: Option<&'static str>,
-}
-
-impl PostgresServer {
-    /// Starts one, or says why it cannot.
-    pub fn start() -> Result<Self, String> {
-        let initdb = find_binary("initdb").ok_or("initdb is not installed")?;
-        let pg_ctl = find_binary("pg_ctl").ok_or("pg_ctl is not installed")?;
-        let createdb = find_binary("createdb").ok_or("createdb is not installed")?;
-        let root = Command::new("id")
-            .arg("-u")
-            .output()
-            .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
-        let as_user = root.then_some("postgres");
-        let dir = temp_dir("postgres");
-        if root {
-            // The server's user must own its data directory.
-            let _ = Command::new("chown")
-                .args(["-R", "postgres"])
-                .arg(&dir)
-                .status();
-        }
-        let server = Self {
-            port: free_port(false),
-            dir,
-            pg_ctl,
-            as_user,
-        };
-        let data = server.dir.join("data");
-        server.run(
-            Command::new(&initdb).arg("-D").arg(&data).args([
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--no-sync",
-            ]),
-            "initdb",
-        )?;
-        let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
-            server.port,
-            server.dir.display()
-        );
-        server.run(
-            Command::new(&server.pg_ctl)
-                .arg("-D")
-                .arg(&data)
-                .args(["-o", &options, "-w", "-l"])
-                .arg(server.dir.join("postgres.log"))
-                .arg("start"),
-            "pg_ctl start",
-        )?;
-        let port = server.port;
-        wait_until("postgres to listen", Duration::from_secs(30), || {
-            TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok()
-        });
-        server.run(
-            Command::new(&createdb).args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-U",
-                "postgres",
-                "test",
-            ]),
-            "createdb",
-        )?;
-        Ok(server)
-    }
-
-    /// `postgres://postgres@127.0.0.1:<port>/test`.
-    pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/test", self.port)
-    }
-
-    fn run(&self, cmd: &mut Command, what: &str) -> Result<(), String> {
-        let mut full = match self.as_user {
-            Some(user) => {
-                let mut c = Command::new("runuser");
-                c.args(["-u", user, "--"]).arg(cmd.get_program());
-                c.args(cmd.get_args());
-                c
-            }
-            None => {
-                let mut c = Command::new(cmd.get_program());
-                c.args(cmd.get_args());
-                c
-            }
-        };
-        let status = full
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map_err(|e| format!("{what} did not run: {e}"))?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(format!("{what} failed ({status})"))
-        }
-    }
-}
-
-impl Drop for PostgresServer {
-    fn drop(&mut self) {
-        let data = self.dir.join("data");
-        let _ = self.run(
-            Command::new(&self.pg_ctl)
-                .arg("-D")
-                .arg(&data)
-                .args(["-m", "immediate", "stop"]),
-            "pg_ctl stop",
-        );
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
