@@ -852,3 +852,33 @@ fn set_options(ttl: Duration) -> SetOptions {
         SetOptions::ttl(ttl)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{kvkey, MemoryKvStore};
+
+    /// Jitter lengthens each entry's TTL by a random amount within the
+    /// bound, and not by the same amount for every key (what spreads the
+    /// reloads of keys loaded together).
+    #[tokio::test]
+    async fn jitter_spreads_logical_expiries_within_its_bound() {
+        let aside = CacheAside::builder(MemoryKvStore::new()).build().unwrap();
+        let (ttl, jitter) = (Duration::from_secs(60), Duration::from_secs(10));
+        let options = aside.options().ttl(ttl).jitter(jitter);
+        let mut extras = std::collections::BTreeSet::new();
+        for i in 0..50 {
+            let key = kvkey!["j", i.to_string()];
+            aside.set(&key, i.into(), options).await.unwrap();
+            let stored = aside.store().get(&key).await.unwrap().unwrap();
+            let entry = Entry::from_stored(stored);
+            let lived = entry.expires_ms - entry.created_ms;
+            let extra = lived
+                .checked_sub(60_000)
+                .expect("jitter never shortens the TTL");
+            assert!(extra <= 10_000, "jitter {extra} ms past its 10 s bound");
+            extras.insert(extra);
+        }
+        assert!(extras.len() > 10, "jitter barely varies: {extras:?}");
+    }
+}

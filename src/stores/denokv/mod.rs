@@ -79,6 +79,8 @@
 //! structurally, and commits an atomic write checked against that
 //! versionstamp; when another writer won the race it reads again and retries.
 
+mod encoding;
+mod error;
 mod remote;
 pub(crate) mod v8;
 
@@ -90,9 +92,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use denokv_proto::{
-    AtomicWrite, Check, Key, KeyPart, KvValue, Mutation, MutationKind, ReadRange, Versionstamp,
-};
+use denokv_proto::{AtomicWrite, Check, KvValue, Mutation, MutationKind, ReadRange, Versionstamp};
 use denokv_sqlite::{Sqlite, SqliteConfig, SqliteNotifier};
 use futures::stream::{self, BoxStream, StreamExt};
 use rusqlite::OptionalExtension;
@@ -102,6 +102,8 @@ use crate::key::KvKey;
 use crate::operation::Operation;
 use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
 
+pub(crate) use self::encoding::*;
+use self::error::*;
 use self::remote::RemoteHandle;
 
 /// Deno's limit on an encoded key.
@@ -699,176 +701,6 @@ impl DenoKvStore {
     }
 }
 
-fn mutation_value_len(mutation: &Mutation) -> usize {
-    match mutation.kind.value() {
-        Some(KvValue::V8(b)) | Some(KvValue::Bytes(b)) => b.len(),
-        Some(KvValue::U64(_)) => 8,
-        None => 0,
-    }
-}
-
-fn expire_at(ttl: Duration) -> chrono::DateTime<Utc> {
-    let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
-    Utc::now()
-        .checked_add_signed(ttl)
-        .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC)
-}
-
-fn version_to_versionstamp(version: i64) -> Versionstamp {
-    // As denokv_sqlite does: the 8-byte version, big-endian, then 2 zero bytes.
-    let mut versionstamp = [0; 10];
-    versionstamp[..8].copy_from_slice(&version.to_be_bytes());
-    versionstamp
-}
-
-/// The Deno KV key of `parts` under `prefix`, every part a string.
-pub(crate) fn encode_parts_under<'a>(
-    prefix: &'a [String],
-    parts: impl IntoIterator<Item = &'a String>,
-) -> Result<Vec<u8>> {
-    let key = Key(prefix
-        .iter()
-        .chain(parts)
-        .map(|p| KeyPart::String(p.clone()))
-        .collect());
-    denokv_proto::encode_key(&key).map_err(|e| {
-        Error::new(ErrorKind::InvalidKey, "the key has no Deno KV encoding").with_source(e)
-    })
-}
-
-/// The `KvKey` of a stored key (written by anyone: a Deno program too) under
-/// `prefix`, or `None` when it is not one (a non-string part, or the prefix
-/// itself).
-pub(crate) fn decode_key_under(prefix: &[String], bytes: &[u8]) -> Option<KvKey> {
-    let key = denokv_proto::decode_key(bytes).ok()?;
-    let mut parts = key.0.into_iter();
-    for expected in prefix {
-        match parts.next()? {
-            KeyPart::String(s) if &s == expected => {}
-            _ => return None,
-        }
-    }
-    let rest: Option<Vec<String>> = parts
-        .map(|p| match p {
-            KeyPart::String(s) => Some(s),
-            _ => None,
-        })
-        .collect();
-    KvKey::new(rest?).ok()
-}
-
-/// The JSON form of a stored Deno KV value.
-pub(crate) fn json_of(value: KvValue) -> Result<Value> {
-    match value {
-        KvValue::V8(bytes) => v8::decode(&bytes),
-        KvValue::U64(n) => Ok(Value::from(n)),
-        KvValue::Bytes(_) => Err(Error::new(
-            ErrorKind::InvalidValue,
-            "a Uint8Array value has no JSON form",
-        )),
-    }
-}
-
-pub(crate) fn decode_kv_value(value: Vec<u8>, encoding: i64) -> Result<KvValue> {
-    if encoding == denokv_proto::VALUE_ENCODING_LE64 && value.len() != 8 {
-        return Err(Error::new(
-            ErrorKind::InvalidValue,
-            "a KvU64 value is not 8 bytes",
-        ));
-    }
-    denokv_proto::decode_value(value, encoding).ok_or_else(|| {
-        Error::new(
-            ErrorKind::InvalidValue,
-            format!("unknown Deno KV value encoding {encoding}"),
-        )
-    })
-}
-
-fn poisoned() -> Error {
-    Error::new(ErrorKind::Backend, "the read connection's lock is poisoned")
-}
-
-type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
-
-/// The one place a driver's error (rusqlite, KV Connect, a join) becomes a
-/// kvtower error: the message says which step failed, the driver's error is
-/// the source (not repeated in the message). The operation and key are the
-/// caller's to add.
-/// The answer of a local atomic write; a database still busy after
-/// [`BUSY_ATTEMPTS`] is a retryable [`Unavailable`](ErrorKind::Unavailable).
-fn local_outcome(
-    outcome: std::result::Result<
-        denokv_proto::AtomicWriteOutcome,
-        denokv_sqlite::SqliteBackendError,
-    >,
-) -> Result<bool> {
-    match outcome {
-        Ok(denokv_proto::AtomicWriteOutcome::Committed(_)) => Ok(true),
-        Ok(denokv_proto::AtomicWriteOutcome::CheckFailed { .. }) => Ok(false),
-        Err(e) if is_busy(&e) => Err(Error::new(
-            ErrorKind::Unavailable,
-            "the Deno KV database stayed locked by another connection",
-        )
-        .with_source(e)),
-        Err(e) => Err(backend_error("write", e)),
-    }
-}
-
-/// Whether SQLite refused `e`'s statement because another connection holds
-/// the database (`SQLITE_BUSY`, `SQLITE_BUSY_SNAPSHOT` included).
-fn is_busy(e: &denokv_sqlite::SqliteBackendError) -> bool {
-    matches!(e, denokv_sqlite::SqliteBackendError::SqliteError(e)
-        if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy))
-}
-
-/// A copy of `write` to run again, for the writes this store makes (checks,
-/// sets and deletes); `None` for anything else.
-fn copy_write(write: &AtomicWrite) -> Option<AtomicWrite> {
-    if !write.enqueues.is_empty() {
-        return None;
-    }
-    let mutations = write
-        .mutations
-        .iter()
-        .map(|m| {
-            let kind = match &m.kind {
-                MutationKind::Set(value) => MutationKind::Set(copy_value(value)),
-                MutationKind::Delete => MutationKind::Delete,
-                _ => return None,
-            };
-            Some(Mutation {
-                key: m.key.clone(),
-                kind,
-                expire_at: m.expire_at,
-            })
-        })
-        .collect::<Option<Vec<_>>>()?;
-    Some(AtomicWrite {
-        checks: write
-            .checks
-            .iter()
-            .map(|c| Check {
-                key: c.key.clone(),
-                versionstamp: c.versionstamp,
-            })
-            .collect(),
-        mutations,
-        enqueues: Vec::new(),
-    })
-}
-
-fn copy_value(value: &KvValue) -> KvValue {
-    match value {
-        KvValue::V8(bytes) => KvValue::V8(bytes.clone()),
-        KvValue::Bytes(bytes) => KvValue::Bytes(bytes.clone()),
-        KvValue::U64(n) => KvValue::U64(*n),
-    }
-}
-
-fn backend_error(what: &'static str, e: impl Into<BoxError>) -> Error {
-    Error::new(ErrorKind::Backend, format!("Deno KV {what} failed")).with_source(e)
-}
-
 #[async_trait]
 impl KvStore for DenoKvStore {
     async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
@@ -931,7 +763,7 @@ impl KvStore for DenoKvStore {
                 return Ok(false);
             }
             let mutation = match &new {
-                Some(value) => Self::set_mutation(bytes.clone(), clone_value(value), options),
+                Some(value) => Self::set_mutation(bytes.clone(), copy_value(value), options),
                 None => Mutation {
                     key: bytes.clone(),
                     kind: MutationKind::Delete,
@@ -1095,13 +927,5 @@ impl DenoKvStore {
         self.write_unchecked(mutations)
             .await
             .map_err(|e| e.with_operation(operation))
-    }
-}
-
-fn clone_value(value: &KvValue) -> KvValue {
-    match value {
-        KvValue::V8(b) => KvValue::V8(b.clone()),
-        KvValue::Bytes(b) => KvValue::Bytes(b.clone()),
-        KvValue::U64(n) => KvValue::U64(*n),
     }
 }

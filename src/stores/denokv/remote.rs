@@ -17,7 +17,7 @@ use http::{HeaderMap, StatusCode};
 use tokio::sync::{mpsc, oneshot};
 use url::Url;
 
-use super::backend_error;
+use super::error::backend_error;
 use crate::error::{Error, ErrorKind, Result};
 use crate::operation::Operation;
 
