@@ -1,7 +1,9 @@
 //! [`KvKey`]: the key type of every store, and the [`kvkey!`](crate::kvkey) macro.
 
+use std::cmp::Ordering;
 use std::fmt;
-use std::sync::Arc;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::{Arc, LazyLock};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -16,7 +18,10 @@ use crate::error::{Error, ErrorKind, Result};
 /// Keys are ordered part-wise (lexicographically by parts) and prefixes are
 /// part-wise too: `["ab"]` does not start with `["a"]`.
 ///
-/// Cloning a key is cheap (the parts live behind an [`Arc`]).
+/// Cloning a key is cheap (the parts live behind an [`Arc`]). A key hashes
+/// its parts once, when it is built, and keeps the hash: a read through a
+/// cache stack hashes the key in several maps (the front, the single-flight
+/// map, the stripe locks), and each of them then hashes one `u64`.
 ///
 /// # Examples
 ///
@@ -31,9 +36,44 @@ use crate::error::{Error, ErrorKind, Result};
 /// assert!(KvKey::new(Vec::<String>::new()).is_err());
 /// # Ok::<(), kvtower::Error>(())
 /// ```
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone)]
 pub struct KvKey {
     parts: Arc<[String]>,
+    /// The parts hashed by [`PARTS_HASHER`]: equal parts, equal hash.
+    hash: u64,
+}
+
+/// Hashes the parts of every key, once per key. Seeded at random once per
+/// process: colliding keys cannot be computed offline, and every map that
+/// holds keys rehashes this `u64` with its own seed as well.
+static PARTS_HASHER: LazyLock<foldhash::fast::RandomState> =
+    LazyLock::new(foldhash::fast::RandomState::default);
+
+impl PartialEq for KvKey {
+    fn eq(&self, other: &Self) -> bool {
+        // Different hashes, different parts: most unequal keys compare in one step.
+        self.hash == other.hash && self.parts == other.parts
+    }
+}
+
+impl Eq for KvKey {}
+
+impl PartialOrd for KvKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for KvKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.parts.cmp(&other.parts)
+    }
+}
+
+impl Hash for KvKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
 }
 
 impl KvKey {
@@ -68,18 +108,20 @@ impl KvKey {
                 "a key needs at least one part",
             ));
         }
-        Ok(Self {
-            parts: parts.into(),
-        })
+        Ok(Self::from_parts(parts.into()))
+    }
+
+    /// The one constructor: every key's hash is computed here.
+    fn from_parts(parts: Arc<[String]>) -> Self {
+        debug_assert!(!parts.is_empty());
+        let hash = PARTS_HASHER.hash_one(&*parts);
+        Self { parts, hash }
     }
 
     /// Used by [`kvkey!`](crate::kvkey), which guarantees at least one part.
     #[doc(hidden)]
     pub fn __from_nonempty(parts: Vec<String>) -> Self {
-        debug_assert!(!parts.is_empty());
-        Self {
-            parts: parts.into(),
-        }
+        Self::from_parts(parts.into())
     }
 
     /// The parts of the key, in order (never empty).
@@ -148,8 +190,7 @@ impl KvKey {
             .chain(other.parts.iter())
             .cloned()
             .collect();
-        debug_assert!(!parts.is_empty());
-        Self { parts }
+        Self::from_parts(parts)
     }
 
     /// The key without `prefix`'s parts, or `None` when the key does not start
@@ -270,6 +311,29 @@ mod tests {
         assert!(kvkey!["a", "b"].starts_with(&kvkey!["a"]));
         assert!(!kvkey!["a"].starts_with(&kvkey!["a", "b"]));
         assert!(kvkey!["a", ""].starts_with(&kvkey!["a"]));
+    }
+
+    #[test]
+    fn equal_keys_hash_equally_however_built() {
+        use std::hash::BuildHasher;
+        let state = std::collections::hash_map::RandomState::new();
+        let made = [
+            kvkey!["app", "user", "42"],
+            kvkey!["app"].join(&kvkey!["user", "42"]),
+            kvkey!["app", "user"].child("42"),
+            kvkey!["x", "app", "user", "42"]
+                .strip_prefix(&kvkey!["x"])
+                .unwrap(),
+            serde_json::from_str(r#"["app","user","42"]"#).unwrap(),
+            KvKey::new(["app", "user", "42"]).unwrap(),
+        ];
+        for key in &made {
+            assert_eq!(key, &made[0]);
+            assert_eq!(state.hash_one(key), state.hash_one(&made[0]));
+        }
+        // Parts that concatenate alike are still different keys.
+        assert_ne!(kvkey!["ab", "c"], kvkey!["a", "bc"]);
+        assert_ne!(kvkey!["a", ""], kvkey!["a"]);
     }
 
     #[test]

@@ -5,6 +5,10 @@
 //! that one: after a write or an invalidation of the key returned, a new
 //! `get` never joins a read that started before it (and so may have read the
 //! value the write replaced); it leads a fresh read instead.
+//!
+//! A leader alone (the common miss) costs one map insert and one removal:
+//! the channel that hands its answer to followers is made by the first
+//! follower, not by the leader.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,13 +34,18 @@ pub(super) type Outcome = Option<Answer>;
 struct Entry {
     id: u64,
     generation: u64,
-    rx: watch::Receiver<Outcome>,
+    /// The leader's answer goes here; made by the first follower. Dropping
+    /// it (the leader was cancelled, or a newer flight replaced this entry)
+    /// wakes the followers, which then try again.
+    tx: Option<watch::Sender<Outcome>>,
 }
 
 /// The reads of the inner store in flight, by key.
 #[derive(Default)]
 pub(super) struct Flights {
-    inflight: Mutex<HashMap<KvKey, Entry>>,
+    // foldhash: a key hashes to its kept `u64` (see `KvKey`), and SipHash of
+    // that alone is dearer than the rest of the map operation.
+    inflight: Mutex<HashMap<KvKey, Entry, foldhash::fast::RandomState>>,
     next_id: AtomicU64,
 }
 
@@ -53,22 +62,35 @@ impl Flights {
     /// one), or starts one.
     pub(super) fn join<'a>(&'a self, key: &'a KvKey, generation: u64) -> Role<'a> {
         let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(entry) = inflight.get(key) {
+        if let Some(entry) = inflight.get_mut(key) {
             // A flight of an older generation may have read what a write
-            // since replaced: never join it (it finishes for its own callers,
-            // and its fill is dropped by the generation check).
+            // since replaced: never join it (its entry is replaced below, so
+            // its followers try again and join the new one; its fill is
+            // dropped by the generation check).
             if entry.generation == generation {
-                return Role::Follower(entry.rx.clone());
+                let rx = match &entry.tx {
+                    Some(tx) => tx.subscribe(),
+                    None => {
+                        let (tx, rx) = watch::channel(None);
+                        entry.tx = Some(tx);
+                        rx
+                    }
+                };
+                return Role::Follower(rx);
             }
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = watch::channel(None);
-        inflight.insert(key.clone(), Entry { id, generation, rx });
+        let entry = Entry {
+            id,
+            generation,
+            tx: None,
+        };
+        inflight.insert(key.clone(), entry);
         Role::Leader(Flight {
             flights: self,
             key,
             id,
-            tx,
+            done: false,
         })
     }
 }
@@ -80,36 +102,42 @@ pub(super) struct Flight<'a> {
     flights: &'a Flights,
     key: &'a KvKey,
     id: u64,
-    tx: watch::Sender<Outcome>,
+    /// Unregistered already (by `finish`).
+    done: bool,
 }
 
 impl Flight<'_> {
-    /// Leaves the map (only if this flight is still the key's entry).
-    fn unregister(&self) {
+    /// Leaves the map (only if this flight is still the key's entry) and
+    /// returns the followers' channel, if any came.
+    fn unregister(&mut self) -> Option<watch::Sender<Outcome>> {
+        self.done = true;
         let mut inflight = self
             .flights
             .inflight
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if inflight.get(self.key).is_some_and(|e| e.id == self.id) {
-            inflight.remove(self.key);
+            return inflight.remove(self.key).and_then(|e| e.tx);
         }
+        None
     }
 
     /// Leaves the map, then answers the followers. Unregistering first means
     /// later callers find the filled front or lead a fresh read, never a
-    /// finished flight.
-    pub(super) fn finish(self, outcome: &Answer) {
-        self.unregister();
-        if self.tx.receiver_count() > 0 {
-            self.tx.send_replace(Some(copy_outcome(outcome)));
+    /// finished flight; the followers are answered outside the map's lock.
+    pub(super) fn finish(mut self, outcome: &Answer) {
+        if let Some(tx) = self.unregister() {
+            tx.send_replace(Some(copy_outcome(outcome)));
         }
     }
 }
 
 impl Drop for Flight<'_> {
     fn drop(&mut self) {
-        self.unregister();
+        if !self.done {
+            // Dropped outside the lock: waking the followers takes none.
+            drop(self.unregister());
+        }
     }
 }
 

@@ -30,7 +30,6 @@
 //! ever invalidate. Stripes are shared by keys, which only ever makes this
 //! more conservative.
 
-use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::BuildHasher;
@@ -202,7 +201,8 @@ pub(super) struct Tier<F> {
     negative: Option<moka::future::Cache<KvKey, ()>>,
     deadlines: Deadlines,
     stripes: Box<[Stripe]>,
-    hasher: RandomState,
+    /// foldhash: a key hashes to its kept `u64` (see `KvKey`).
+    hasher: foldhash::fast::RandomState,
     pub(super) flights: Flights,
     counters: Counters,
     sources: Vec<Arc<dyn Coherence>>,
@@ -242,7 +242,7 @@ impl<F> Tier<F> {
             negative,
             deadlines: Deadlines::new(),
             stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
-            hasher: RandomState::new(),
+            hasher: foldhash::fast::RandomState::default(),
             flights: Flights::default(),
             counters: settings.counters,
             sources: settings.sources,
@@ -435,7 +435,7 @@ impl<F: KvStore + 'static> Tier<F> {
     ) -> Option<Option<(Arc<Value>, Option<Instant>)>> {
         match self.lookup_shared(key).await? {
             None => Some(None),
-            Some(value) => match self.deadlines.get(key).await {
+            Some(value) => match self.deadlines.get(key) {
                 Some(Some(deadline)) if deadline > Instant::now() => {
                     Some(Some((value, Some(deadline))))
                 }
@@ -516,10 +516,10 @@ impl<F: KvStore + 'static> Tier<F> {
                 let deadline = match ttl {
                     InnerTtl::Reported(left) => {
                         let deadline = left.and_then(|left| start.checked_add(left));
-                        self.deadlines.record(key, deadline).await;
+                        self.deadlines.record(key, deadline);
                         deadline
                     }
-                    InnerTtl::Unknown => self.deadlines.get(key).await.flatten(),
+                    InnerTtl::Unknown => self.deadlines.get(key).flatten(),
                 };
                 let Some(options) = self.front_ttl(deadline) else {
                     return;
@@ -563,11 +563,10 @@ impl<F: KvStore + 'static> Tier<F> {
         if outcome == Outcome::Landed && update.is_none() && ttl.is_none() {
             // Deleted (or written without a TTL and not put in front): no
             // lifetime to vouch for.
-            self.deadlines.forget(key).await;
+            self.deadlines.forget(key);
         } else {
             self.deadlines
-                .after_write(key, start, outcome == Outcome::Landed, ttl)
-                .await;
+                .after_write(key, start, outcome == Outcome::Landed, ttl);
         }
         if outcome == Outcome::Unknown {
             self.begin_unknown(key);
