@@ -118,6 +118,18 @@ pub fn start_private_postgres() -> Result<Server, String> {
     }
     let port = free_port(false);
     let data = dir.join("data");
+    // The watchdog stops the server (if it ever started) and removes the
+    // directory when the process ends, also if a step below fails.
+    let stop = format!(
+        "{} -D {} -m immediate stop; rm -rf {}",
+        pg_ctl.display(),
+        data.display(),
+        dir.display()
+    );
+    if let Err(why) = watch(as_user, &stop) {
+        let _ = std::fs::remove_dir_all(&dir);
+        return Err(why);
+    }
     run(
         as_user,
         Command::new(&initdb).arg("-D").arg(&data).args([
@@ -142,14 +154,6 @@ pub fn start_private_postgres() -> Result<Server, String> {
             .arg("start"),
         "pg_ctl start",
     )?;
-    // From here on the watchdog stops the server, also if what follows fails.
-    let stop = format!(
-        "{} -D {} -m immediate stop; rm -rf {}",
-        pg_ctl.display(),
-        data.display(),
-        dir.display()
-    );
-    watch(as_user, &stop)?;
     wait_until("postgres to listen", Duration::from_secs(30), || {
         TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok()
     });
@@ -174,32 +178,19 @@ pub fn start_private_postgres() -> Result<Server, String> {
 
 /// A private `redis-server` for the whole process, stopped by a watchdog.
 pub fn start_private_redis() -> Result<Server, String> {
-    let binary = find_binary("redis-server").ok_or("redis-server is not installed")?;
-    let dir = temp_dir("redis-shared");
-    let port = free_port(false);
-    let child: Child = Command::new(binary)
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .arg("--dir")
-        .arg(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("redis-server did not start: {e}"))?;
+    if !can_start_redis() {
+        return Err("redis-server is not installed".to_owned());
+    }
+    let server = RedisServer::start();
+    let pid = server.child.as_ref().map(Child::id).unwrap_or_default();
     watch(
         None,
-        &format!("kill -9 {}; rm -rf {}", child.id(), dir.display()),
+        &format!("kill -9 {pid}; rm -rf {}", server.dir.display()),
     )?;
-    wait_until(
-        "the private redis-server to listen",
-        Duration::from_secs(10),
-        || TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok(),
-    );
-    Ok(Server {
-        url: format!("redis://127.0.0.1:{port}"),
-        private: true,
-    })
+    let url = server.url();
+    // The watchdog stops it when the process ends, not a guard's drop.
+    std::mem::forget(server);
+    Ok(Server { url, private: true })
 }
 
 /// `KVTOWER_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/test`.
@@ -244,19 +235,8 @@ fn watch(as_user: Option<&str>, cleanup: &str) -> Result<(), String> {
         "while [ -d /proc/{} ]; do sleep 1; done; {cleanup}",
         std::process::id()
     );
-    let mut cmd = match as_user {
-        Some(user) => {
-            let mut c = Command::new("runuser");
-            c.args(["-u", user, "--", "sh", "-c", &script]);
-            c
-        }
-        None => {
-            let mut c = Command::new("sh");
-            c.args(["-c", &script]);
-            c
-        }
-    };
-    cmd.stdin(Stdio::null())
+    as_user_command(as_user, Command::new("sh").args(["-c", &script]))
+        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -265,20 +245,7 @@ fn watch(as_user: Option<&str>, cleanup: &str) -> Result<(), String> {
 }
 
 fn run(as_user: Option<&str>, cmd: &mut Command, what: &str) -> Result<(), String> {
-    let mut full = match as_user {
-        Some(user) => {
-            let mut c = Command::new("runuser");
-            c.args(["-u", user, "--"]).arg(cmd.get_program());
-            c.args(cmd.get_args());
-            c
-        }
-        None => {
-            let mut c = Command::new(cmd.get_program());
-            c.args(cmd.get_args());
-            c
-        }
-    };
-    let status = full
+    let status = as_user_command(as_user, cmd)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -289,6 +256,20 @@ fn run(as_user: Option<&str>, cmd: &mut Command, what: &str) -> Result<(), Strin
     } else {
         Err(format!("{what} failed ({status})"))
     }
+}
+
+/// `cmd` as it is, or under `runuser -u <user>`.
+fn as_user_command(as_user: Option<&str>, cmd: &Command) -> Command {
+    let mut full = match as_user {
+        Some(user) => {
+            let mut c = Command::new("runuser");
+            c.args(["-u", user, "--"]).arg(cmd.get_program());
+            c
+        }
+        None => Command::new(cmd.get_program()),
+    };
+    full.args(cmd.get_args());
+    full
 }
 
 fn is_root() -> bool {
