@@ -871,3 +871,498 @@ async fn every_event_is_counted() {
     );
     assert_eq!(loads.calls(), 3);
 }
+
+/// A store that holds the writes it is told to hold until the test opens
+/// its gate. Fault injection: which round trips a caller waits for cannot be
+/// observed against a real server that answers at once, so the test holds
+/// one and checks whether the call still returns. Everything else goes to
+/// real Redis.
+struct HeldWrites {
+    inner: RedisKvStore,
+    holds: Arc<Holds>,
+}
+
+struct Holds {
+    sets: std::sync::atomic::AtomicBool,
+    releases: std::sync::atomic::AtomicBool,
+    gate: tokio::sync::Semaphore,
+    held: AtomicUsize,
+    arrived: tokio::sync::Notify,
+}
+
+impl Holds {
+    fn new() -> Self {
+        Self {
+            sets: false.into(),
+            releases: false.into(),
+            gate: tokio::sync::Semaphore::new(0),
+            held: AtomicUsize::new(0),
+            arrived: tokio::sync::Notify::new(),
+        }
+    }
+
+    async fn pass(&self, hold: bool) {
+        if !hold {
+            return;
+        }
+        self.held.fetch_add(1, Ordering::SeqCst);
+        self.arrived.notify_waiters();
+        self.gate.acquire().await.expect("gate").forget();
+    }
+
+    /// Waits until `n` writes wait at the gate.
+    async fn until_held(&self, n: usize) {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let arrived = self.arrived.notified();
+                if self.held.load(Ordering::SeqCst) >= n {
+                    return;
+                }
+                arrived.await;
+            }
+        })
+        .await
+        .expect("the write reaches the gate");
+    }
+
+    fn open(&self) {
+        self.gate.add_permits(1_000);
+    }
+}
+
+#[async_trait::async_trait]
+impl KvStore for HeldWrites {
+    async fn get(&self, key: &kvtower::KvKey) -> kvtower::Result<Option<Value>> {
+        self.inner.get(key).await
+    }
+
+    async fn set(
+        &self,
+        key: &kvtower::KvKey,
+        value: Value,
+        options: kvtower::SetOptions,
+    ) -> kvtower::Result<()> {
+        self.holds
+            .pass(self.holds.sets.load(Ordering::SeqCst))
+            .await;
+        self.inner.set(key, value, options).await
+    }
+
+    async fn delete(&self, key: &kvtower::KvKey) -> kvtower::Result<()> {
+        self.inner.delete(key).await
+    }
+
+    async fn cas(
+        &self,
+        key: &kvtower::KvKey,
+        expected: Option<&Value>,
+        new: Option<Value>,
+        options: kvtower::SetOptions,
+    ) -> kvtower::Result<bool> {
+        // A lease release is a compare-and-delete.
+        let release = expected.is_some() && new.is_none();
+        self.holds
+            .pass(release && self.holds.releases.load(Ordering::SeqCst))
+            .await;
+        self.inner.cas(key, expected, new, options).await
+    }
+
+    fn list(
+        &self,
+        prefix: Option<kvtower::KvKey>,
+    ) -> futures::stream::BoxStream<'_, kvtower::Result<kvtower::KvEntry>> {
+        self.inner.list(prefix)
+    }
+
+    fn capabilities(&self) -> kvtower::Capabilities {
+        self.inner.capabilities()
+    }
+}
+
+/// A facade over real Redis whose writes (or lease releases) can be held,
+/// and a plain store on the same namespace to look at what landed.
+async fn held(
+    lease: bool,
+) -> Option<(
+    CacheAside<HeldWrites>,
+    Arc<Holds>,
+    RedisKvStore,
+    NamespaceGuard,
+)> {
+    support::redis()?;
+    let namespace = unique_namespace();
+    let guard = NamespaceGuard(namespace.clone());
+    let holds = Arc::new(Holds::new());
+    let store = HeldWrites {
+        inner: redis_at(&redis_url(), &namespace).await,
+        holds: holds.clone(),
+    };
+    let builder = CacheAside::builder(store);
+    let aside = if lease { builder } else { builder.no_lease() }
+        .build()
+        .unwrap();
+    Some((
+        aside,
+        holds,
+        redis_at(&redis_url(), &namespace).await,
+        guard,
+    ))
+}
+
+/// Within the bound, or the call waited for the held write (a failure, not
+/// a hang).
+async fn answered<T>(call: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("the call answers while its write is held")
+}
+
+/// Whether the task is still waiting a while after it was started. (Only
+/// a "still waiting" is asserted: a slow machine cannot make it fail.)
+async fn still_waiting<T>(task: &tokio::task::JoinHandle<T>) -> bool {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    !task.is_finished()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_a_call_waits_for_the_write_but_not_for_the_lease_release() {
+    let Some((aside, holds, redis, _guard)) = held(true).await else {
+        return;
+    };
+    let key = kvkey!["user", "1"];
+    let loads = Loads::default();
+
+    holds.sets.store(true, Ordering::SeqCst);
+    let call = tokio::spawn({
+        let (aside, key, loader) = (
+            aside.clone(),
+            key.clone(),
+            loads.loader(Duration::ZERO, json!("Ada")),
+        );
+        async move { aside.get_or_set(&key, aside.options(), loader).await }
+    });
+    holds.until_held(1).await;
+    assert!(
+        still_waiting(&call).await,
+        "the call returned before its write landed"
+    );
+    holds.sets.store(false, Ordering::SeqCst);
+    holds.releases.store(true, Ordering::SeqCst);
+    holds.open();
+    assert_eq!(answered(call).await.unwrap().unwrap(), json!("Ada"));
+
+    // A second cold key: the call returns while its lease release is held.
+    let other = kvkey!["user", "2"];
+    let value = answered(aside.get_or_set(
+        &other,
+        aside.options(),
+        loads.loader(Duration::ZERO, json!("Bob")),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(value, json!("Bob"));
+    // (The gate has permits left from the first open: the release may have
+    // passed already; either way the value landed before the answer.)
+    let stored = redis
+        .get(&other)
+        .await
+        .unwrap()
+        .expect("written before the answer");
+    assert_eq!(stored["value"], json!("Bob"));
+    // The facade's own read is ordered after the release.
+    assert_eq!(
+        answered(aside.get(&other)).await.unwrap(),
+        Some(json!("Bob"))
+    );
+    assert_eq!(
+        redis
+            .get(&kvkey!["__kvtower_lease", "user", "2"])
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(loads.calls(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_lease_release_does_not_hold_the_caller() {
+    let Some((aside, holds, redis, _guard)) = held(true).await else {
+        return;
+    };
+    let key = kvkey!["user", "1"];
+    let loads = Loads::default();
+    holds.releases.store(true, Ordering::SeqCst);
+    let value = answered(aside.get_or_set(
+        &key,
+        aside.options(),
+        loads.loader(Duration::ZERO, json!("Ada")),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(value, json!("Ada"));
+    holds.until_held(1).await;
+    let lease = kvkey!["__kvtower_lease", "user", "1"];
+    assert!(
+        redis.get(&lease).await.unwrap().is_some(),
+        "the release is held"
+    );
+    assert_eq!(
+        redis.get(&key).await.unwrap().unwrap()["value"],
+        json!("Ada")
+    );
+    holds.open();
+    assert_eq!(answered(aside.get(&key)).await.unwrap(), Some(json!("Ada")));
+    assert_eq!(
+        redis.get(&lease).await.unwrap(),
+        None,
+        "released after the answer"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_write_answers_before_the_write_and_orders_this_process_after_it() {
+    let Some((aside, holds, redis, _guard)) = held(true).await else {
+        return;
+    };
+    let key = kvkey!["user", "1"];
+    let lease = kvkey!["__kvtower_lease", "user", "1"];
+    let loads = Loads::default();
+    let options = aside.options().background_write(true);
+    holds.sets.store(true, Ordering::SeqCst);
+
+    let value =
+        answered(aside.get_or_set(&key, options, loads.loader(Duration::ZERO, json!("Ada"))))
+            .await
+            .unwrap();
+    assert_eq!(value, json!("Ada"));
+    holds.until_held(1).await;
+    assert_eq!(redis.get(&key).await.unwrap(), None, "the write is held");
+    assert!(
+        redis.get(&lease).await.unwrap().is_some(),
+        "the lease is kept until the write lands"
+    );
+
+    // A call in the window joins the load instead of loading again.
+    let again =
+        answered(aside.get_or_set(&key, options, loads.loader(Duration::ZERO, json!("Bob"))))
+            .await
+            .unwrap();
+    assert_eq!(again, json!("Ada"));
+    assert_eq!(loads.calls(), 1);
+
+    // The facade's own read waits for the write, then sees it.
+    let read = tokio::spawn({
+        let (aside, key) = (aside.clone(), key.clone());
+        async move { aside.get(&key).await }
+    });
+    assert!(
+        still_waiting(&read).await,
+        "get did not wait for the pending write"
+    );
+    holds.open();
+    assert_eq!(answered(read).await.unwrap().unwrap(), Some(json!("Ada")));
+    assert_eq!(
+        redis.get(&key).await.unwrap().unwrap()["value"],
+        json!("Ada")
+    );
+    assert_eq!(redis.get(&lease).await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remove_after_a_background_write_is_not_undone_by_it() {
+    let Some((aside, holds, redis, _guard)) = held(false).await else {
+        return;
+    };
+    let key = kvkey!["user", "1"];
+    let loads = Loads::default();
+    let options = aside.options().background_write(true);
+    holds.sets.store(true, Ordering::SeqCst);
+    let value =
+        answered(aside.get_or_set(&key, options, loads.loader(Duration::ZERO, json!("Ada"))))
+            .await
+            .unwrap();
+    assert_eq!(value, json!("Ada"));
+    holds.until_held(1).await;
+    let remove = tokio::spawn({
+        let (aside, key) = (aside.clone(), key.clone());
+        async move { aside.remove(&key).await }
+    });
+    assert!(
+        still_waiting(&remove).await,
+        "remove did not wait for the pending write"
+    );
+    holds.open();
+    answered(remove).await.unwrap().unwrap();
+    assert_eq!(
+        redis.get(&key).await.unwrap(),
+        None,
+        "the held write resurrected the key"
+    );
+    assert_eq!(answered(aside.get(&key)).await.unwrap(), None);
+}
+
+/// Counters of a local recorder, by `name{label=value,...}` without the
+/// `cache` label (summed over snapshots: a snapshot drains counters).
+fn counters(
+    snapshotter: &metrics_util::debugging::Snapshotter,
+    seen: &mut std::collections::BTreeMap<String, u64>,
+) {
+    use metrics_util::debugging::DebugValue;
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let DebugValue::Counter(n) = value else {
+            continue;
+        };
+        let labels: Vec<String> = key
+            .key()
+            .labels()
+            .filter(|l| l.key() != "cache")
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        *seen
+            .entry(format!("{}{{{}}}", key.key().name(), labels.join(",")))
+            .or_default() += n;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn eager_refreshes_are_counted_started_and_busy() {
+    use metrics_util::debugging::DebuggingRecorder;
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let store = Arc::new(MemoryKvStore::new());
+    let aside = metrics::with_local_recorder(&recorder, || {
+        CacheAside::builder(store.clone())
+            .name("refresh")
+            .build()
+            .unwrap()
+    });
+    let options = EntryOptions::new()
+        .ttl(Duration::from_secs(10))
+        .eager_refresh(0.5);
+    let loads = Loads::default();
+    let (a, b) = (kvkey!["a"], kvkey!["b"]);
+    for key in [&a, &b] {
+        aside
+            .get_or_set(key, options, loads.loader(Duration::ZERO, json!(1)))
+            .await
+            .unwrap();
+    }
+    tokio::time::advance(Duration::from_secs(6)).await;
+    // `a` past the threshold: one refresh starts and takes the lease.
+    let value = aside
+        .get_or_set(&a, options, loads.loader(Duration::ZERO, json!(2)))
+        .await
+        .unwrap();
+    assert_eq!(value, json!(1), "the cached value at once");
+    // `b`'s lease is held by another process: its refresh is busy.
+    let lease = kvkey!["__kvtower_lease", "b"];
+    assert!(store
+        .cas(
+            &lease,
+            None,
+            Some(json!("another process")),
+            kvtower::SetOptions::ttl(Duration::from_secs(60))
+        )
+        .await
+        .unwrap());
+    aside
+        .get_or_set(&b, options, loads.loader(Duration::ZERO, json!(2)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+
+    let mut seen = Default::default();
+    counters(&snapshotter, &mut seen);
+    let count = |name: &str| seen.get(name).copied().unwrap_or(0);
+    assert_eq!(
+        count("kvtower_aside_refreshes_total{outcome=started}"),
+        2,
+        "{seen:#?}"
+    );
+    assert_eq!(
+        count("kvtower_aside_refreshes_total{outcome=busy}"),
+        1,
+        "{seen:#?}"
+    );
+    assert_eq!(loads.calls(), 3, "two loads and the refresh of `a`");
+    assert_eq!(aside.get(&a).await.unwrap(), Some(json!(2)), "refreshed");
+    assert_eq!(
+        aside.get(&b).await.unwrap(),
+        Some(json!(1)),
+        "not refreshed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_errors_survived_are_counted_by_operation() {
+    use metrics_util::debugging::DebuggingRecorder;
+    let Some(mut server) = support::private_redis() else {
+        return;
+    };
+    let store = redis_at(&server.url(), &unique_namespace()).await;
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let aside = metrics::with_local_recorder(&recorder, || {
+        CacheAside::builder(store).name("down").build().unwrap()
+    });
+    server.kill();
+    let loads = Loads::default();
+    let value = aside
+        .get_or_set(
+            &kvkey!["k"],
+            aside.options(),
+            loads.loader(Duration::ZERO, json!(7)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(value, json!(7), "the loader answers while Redis is down");
+
+    let mut seen = Default::default();
+    counters(&snapshotter, &mut seen);
+    let count = |name: &str| seen.get(name).copied().unwrap_or(0);
+    assert_eq!(
+        count("kvtower_aside_store_errors_total{operation=get}"),
+        1,
+        "{seen:#?}"
+    );
+    assert_eq!(
+        count("kvtower_aside_store_errors_total{operation=set}"),
+        1,
+        "{seen:#?}"
+    );
+    assert_eq!(
+        count("kvtower_aside_lease_total{outcome=error}"),
+        1,
+        "{seen:#?}"
+    );
+}
+
+/// A `get_or_set` that joins the load of a `get_or_set_optional` whose
+/// loader says absent runs its own loader once that load is done, instead
+/// of failing.
+#[tokio::test(start_paused = true)]
+async fn a_plain_call_joining_an_absent_load_loads_its_own_value() {
+    let aside = CacheAside::builder(MemoryKvStore::new()).build().unwrap();
+    let key = kvkey!["user", "9"];
+    let options = aside.options().negative_ttl(Duration::from_secs(60));
+    let optional = tokio::spawn({
+        let (aside, key) = (aside.clone(), key.clone());
+        async move {
+            aside
+                .get_or_set_optional(&key, options, || async {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    Ok::<_, std::io::Error>(None)
+                })
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let value = aside
+        .get_or_set(&key, options, || async {
+            Ok::<_, std::io::Error>(json!(5))
+        })
+        .await
+        .unwrap();
+    assert_eq!(value, json!(5));
+    assert_eq!(optional.await.unwrap().unwrap(), None);
+}

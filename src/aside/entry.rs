@@ -103,14 +103,14 @@ impl Entry {
     }
 
     /// The stored form (see the module docs).
-    pub(crate) fn to_stored(&self) -> Value {
+    pub(crate) fn into_stored(self) -> Value {
         let mut meta = Map::with_capacity(3);
         meta.insert(CREATED.into(), self.created_ms.into());
         meta.insert(EXPIRES.into(), self.expires_ms.into());
         meta.insert(STALE_UNTIL.into(), self.stale_until_ms.into());
         let mut map = Map::with_capacity(2);
-        if let Some(value) = &self.value {
-            map.insert(VALUE.into(), value.clone());
+        if let Some(value) = self.value {
+            map.insert(VALUE.into(), value);
         }
         map.insert(META.into(), Value::Object(meta));
         Value::Object(map)
@@ -190,12 +190,12 @@ mod tests {
             expires_ms: 20,
             stale_until_ms: 30,
         };
-        assert_eq!(Entry::from_stored(entry.to_stored()), entry);
+        assert_eq!(Entry::from_stored(entry.clone().into_stored()), entry);
         let absent = Entry {
             value: None,
             ..entry.clone()
         };
-        assert_eq!(Entry::from_stored(absent.to_stored()), absent);
+        assert_eq!(Entry::from_stored(absent.clone().into_stored()), absent);
         // Anything else is a fresh value of unknown age.
         for foreign in [
             json!(1),

@@ -4,6 +4,14 @@
 //! caller that stops waiting (a soft or hard timeout, or a dropped future)
 //! does not cancel it: its result still lands in the store (background
 //! completion), and every caller still waiting gets it.
+//!
+//! A load may answer its callers before it is done (with
+//! [`background_write`](super::EntryOptions::background_write), before the
+//! store write; always before the lease release): until it is done, its
+//! flight stays in the map, so a call starting in that window joins it and
+//! gets the answer instead of reading a store the write has not reached yet
+//! and loading again, and [`Flights::pending_write`] lets the facade's own
+//! `get`, `set`, `remove` and `expire` wait for the write to land first.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -85,6 +93,11 @@ pub(crate) struct Flight {
     /// Set by a caller that stopped waiting: a result landing after that is
     /// a background completion (counted as such).
     abandoned: Arc<AtomicBool>,
+    /// The callers have their answer; the load is still writing it (or
+    /// releasing its lease).
+    answered: Arc<AtomicBool>,
+    /// Resolves when the load's task is done.
+    settled: Shared<BoxFuture<'static, ()>>,
 }
 
 impl fmt::Debug for Flight {
@@ -99,22 +112,41 @@ impl Flight {
         self.landed.clone()
     }
 
+    /// Resolves when the load's task is done (written, lease released).
+    pub(crate) fn settled(&self) -> Shared<BoxFuture<'static, ()>> {
+        self.settled.clone()
+    }
+
     /// Marks that a caller stopped waiting.
     pub(crate) fn abandon(&self) {
         self.abandoned.store(true, Ordering::Relaxed);
     }
 }
 
-/// What a running load is told about its flight.
-#[derive(Debug, Clone)]
+/// What a running load is told about its flight, and how it answers.
+#[derive(Debug)]
 pub(crate) struct FlightContext {
     abandoned: Arc<AtomicBool>,
+    answered: Arc<AtomicBool>,
+    answer: Option<oneshot::Sender<Landed>>,
 }
 
 impl FlightContext {
     /// Whether some caller stopped waiting before the result landed.
     pub(crate) fn was_abandoned(&self) -> bool {
         self.abandoned.load(Ordering::Relaxed)
+    }
+
+    /// Gives every caller of the flight its answer; the load may go on
+    /// (writing, releasing its lease) with its flight still joinable until
+    /// it returns this context. Only the first answer counts.
+    pub(crate) fn answer(&mut self, landed: Landed) {
+        if let Some(tx) = self.answer.take() {
+            // Before the send: a caller that has its answer and calls `set`
+            // at once must find the write still pending.
+            self.answered.store(true, Ordering::Release);
+            let _ = tx.send(landed);
+        }
     }
 }
 
@@ -127,36 +159,53 @@ pub(crate) struct Flights {
 
 impl Flights {
     /// The flight of `key` if one is running, else one started from `load`
-    /// (spawned on the current runtime). Returns whether this call started
-    /// it (only then is `load` used).
-    pub(crate) fn join_or_start<L, Fut>(&self, key: &KvKey, load: L) -> (Flight, bool)
+    /// and `input` (spawned on the current runtime). `input` (the loader)
+    /// comes back when this call joined a flight instead of starting one,
+    /// so a caller that cannot use that flight's answer can start its own
+    /// once it has settled. The load answers through its [`FlightContext`]
+    /// and returns it when it is done.
+    pub(crate) fn join_or_start<T, L, Fut>(
+        &self,
+        key: &KvKey,
+        input: T,
+        load: L,
+    ) -> (Flight, Option<T>)
     where
-        L: FnOnce(FlightContext) -> Fut,
-        Fut: Future<Output = Landed> + Send + 'static,
+        L: FnOnce(FlightContext, T) -> Fut,
+        Fut: Future<Output = FlightContext> + Send + 'static,
     {
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((_, flight)) = map.get(key) {
-            return (flight.clone(), false);
+            return (flight.clone(), Some(input));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let abandoned = Arc::new(AtomicBool::new(false));
+        let answered = Arc::new(AtomicBool::new(false));
         let (tx, rx) = oneshot::channel();
-        let future = load(FlightContext {
-            abandoned: abandoned.clone(),
-        });
+        let (settle, settled) = oneshot::channel::<()>();
+        let future = load(
+            FlightContext {
+                abandoned: abandoned.clone(),
+                answered: answered.clone(),
+                answer: Some(tx),
+            },
+            input,
+        );
         let landing = Landing {
             flights: self.clone(),
             key: key.clone(),
             id,
         };
         tokio::spawn(async move {
-            let landed = future.await;
-            // Leave the map before answering: a call that starts after the
-            // answer then starts a new flight and reads what this one wrote,
-            // instead of joining a finished flight. (On a panic the guard
-            // drops during unwinding and leaves the map all the same.)
+            let ctx = future.await;
+            // Leave the map, then settle. A load answers before it returns
+            // (see `FlightContext::answer`); one that did not (it panicked:
+            // the guard and the context drop during unwinding all the same)
+            // leaves its callers a "panicked" error through the dropped
+            // sender.
             drop(landing);
-            let _ = tx.send(landed);
+            drop(ctx);
+            drop(settle);
         });
         let landed = rx
             .map(|result| {
@@ -169,9 +218,27 @@ impl Flights {
             })
             .boxed()
             .shared();
-        let flight = Flight { landed, abandoned };
+        let settled = settled.map(drop).boxed().shared();
+        let flight = Flight {
+            landed,
+            abandoned,
+            answered,
+            settled,
+        };
         map.insert(key.clone(), (id, flight.clone()));
-        (flight, true)
+        (flight, None)
+    }
+
+    /// The end of `key`'s flight if it has answered its callers and is
+    /// still writing (or releasing its lease), so that a caller can order
+    /// its own operation on the key after that write.
+    pub(crate) fn pending_write(&self, key: &KvKey) -> Option<Shared<BoxFuture<'static, ()>>> {
+        let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        let (_, flight) = map.get(key)?;
+        flight
+            .answered
+            .load(Ordering::Acquire)
+            .then(|| flight.settled.clone())
     }
 
     /// Whether a flight of `key` is running.

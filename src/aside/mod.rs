@@ -45,8 +45,15 @@
 //!    polls the store until that process's value lands, or until the lease
 //!    lapses and it can take it over.
 //! 3. The loader runs (in a task of its own, so a caller that stops waiting
-//!    does not cancel it), its value is written with its logical expiry and
-//!    the lease is released.
+//!    does not cancel it), its value is written with its logical expiry,
+//!    the callers get it, and the lease is released (no caller waits for
+//!    the release). With
+//!    [`background_write`](EntryOptions::background_write) the callers get
+//!    the value before the write too.
+//!
+//! A cold call over a remote store therefore waits for two round trips
+//! plus the loader (the read and the write), three with the lease (its
+//! `cas`); with `background_write`, one and two.
 //! 4. If the loader fails (or passes its bound) and
 //!    [fail-safe](EntryOptions::fail_safe) holds a stale value, that value
 //!    is served and re-written fresh for the throttle duration, so the
@@ -90,7 +97,7 @@
 //! | `kvtower_aside_stale_served_total` | counter | `cache`, `reason` | stale values served by fail-safe: `loader_error`, `soft_timeout`, `hard_timeout` |
 //! | `kvtower_aside_timeouts_total` | counter | `cache`, `timeout` | calls that stopped waiting: `soft`, `hard` |
 //! | `kvtower_aside_background_completions_total` | counter | `cache`, `outcome` | loads that landed (`ok`) or failed (`error`) after a caller stopped waiting |
-//! | `kvtower_aside_refreshes_total` | counter | `cache`, `outcome` | eager refreshes: `started`, or `busy` (another process holds the lease) |
+//! | `kvtower_aside_refreshes_total` | counter | `cache`, `outcome` | eager refreshes: `started` (each one begun here), `busy` (of those, the ones that found another process holding the lease and stopped) |
 //! | `kvtower_aside_lease_total` | counter | `cache`, `outcome` | lease attempts: `acquired`, `busy` (a load waits for another process), `takeover` (taken after waiting: the holder left no value), `error` (the store failed; loading without the lease) |
 //! | `kvtower_aside_store_errors_total` | counter | `cache`, `operation` | store calls that failed and were survived: `get`, `set` |
 //!
@@ -427,6 +434,7 @@ impl<S: KvStore + 'static> CacheAside<S> {
     /// # }
     /// ```
     pub async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
+        self.after_pending_write(key).await;
         let now = self.shared.clock.now_ms();
         Ok(self
             .shared
@@ -446,6 +454,7 @@ impl<S: KvStore + 'static> CacheAside<S> {
     /// invalid options.
     pub async fn set(&self, key: &KvKey, value: Value, options: EntryOptions) -> Result<()> {
         options.validate()?;
+        self.after_pending_write(key).await;
         self.write(key, Some(value), &options).await
     }
 
@@ -455,6 +464,7 @@ impl<S: KvStore + 'static> CacheAside<S> {
     ///
     /// The store's error.
     pub async fn remove(&self, key: &KvKey) -> Result<()> {
+        self.after_pending_write(key).await;
         self.shared.store.delete(key).await
     }
 
@@ -483,6 +493,7 @@ impl<S: KvStore + 'static> CacheAside<S> {
     /// # }
     /// ```
     pub async fn expire(&self, key: &KvKey) -> Result<()> {
+        self.after_pending_write(key).await;
         let s = &self.shared;
         let Some(mut entry) = s.store.get(key).await?.map(Entry::from_stored) else {
             return Ok(());
@@ -500,8 +511,21 @@ impl<S: KvStore + 'static> CacheAside<S> {
         }
         entry.expires_ms = entry.expires_ms.min(now);
         match entry.store_ttl(now) {
-            Some(ttl) => s.store.set(key, entry.to_stored(), set_options(ttl)).await,
+            Some(ttl) => {
+                s.store
+                    .set(key, entry.into_stored(), set_options(ttl))
+                    .await
+            }
             None => s.store.delete(key).await,
+        }
+    }
+
+    /// Waits while a load of `key` that has answered its callers is still
+    /// writing (see [`EntryOptions::background_write`]), so this process's
+    /// operations on the key are ordered after what its callers were told.
+    async fn after_pending_write(&self, key: &KvKey) {
+        if let Some(written) = self.shared.flights.pending_write(key) {
+            written.await;
         }
     }
 
@@ -548,52 +572,86 @@ impl<S: KvStore + 'static> CacheAside<S> {
         };
         s.metrics.miss.increment(1);
         let stale = entry.filter(|e| options.fail_safe.is_some() && e.is_servable_stale(now));
-        let (flight, _) = s.flights.join_or_start(key, |ctx| {
-            self.clone()
-                .load(key.clone(), options, loader, stale.clone(), ctx, false)
-        });
-        let landed = flight.landed();
-        let stale = stale.map(|e| e.value);
-        let soft = options.soft_timeout.filter(|_| stale.is_some());
-        let mut landed = pin!(landed);
+        let stale_value = stale.as_ref().map(|e| e.value.clone());
         // With a stale value at hand, wait at most the soft timeout; the hard
         // one bounds the wait in any case (soft <= hard, checked by validate).
-        for (timeout, hard) in [(soft, false), (options.hard_timeout, true)] {
-            let Some(timeout) = timeout else { continue };
-            match tokio::time::timeout(timeout, &mut landed).await {
-                Ok(landed) => return self.answer(landed, stale),
-                Err(_) => {
-                    // The load goes on in its task and lands for later calls.
-                    flight.abandon();
-                    let m = &s.metrics;
-                    if hard {
-                        &m.timeout_hard
-                    } else {
-                        &m.timeout_soft
-                    }
-                    .increment(1);
-                    if let Some(stale) = stale {
-                        if hard {
-                            &m.stale_hard_timeout
-                        } else {
-                            &m.stale_soft_timeout
-                        }
-                        .increment(1);
-                        return Ok(stale);
-                    }
-                    if hard {
-                        return Err(Error::new(
-                            ErrorKind::Timeout,
-                            format!("the loader gave no value within {timeout:?}"),
-                        )
-                        .with_operation(Operation::GetOrSet)
-                        .with_key(key));
-                    }
+        let start = tokio::time::Instant::now();
+        let soft_at = options
+            .soft_timeout
+            .filter(|_| stale_value.is_some())
+            .map(|t| start + t);
+        let hard = options.hard_timeout.map(|t| (start + t, t));
+        let mut loader = loader;
+        for attempt in 0.. {
+            let (flight, unused) = s.flights.join_or_start(key, loader, |ctx, loader| {
+                self.clone()
+                    .load(key.clone(), options, loader, stale.clone(), ctx, false)
+            });
+            let landed = match self.wait(key, &flight, soft_at, hard, &stale_value).await {
+                Ok(landed) => landed,
+                Err(answer) => return answer,
+            };
+            match (landed, unused) {
+                // Joined the load of a `get_or_set_optional` whose loader
+                // said absent, which this call cannot answer with: once that
+                // load is done, load with this call's own loader.
+                (Landed::Loaded(None), Some(unused)) if !accept_absent && attempt < 2 => {
+                    flight.settled().await;
+                    loader = unused;
                 }
+                (landed, _) => return self.answer(landed, stale_value),
             }
         }
-        let landed = landed.await;
-        self.answer(landed, stale)
+        unreachable!("the last attempt returns")
+    }
+
+    /// Waits for `flight` to land, within the call's soft and hard
+    /// deadlines; `Err` is the call's answer when a deadline passed first
+    /// (the stale value, or a `Timeout` error).
+    async fn wait(
+        &self,
+        key: &KvKey,
+        flight: &flight::Flight,
+        soft_at: Option<tokio::time::Instant>,
+        hard: Option<(tokio::time::Instant, Duration)>,
+        stale: &Option<Option<Value>>,
+    ) -> std::result::Result<Landed, Result<Option<Value>>> {
+        let s = &self.shared;
+        let mut landed = pin!(flight.landed());
+        let hard_at = hard.map(|(at, _)| at);
+        for (deadline, is_hard) in [(soft_at, false), (hard_at, true)] {
+            let Some(deadline) = deadline else { continue };
+            if let Ok(landed) = tokio::time::timeout_at(deadline, &mut landed).await {
+                return Ok(landed);
+            }
+            // The load goes on in its task and lands for later calls.
+            flight.abandon();
+            let m = &s.metrics;
+            if is_hard {
+                &m.timeout_hard
+            } else {
+                &m.timeout_soft
+            }
+            .increment(1);
+            if let Some(stale) = stale {
+                if is_hard {
+                    &m.stale_hard_timeout
+                } else {
+                    &m.stale_soft_timeout
+                }
+                .increment(1);
+                return Err(Ok(stale.clone()));
+            }
+            if let (true, Some((_, timeout))) = (is_hard, hard) {
+                return Err(Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!("the loader gave no value within {timeout:?}"),
+                )
+                .with_operation(Operation::GetOrSet)
+                .with_key(key)));
+            }
+        }
+        Ok(landed.await)
     }
 
     /// The caller's answer from its flight's result and its own stale value.
@@ -619,11 +677,11 @@ impl<S: KvStore + 'static> CacheAside<S> {
         if s.flights.is_running(key) {
             return;
         }
-        let (_, started) = s.flights.join_or_start(key, |ctx| {
+        let (_, unused) = s.flights.join_or_start(key, loader, |ctx, loader| {
             self.clone()
                 .load(key.clone(), options, loader, Some(current), ctx, true)
         });
-        if started {
+        if unused.is_none() {
             s.metrics.refresh_started.increment(1);
         }
     }
@@ -635,9 +693,9 @@ impl<S: KvStore + 'static> CacheAside<S> {
         options: EntryOptions,
         loader: L,
         stale: Option<Entry>,
-        ctx: FlightContext,
+        mut ctx: FlightContext,
         refresh: bool,
-    ) -> Landed
+    ) -> FlightContext
     where
         L: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = std::result::Result<Option<Value>, E>> + Send + 'static,
@@ -655,10 +713,14 @@ impl<S: KvStore + 'static> CacheAside<S> {
                     deadline = until;
                     Some(lease)
                 }
-                LeaseOutcome::Landed(value) => return Landed::Loaded(value),
+                LeaseOutcome::Landed(value) => {
+                    ctx.answer(Landed::Loaded(value));
+                    return ctx;
+                }
                 LeaseOutcome::Busy => {
                     s.metrics.refresh_busy.increment(1);
-                    return Landed::Loaded(stale.and_then(|e| e.value));
+                    ctx.answer(Landed::Loaded(stale.and_then(|e| e.value)));
+                    return ctx;
                 }
                 LeaseOutcome::Unavailable => {
                     store_down = true;
@@ -686,6 +748,11 @@ impl<S: KvStore + 'static> CacheAside<S> {
         let landed = match result {
             Ok(Ok(value)) => {
                 s.metrics.loader_ok.increment(1);
+                if options.background_write {
+                    // The callers' wait ends here; the write and the lease
+                    // release follow, the flight joinable until they land.
+                    ctx.answer(Landed::Loaded(value.clone()));
+                }
                 let written = match (&value, options.negative_ttl) {
                     (Some(_), _) => self.write(&key, value.clone(), &options).await,
                     (None, Some(negative_ttl)) => {
@@ -722,6 +789,16 @@ impl<S: KvStore + 'static> CacheAside<S> {
                 self.failed(&key, error, stale, &options, throttle).await
             }
         };
+        if ctx.was_abandoned() {
+            match &landed {
+                Landed::Loaded(_) => s.metrics.background_ok.increment(1),
+                Landed::Failed(_) => s.metrics.background_error.increment(1),
+            }
+        }
+        // Before the release: the lease only keeps other processes' loaders
+        // out, and they find the value written above when they poll, so no
+        // caller waits for this round trip.
+        ctx.answer(landed);
         // After the write: a process polling for the value sees it before it
         // could take the lease and load again.
         if let Some(lease) = lease {
@@ -730,13 +807,7 @@ impl<S: KvStore + 'static> CacheAside<S> {
                 tracing::debug!(cache = %s.name, error = %e, "aside: lease release failed");
             }
         }
-        if ctx.was_abandoned() {
-            match &landed {
-                Landed::Loaded(_) => s.metrics.background_ok.increment(1),
-                Landed::Failed(_) => s.metrics.background_error.increment(1),
-            }
-        }
-        landed
+        ctx
     }
 
     /// A failed load: with a stale value (fail-safe) and `throttle`, re-write
@@ -762,7 +833,11 @@ impl<S: KvStore + 'static> CacheAside<S> {
             let now = s.clock.now_ms();
             stale.expires_ms = add_ms(now, fs.throttle).min(stale.stale_until_ms);
             if let Some(ttl) = stale.store_ttl(now) {
-                if let Err(e) = s.store.set(key, stale.to_stored(), set_options(ttl)).await {
+                if let Err(e) = s
+                    .store
+                    .set(key, stale.into_stored(), set_options(ttl))
+                    .await
+                {
                     s.metrics.store_set_error.increment(1);
                     tracing::debug!(cache = %s.name, error = %e, "aside: throttle write failed");
                 }
@@ -838,7 +913,11 @@ impl<S: KvStore + 'static> CacheAside<S> {
             stale_until_ms,
         };
         match entry.store_ttl(now) {
-            Some(ttl) => s.store.set(key, entry.to_stored(), set_options(ttl)).await,
+            Some(ttl) => {
+                s.store
+                    .set(key, entry.into_stored(), set_options(ttl))
+                    .await
+            }
             None => Ok(()),
         }
     }

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 /// [`CacheAside::options`](super::CacheAside::options) to change only a field).
 ///
 /// Defaults: TTL 60 s, no jitter, no fail-safe, no timeouts, no eager
-/// refresh, absent results not cached.
+/// refresh, absent results not cached, the caller waits for the store write.
 ///
 /// ```
 /// use kvtower::aside::EntryOptions;
@@ -38,6 +38,7 @@ pub struct EntryOptions {
     pub(crate) hard_timeout: Option<Duration>,
     pub(crate) eager_refresh: Option<f64>,
     pub(crate) negative_ttl: Option<Duration>,
+    pub(crate) background_write: bool,
 }
 
 /// Fail-safe settings: how long past its TTL an entry is kept to be served
@@ -69,6 +70,7 @@ impl EntryOptions {
             hard_timeout: None,
             eager_refresh: None,
             negative_ttl: None,
+            background_write: false,
         }
     }
 
@@ -134,6 +136,44 @@ impl EntryOptions {
     pub const fn negative_ttl(mut self, ttl: Duration) -> Self {
         self.negative_ttl = Some(ttl);
         self
+    }
+
+    /// Answer a call as soon as its loader returns, and write the value to
+    /// the store (and release the lease) after the call has returned, as
+    /// FusionCache's background distributed-cache operations do. Off by
+    /// default.
+    ///
+    /// A cold call then waits for one store round trip (the read) plus the
+    /// loader, plus one for the lease when the fleet-wide lease is on;
+    /// without it, the caller also waits for the write. The price is
+    /// read-your-writes for anyone but this facade: until the write lands
+    /// (about one round trip later), a plain [`KvStore`](crate::KvStore) read,
+    /// here or on another node, may still miss (another node's
+    /// [`get_or_set`](super::CacheAside::get_or_set) waits on the lease and
+    /// finds the value). In this process, a `get_or_set` of the key in that
+    /// window joins the load and gets its value, and the facade's
+    /// [`get`](super::CacheAside::get), [`set`](super::CacheAside::set),
+    /// [`remove`](super::CacheAside::remove) and
+    /// [`expire`](super::CacheAside::expire) wait for the write first, so
+    /// they are ordered after it. A write that fails cannot fail the call:
+    /// it is counted in `kvtower_aside_store_errors_total{operation="set"}`
+    /// and logged, as a failed write is in the default mode.
+    ///
+    /// ```
+    /// use kvtower::aside::EntryOptions;
+    ///
+    /// let options = EntryOptions::new().background_write(true);
+    /// assert!(options.is_background_write());
+    /// ```
+    pub const fn background_write(mut self, on: bool) -> Self {
+        self.background_write = on;
+        self
+    }
+
+    /// Whether the store write follows the answer (see
+    /// [`background_write`](Self::background_write)).
+    pub const fn is_background_write(&self) -> bool {
+        self.background_write
     }
 
     /// The TTL (without jitter).
