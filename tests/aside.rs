@@ -624,10 +624,6 @@ async fn a_killed_redis_never_hangs_a_call_for_a_key_in_the_front() {
     drop(breaker);
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_breaker_opens_fails_fast_half_opens_and_recovers() {
     let Some(mut server) = support::private_redis() else {
@@ -651,24 +647,14 @@ async fn the_breaker_opens_fails_fast_half_opens_and_recovers() {
         assert!(start.elapsed() < Duration::from_secs(10), "never opened");
     }
 
-    // Open: calls fail fast without reaching Redis.
-    let mut took = Vec::new();
+    // Open: calls fail at once with `Unavailable`, the breaker's own error,
+    // instead of the store's timeout. (How fast: BENCHMARKS.md, "breaker
+    // open", a benchmark rather than a timed test.)
     for _ in 0..1_000 {
-        let start = Instant::now();
         let err = store.get(&key).await.unwrap_err();
-        took.push(start.elapsed());
         assert_eq!(err.kind(), ErrorKind::Unavailable);
         assert!(err.is_retryable());
     }
-    took.sort();
-    let p99 = percentile(&took, 0.99);
-    eprintln!(
-        "open breaker: p50 {:?}, p99 {p99:?}",
-        percentile(&took, 0.5)
-    );
-    // The goal is 1 ms; a fast failure takes microseconds, so this margin
-    // only absorbs scheduling hiccups of a loaded machine.
-    assert!(p99 < Duration::from_millis(5), "p99 {p99:?}");
 
     // After the cooldown a probe goes through; with Redis still down it
     // fails and the breaker opens again.

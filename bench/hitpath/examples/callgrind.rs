@@ -6,7 +6,8 @@
 //! ```text
 //! callgrind prepare URL                 # write the keys every contender reads (run natively, once)
 //! callgrind run URL CONTENDER OP N      # OP: hit | miss | redis
-//! callgrind rounds URL                  # Redis commands per cold CacheAside::get_or_set
+//! callgrind rounds URL                  # round trips and Redis commands per cold CacheAside::get_or_set
+//! callgrind breaker URL                 # latency of a call while the circuit breaker is open
 //! ```
 
 use std::hint::black_box;
@@ -41,8 +42,11 @@ fn main() {
             runtime.block_on(run(url, contender, op, n));
         }
         ["rounds", url] => runtime.block_on(rounds(url)),
+        ["breaker", url] => runtime.block_on(breaker(url)),
         _ => {
-            eprintln!("usage: callgrind prepare URL | run URL CONTENDER OP N | rounds URL");
+            eprintln!(
+                "usage: callgrind prepare URL | run URL CONTENDER OP N | rounds URL | breaker URL"
+            );
             std::process::exit(2);
         }
     }
@@ -217,32 +221,171 @@ impl Contender for MokaValue {
     }
 }
 
-/// Redis commands served for one cold `get_or_set` over the stack, with and
-/// without the fleet-wide lease.
+/// One-way delay the `rounds` proxy adds to every chunk it forwards.
+const HOP: std::time::Duration = std::time::Duration::from_millis(25);
+
+/// Round trips a cold `get_or_set` over the stack waits for, and the Redis
+/// commands it causes in all, with and without the fleet-wide lease and
+/// `background_write`. The stack talks to Redis through a proxy that delays
+/// every chunk by `HOP` each way, so a call waiting for `k` round trips
+/// takes about `k * 2 * HOP` (loopback and the work itself are well under
+/// a millisecond); commands are `INFO commandstats` deltas read directly
+/// from Redis once the load is done.
 async fn rounds(url: &str) {
-    for lease in [true, false] {
-        let redis = redis_store(url, if lease { "rounds-lease" } else { "rounds" }).await;
+    let proxy = proxy(url, HOP, Arc::default()).await;
+    for (lease, background) in [(false, false), (true, false), (false, true), (true, true)] {
+        let namespace = format!("rounds-{lease}-{background}");
+        let redis = redis_store(&proxy, &namespace).await;
         let builder = CacheAside::builder(stack(redis));
         let aside = if lease { builder } else { builder.no_lease() }
             .build()
             .expect("aside");
-        // A key no earlier run wrote.
+        let options = aside.options().background_write(background);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
+        // Warm: the connection is up and every script is loaded.
+        for warm in ["warm-a", "warm-b"] {
+            let key = kvtower::kvkey![warm, nanos.to_string()];
+            aside
+                .get_or_set(&key, options, || async {
+                    Ok::<_, std::io::Error>(value(0))
+                })
+                .await
+                .expect("warm-up");
+        }
+        tokio::time::sleep(8 * HOP).await;
+        // A key no earlier run wrote.
         let key = kvtower::kvkey!["cold", nanos.to_string()];
         let before = redis_calls(url).await;
+        let start = std::time::Instant::now();
         aside
-            .get_or_set(&key, aside.options(), || async {
+            .get_or_set(&key, options, || async {
                 Ok::<_, std::io::Error>(value(1))
             })
             .await
             .expect("get_or_set");
+        let waited = start.elapsed();
+        // Let a background write and the release land before counting.
+        tokio::time::sleep(8 * HOP).await;
         let after = redis_calls(url).await;
         let (total, which) = calls_between(&before, &after);
         println!(
-            "cold get_or_set, lease {}: {total} Redis commands ({which})",
+            "cold get_or_set, lease {}, background_write {}: waited {:.1} round trips ({waited:.1?} at {:?} each); \
+             {total} Redis commands in all ({which})",
             if lease { "on" } else { "off" },
+            if background { "on" } else { "off" },
+            waited.as_secs_f64() / (2 * HOP).as_secs_f64(),
+            2 * HOP,
         );
     }
+}
+
+/// Calls timed while the breaker is open.
+const OPEN_CALLS: usize = 100_000;
+
+/// The latency of a `get` through `CircuitBreakerLayer` over Redis while the
+/// breaker is open: Redis stops answering (the proxy drops everything, as a
+/// paused or partitioned server would), the store's 100 ms timeouts open
+/// the breaker, then `OPEN_CALLS` calls are timed one by one.
+async fn breaker(url: &str) {
+    use kvtower::layers::{BreakerState, CircuitBreakerLayer};
+    use std::sync::atomic::Ordering;
+    use std::time::{Duration, Instant};
+    let black_hole = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let proxy = proxy(url, Duration::ZERO, black_hole.clone()).await;
+    let redis = kvtower::RedisKvStore::builder()
+        .namespace("breaker")
+        .timeout(Duration::from_millis(100))
+        .connect(&proxy)
+        .await
+        .expect("connect to redis");
+    let layer = CircuitBreakerLayer::builder("redis")
+        .failure_threshold(3)
+        .cooldown(Duration::from_secs(600))
+        .build();
+    let store = tower::ServiceBuilder::new()
+        .layer(layer.clone())
+        .service(redis);
+    let key = kvtower::kvkey!["k"];
+    store.get(&key).await.expect("Redis answers");
+    black_hole.store(true, Ordering::SeqCst);
+    let mut failed = 0;
+    while layer.state() != BreakerState::Open {
+        assert!(store.get(&key).await.is_err(), "a call reached Redis");
+        failed += 1;
+    }
+    let mut took = Vec::with_capacity(OPEN_CALLS);
+    for _ in 0..OPEN_CALLS {
+        let start = Instant::now();
+        let result = store.get(black_box(&key)).await;
+        took.push(start.elapsed());
+        let err = result.expect_err("open: fails fast");
+        assert_eq!(err.kind(), kvtower::ErrorKind::Unavailable);
+    }
+    took.sort();
+    let at = |p: f64| took[((took.len() - 1) as f64 * p).round() as usize];
+    println!(
+        "breaker open after {failed} timed-out calls; {OPEN_CALLS} calls while open: \
+         p50 {:?}, p99 {:?}, p99.9 {:?}, max {:?}",
+        at(0.5),
+        at(0.99),
+        at(0.999),
+        at(1.0),
+    );
+}
+
+/// A TCP proxy in front of the Redis at `url` that holds every chunk for
+/// `hop` before forwarding it, in both directions, and drops every chunk
+/// while `black_hole` is set. Returns its URL.
+async fn proxy(
+    url: &str,
+    hop: std::time::Duration,
+    black_hole: Arc<std::sync::atomic::AtomicBool>,
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let target = url
+        .strip_prefix("redis://")
+        .expect("a redis:// URL")
+        .trim_end_matches('/')
+        .to_owned();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    async fn pipe(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        hop: std::time::Duration,
+        black_hole: Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n @ 1..) = from.read(&mut buf).await {
+            if black_hole.load(std::sync::atomic::Ordering::SeqCst) {
+                continue;
+            }
+            if !hop.is_zero() {
+                tokio::time::sleep(hop).await;
+            }
+            if to.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+    }
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let (target, black_hole) = (target.clone(), black_hole.clone());
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
+                    return;
+                };
+                let _ = (client.set_nodelay(true), server.set_nodelay(true));
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(pipe(client_read, server_write, hop, black_hole.clone()));
+                pipe(server_read, client_write, hop, black_hole).await;
+            });
+        }
+    });
+    format!("redis://{addr}")
 }
