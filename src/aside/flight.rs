@@ -10,7 +10,7 @@
 //! store write; always before the lease release): until it is done, its
 //! flight stays in the map, so a call starting in that window joins it and
 //! gets the answer instead of reading a store the write has not reached yet
-//! and loading again, and [`Flights::pending_write`] lets the facade's own
+//! and loading again, and the flight map lets the facade's own
 //! `get`, `set`, `remove` and `expire` wait for the write to land first.
 
 use std::collections::HashMap;
