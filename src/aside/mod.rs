@@ -581,8 +581,8 @@ impl<S: KvStore + 'static> CacheAside<S> {
             .filter(|_| stale_value.is_some())
             .map(|t| start + t);
         let hard = options.hard_timeout.map(|t| (start + t, t));
-        let mut loader = loader;
-        for attempt in 0.. {
+        let (mut loader, mut retries) = (loader, 0);
+        loop {
             let (flight, unused) = s.flights.join_or_start(key, loader, |ctx, loader| {
                 self.clone()
                     .load(key.clone(), options, loader, stale.clone(), ctx, false)
@@ -595,14 +595,13 @@ impl<S: KvStore + 'static> CacheAside<S> {
                 // Joined the load of a `get_or_set_optional` whose loader
                 // said absent, which this call cannot answer with: once that
                 // load is done, load with this call's own loader.
-                (Landed::Loaded(None), Some(unused)) if !accept_absent && attempt < 2 => {
+                (Landed::Loaded(None), Some(unused)) if !accept_absent && retries < 2 => {
                     flight.settled().await;
-                    loader = unused;
+                    (loader, retries) = (unused, retries + 1);
                 }
                 (landed, _) => return self.answer(landed, stale_value),
             }
         }
-        unreachable!("the last attempt returns")
     }
 
     /// Waits for `flight` to land, within the call's soft and hard
