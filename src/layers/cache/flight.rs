@@ -34,6 +34,9 @@ pub(super) type Outcome = Option<Answer>;
 struct Entry {
     id: u64,
     generation: u64,
+    /// The leader reads the inner entry's lifetime too (a leader that does
+    /// not answers no deadline, which a caller that wants one cannot use).
+    with_ttl: bool,
     /// The leader's answer goes here; made by the first follower. Dropping
     /// it (the leader was cancelled, or a newer flight replaced this entry)
     /// wakes the followers, which then try again.
@@ -59,15 +62,18 @@ pub(super) enum Role<'a> {
 
 impl Flights {
     /// Joins the flight of `key` started at `generation` (the key's current
-    /// one), or starts one.
-    pub(super) fn join<'a>(&'a self, key: &'a KvKey, generation: u64) -> Role<'a> {
+    /// one) that reads the lifetime too if `with_ttl`, or starts one.
+    pub(super) fn join<'a>(&'a self, key: &'a KvKey, generation: u64, with_ttl: bool) -> Role<'a> {
         let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(entry) = inflight.get_mut(key) {
             // A flight of an older generation may have read what a write
             // since replaced: never join it (its entry is replaced below, so
             // its followers try again and join the new one; its fill is
             // dropped by the generation check).
-            if entry.generation == generation {
+            // A caller that needs the lifetime does not join a flight that
+            // does not read it: it leads a new one, which replaces the entry
+            // (the old flight's followers then join the new one).
+            if entry.generation == generation && (entry.with_ttl || !with_ttl) {
                 let rx = match &entry.tx {
                     Some(tx) => tx.subscribe(),
                     None => {
@@ -83,6 +89,7 @@ impl Flights {
         let entry = Entry {
             id,
             generation,
+            with_ttl,
             tx: None,
         };
         inflight.insert(key.clone(), entry);

@@ -109,9 +109,14 @@ impl Outcome {
 /// What a fill knows about the inner entry's lifetime.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum InnerTtl {
-    /// The inner store reported it (`None`: lives until deleted).
-    Reported(Option<Duration>),
-    /// The inner store cannot tell.
+    /// The inner store reported what was `left` (`None`: lives until
+    /// deleted) to a read started at `start`.
+    Reported {
+        left: Option<Duration>,
+        start: Instant,
+    },
+    /// The inner store cannot tell, or was not asked
+    /// ([`fill_without_inner_ttl`](super::CacheLayerBuilder::fill_without_inner_ttl)).
     Unknown,
 }
 
@@ -181,6 +186,7 @@ pub(super) struct Counters {
 pub(super) struct Settings {
     pub(super) name: String,
     pub(super) front_max_ttl: Duration,
+    pub(super) fill_without_inner_ttl: bool,
     pub(super) negative_ttl: Option<Duration>,
     pub(super) unknown_outcome_window: Duration,
     pub(super) stale_if_error: Option<Duration>,
@@ -198,6 +204,8 @@ pub(super) struct Tier<F> {
     pub(super) id: CacheId,
     name: String,
     front_max_ttl: Duration,
+    /// Fills read the value only, not its remaining lifetime.
+    pub(super) fill_without_inner_ttl: bool,
     negative: Option<moka::future::Cache<KvKey, ()>>,
     deadlines: Deadlines,
     stripes: Box<[Stripe]>,
@@ -239,6 +247,7 @@ impl<F> Tier<F> {
             id: CacheId::random(),
             name: settings.name,
             front_max_ttl: settings.front_max_ttl,
+            fill_without_inner_ttl: settings.fill_without_inner_ttl,
             negative,
             deadlines: Deadlines::new(),
             stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
@@ -492,15 +501,14 @@ impl<F: KvStore + 'static> Tier<F> {
     }
 
     /// Installs a read-through fill of `key` (`None`: absent, for the
-    /// negative cache) read at `generation` by an inner call started at
-    /// `start`, unless a write or invalidation of the key happened since.
+    /// negative cache) read at `generation`, unless a write or invalidation
+    /// of the key happened since.
     pub(super) async fn fill(
         &self,
         key: &KvKey,
         generation: u64,
         value: Option<&Arc<Value>>,
         ttl: InnerTtl,
-        start: Instant,
     ) {
         if value.is_none() && self.negative.is_none() {
             return; // nothing to remember about an absent key
@@ -514,7 +522,7 @@ impl<F: KvStore + 'static> Tier<F> {
                 // The inner entry dies no earlier than `start` + what it had
                 // left when read (the read happened after `start`).
                 let deadline = match ttl {
-                    InnerTtl::Reported(left) => {
+                    InnerTtl::Reported { left, start } => {
                         let deadline = left.and_then(|left| start.checked_add(left));
                         self.deadlines.record(key, deadline);
                         deadline
