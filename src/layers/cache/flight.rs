@@ -10,7 +10,7 @@
 //! the channel that hands its answer to followers is made by the first
 //! follower, not by the leader.
 
-use std::collections::HashMap;
+use std::collections::hash_map::{self, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
@@ -65,26 +65,6 @@ impl Flights {
     /// one) that reads the lifetime too if `with_ttl`, or starts one.
     pub(super) fn join<'a>(&'a self, key: &'a KvKey, generation: u64, with_ttl: bool) -> Role<'a> {
         let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(entry) = inflight.get_mut(key) {
-            // A flight of an older generation may have read what a write
-            // since replaced: never join it (its entry is replaced below, so
-            // its followers try again and join the new one; its fill is
-            // dropped by the generation check).
-            // A caller that needs the lifetime does not join a flight that
-            // does not read it: it leads a new one, which replaces the entry
-            // (the old flight's followers then join the new one).
-            if entry.generation == generation && (entry.with_ttl || !with_ttl) {
-                let rx = match &entry.tx {
-                    Some(tx) => tx.subscribe(),
-                    None => {
-                        let (tx, rx) = watch::channel(None);
-                        entry.tx = Some(tx);
-                        rx
-                    }
-                };
-                return Role::Follower(rx);
-            }
-        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let entry = Entry {
             id,
@@ -92,7 +72,33 @@ impl Flights {
             with_ttl,
             tx: None,
         };
-        inflight.insert(key.clone(), entry);
+        // One probe of the map for the lookup and the insert (a key clone is
+        // a counter increment).
+        match inflight.entry(key.clone()) {
+            // A flight of an older generation may have read what a write
+            // since replaced: never join it (its entry is replaced below, so
+            // its followers try again and join the new one; its fill is
+            // dropped by the generation check). A caller that needs the
+            // lifetime does not join a flight that does not read it either.
+            hash_map::Entry::Occupied(mut occupied)
+                if occupied.get().generation == generation
+                    && (occupied.get().with_ttl || !with_ttl) =>
+            {
+                let current = occupied.get_mut();
+                let rx = match &current.tx {
+                    Some(tx) => tx.subscribe(),
+                    None => {
+                        let (tx, rx) = watch::channel(None);
+                        current.tx = Some(tx);
+                        rx
+                    }
+                };
+                return Role::Follower(rx);
+            }
+            // Replaced: the old flight's followers wake (its sender drops).
+            hash_map::Entry::Occupied(mut occupied) => drop(occupied.insert(entry)),
+            hash_map::Entry::Vacant(vacant) => drop(vacant.insert(entry)),
+        }
         Role::Leader(Flight {
             flights: self,
             key,
@@ -123,10 +129,10 @@ impl Flight<'_> {
             .inflight
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if inflight.get(self.key).is_some_and(|e| e.id == self.id) {
-            return inflight.remove(self.key).and_then(|e| e.tx);
+        match inflight.entry(self.key.clone()) {
+            hash_map::Entry::Occupied(entry) if entry.get().id == self.id => entry.remove().tx,
+            _ => None,
         }
-        None
     }
 
     /// Leaves the map, then answers the followers. Unregistering first means

@@ -489,11 +489,12 @@ impl<S: KvStore, F: KvStore + 'static> KvStore for Cache<S, F> {
         }
         // One front lookup serves both the hit and the miss: a definite
         // "absent" goes straight to the negative cache and the inner store.
-        match tier.front.get_shared(key).into_ready() {
-            Ok(Ok(Some(value))) => {
-                tier.count_front_hit();
-                SharedGet::ready(Ok(Some(value)))
-            }
+        let front = tier.front.get_shared(key);
+        if let Some(Ok(true)) = front.peek() {
+            tier.count_front_hit();
+            return front;
+        }
+        match front.into_ready() {
             Ok(front) => SharedGet::boxed(self.shared_after_front(key, front)),
             Err(pending) => SharedGet::boxed(async move {
                 let front = pending.await;
