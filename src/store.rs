@@ -247,6 +247,17 @@ impl<'a> SharedGet<'a> {
         )
     }
 
+    /// What the answer is when it is at hand (found or not, or the error),
+    /// without taking it: a layer that only looks at a ready answer passes
+    /// the read on unchanged instead of unwrapping and rewrapping it.
+    pub(crate) fn peek(&self) -> Option<std::result::Result<bool, &Error>> {
+        match &self.state {
+            SharedGetState::Found(found) => Some(Ok(found.is_some())),
+            SharedGetState::Failed(e) => Some(Err(&**e)),
+            _ => None,
+        }
+    }
+
     /// The answer when it is at hand, else this read, unchanged.
     ///
     /// ```

@@ -90,10 +90,30 @@ async fn a_front_hit_through_the_recommended_stack_allocates_at_most_once() {
         .connect(&redis_url())
         .await
         .expect("connect to Redis");
+    // The default front, and the one the README recommends (`max_ttl`, fills
+    // without the inner TTL).
+    let fronts = [
+        CacheLayer::new(MemoryKvStore::new()),
+        CacheLayer::builder(
+            MemoryKvStore::builder()
+                .max_ttl(Duration::from_secs(60))
+                .build(),
+        )
+        .front_max_ttl(Duration::from_secs(60))
+        .fill_without_inner_ttl()
+        .build(),
+    ];
+    for front in fronts {
+        hits_allocate_at_most_once(&redis, front).await;
+    }
+    redis.delete(&kvkey!["~app", "user", "42"]).await.unwrap();
+}
+
+async fn hits_allocate_at_most_once(redis: &RedisKvStore, front: CacheLayer<MemoryKvStore>) {
     let stack = ServiceBuilder::new()
         .layer(MetricsLayer::new("hit-path"))
         .layer(DefaultTtlLayer::new(Duration::from_secs(300)))
-        .layer(CacheLayer::new(MemoryKvStore::new()))
+        .layer(front)
         .layer(PrefixLayer::new(kvkey!["app"]))
         .service(redis.clone());
     let key = kvkey!["user", "42"];
@@ -149,8 +169,6 @@ async fn a_front_hit_through_the_recommended_stack_allocates_at_most_once() {
             age: 36
         })
     );
-
-    redis.delete(&kvkey!["app", "user", "42"]).await.unwrap();
 }
 
 #[tokio::test]

@@ -331,17 +331,13 @@ impl<S: KvStore> KvStore for Metrics<S> {
     }
 
     fn get_shared<'a>(&'a self, key: &'a KvKey) -> SharedGet<'a> {
-        match self.inner.get_shared(key).into_ready() {
-            Ok(answer) => {
-                self.instruments
-                    .answered_in_memory(answer.as_ref().map(Option::is_some));
-                SharedGet::ready(answer)
+        let read = self.inner.get_shared(key);
+        match read.peek() {
+            Some(found) => {
+                self.instruments.answered_in_memory(found);
+                read
             }
-            Err(pending) => SharedGet::boxed(self.instruments.observe(
-                Operation::Get,
-                pending,
-                hit_or_miss,
-            )),
+            None => SharedGet::boxed(self.instruments.observe(Operation::Get, read, hit_or_miss)),
         }
     }
 

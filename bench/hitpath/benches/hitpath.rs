@@ -15,8 +15,8 @@ use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Thro
 use kvtower::aside::CacheAside;
 use kvtower::KvStore;
 use kvtower_hitpath::{
-    preload, redis_store, run, stack, value, Contender, Floor, Kv, MokaOnly, RedisServer, Workload,
-    REDIS_TTL,
+    preload, redis_store, run, stack, stack_plain_fills, value, Contender, Floor, Kv, MokaOnly,
+    RedisServer, Workload, REDIS_TTL,
 };
 use rand_distr::Distribution;
 use serde_json::Value;
@@ -32,8 +32,12 @@ const HOT: usize = 1_000;
 struct Contenders {
     floor: Arc<Floor>,
     stack: Arc<Kv<kvtower_hitpath::StackStore>>,
+    /// The stack with `fill_without_inner_ttl` (fills are one plain GET).
+    stack_plain_fills: Arc<Kv<kvtower_hitpath::StackStore>>,
     memory: Arc<Kv<kvtower::MemoryKvStore>>,
-    amalgam: Arc<peers::Amalgam>,
+    /// `None` with `HITPATH_NO_AMALGAM=1`: its preload of 100,000 keys slowed
+    /// to tens of writes per second on the 2-core machine (2026-12-02).
+    amalgam: Option<Arc<peers::Amalgam>>,
     multitier: Arc<peers::MultiTier>,
 }
 
@@ -70,10 +74,20 @@ fn all(
 ) {
     bench(group, rt, "floor", &c.floor, tasks, workload);
     bench(group, rt, "kvtower_stack", &c.stack, tasks, workload);
+    bench(
+        group,
+        rt,
+        "kvtower_stack_plain_fills",
+        &c.stack_plain_fills,
+        tasks,
+        workload,
+    );
     if with_memory {
         bench(group, rt, "memory_get_shared", &c.memory, tasks, workload);
     }
-    bench(group, rt, "amalgam", &c.amalgam, tasks, workload);
+    if let Some(amalgam) = &c.amalgam {
+        bench(group, rt, "amalgam", amalgam, tasks, workload);
+    }
     bench(group, rt, "multi_tier_cache", &c.multitier, tasks, workload);
 }
 
@@ -89,14 +103,34 @@ fn hitpath(crit: &mut Criterion) {
         let c = Contenders {
             floor: Arc::new(Floor::connect(&url, KEYS).await),
             stack: Arc::new(Kv::new(stack(redis_store(&url, "kv").await), KEYS)),
-            memory: Arc::new(Kv::new(kvtower_hitpath::front(), KEYS)),
-            amalgam: Arc::new(peers::Amalgam::connect(&url, KEYS).await),
+            // The same Redis keys, its own front.
+            stack_plain_fills: Arc::new(Kv::new(
+                stack_plain_fills(redis_store(&url, "kv").await),
+                KEYS,
+            )),
+            // The front's settings with a bound past the run (the front
+            // alone has nothing to refill from, and `FRONT_TTL` is shorter
+            // than the other contenders' preloads on a loaded machine).
+            memory: Arc::new(Kv::new(
+                kvtower::MemoryKvStore::builder()
+                    .max_entries(kvtower_hitpath::FRONT_CAPACITY)
+                    .max_ttl(REDIS_TTL)
+                    .build(),
+                KEYS,
+            )),
+            amalgam: match std::env::var_os("HITPATH_NO_AMALGAM") {
+                Some(_) => None,
+                None => Some(Arc::new(peers::Amalgam::connect(&url, KEYS).await)),
+            },
             multitier: Arc::new(peers::MultiTier::connect(&url, KEYS).await),
         };
         preload(&c.floor, KEYS).await;
         preload(&c.stack, KEYS).await;
+        preload(&c.stack_plain_fills, HOT).await;
         preload(&c.memory, HOT).await;
-        preload(&c.amalgam, KEYS).await;
+        if let Some(amalgam) = &c.amalgam {
+            preload(amalgam, KEYS).await;
+        }
         preload(&c.multitier, KEYS).await;
         c
     });

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use kvtower::aside::CacheAside;
 use kvtower::{KvStore, MemoryKvStore};
 use kvtower_hitpath::{
-    calls_between, preload, redis_calls, redis_store, stack, value, Contender, Floor, Kv, MokaOnly,
-    REDIS_TTL,
+    calls_between, front, preload, redis_calls, redis_store, stack, stack_per_entry_expiry,
+    stack_plain_fills, value, Contender, Floor, Kv, MokaOnly, REDIS_TTL,
 };
 use serde_json::Value;
 
@@ -127,6 +127,14 @@ async fn run(url: &str, contender: &str, op: &str, n: usize) {
     match (contender, op) {
         ("floor", _) => reads(Floor::connect(url, keys).await, op, n).await,
         ("stack", _) => reads(Kv::new(stack(redis_store(url, "kv").await), keys), op, n).await,
+        ("stack_plain_fills", _) => {
+            let store = stack_plain_fills(redis_store(url, "kv").await);
+            reads(Kv::new(store, keys), op, n).await;
+        }
+        ("stack_per_entry_expiry", _) => {
+            let store = stack_per_entry_expiry(redis_store(url, "kv").await);
+            reads(Kv::new(store, keys), op, n).await;
+        }
         ("amalgam", _) => reads(peers::Amalgam::connect(url, keys).await, op, n).await,
         ("multitier", _) => reads(peers::MultiTier::connect(url, keys).await, op, n).await,
         // The stack read with the deep-copying `get` instead of `get_shared`.
@@ -140,6 +148,8 @@ async fn run(url: &str, contender: &str, op: &str, n: usize) {
             }
         }
         ("memory", "hit") => front_hits(Kv::new(MemoryKvStore::new(), HOT), n).await,
+        // The bench's front: `max_ttl`, a global moka TTL as the floor's.
+        ("memory_front", "hit") => front_hits(Kv::new(front(), HOT), n).await,
         ("moka_arc", "hit") => front_hits(MokaArc(MokaOnly::new(HOT)), n).await,
         ("moka_value", "hit") => front_hits(MokaValue(MokaOnly::new(HOT)), n).await,
         ("moka_get_with_arc", "hit") => moka_get_with(Arc::new, n).await,
@@ -168,18 +178,27 @@ async fn run(url: &str, contender: &str, op: &str, n: usize) {
                 black_box(floor.redis_get(j % HOT).await.expect("held"));
             }
         }
-        ("kvtower", "redis") | ("kvtower_shared", "redis") => {
-            // The stack's keys as the Redis store alone sees them.
+        ("kvtower", "redis") | ("kvtower_shared", "redis") | ("kvtower_ttl", "redis") => {
+            // The stack's keys as the Redis store alone sees them (the
+            // prefix layer's stored form, `["~app", "user", i]`).
             let redis = redis_store(url, "kv").await;
+            let prefix = kvtower::layers::Prefix::new((), kvtower::kvkey!["app"]);
             let keys: Vec<_> = (0..HOT)
-                .map(|i| kvtower::kvkey!["app", "user", i.to_string()])
+                .map(|i| prefix.inner_key(&kvtower::kvkey!["user", i.to_string()]))
                 .collect();
             for j in 0..n {
-                if contender == "kvtower" {
-                    black_box(redis.get(&keys[j % HOT]).await.expect("get").expect("held"));
-                } else {
-                    let shared = redis.get_shared(&keys[j % HOT]).await.expect("get");
-                    black_box(shared.expect("held"));
+                let key = &keys[j % HOT];
+                match contender {
+                    "kvtower" => {
+                        black_box(redis.get(key).await.expect("get").expect("held"));
+                    }
+                    "kvtower_ttl" => {
+                        let found = redis.get_with_ttl(key).await.expect("get_with_ttl");
+                        black_box(found.expect("held"));
+                    }
+                    _ => {
+                        black_box(redis.get_shared(key).await.expect("get").expect("held"));
+                    }
                 }
             }
         }

@@ -162,8 +162,20 @@ pub type StackStore = kvtower::layers::Metrics<
     >,
 >;
 
-/// The front tier every kvtower contender uses.
+/// The front tier every kvtower contender uses, as the README recommends
+/// one: bounded like the floor's, and with the cache's `front_max_ttl` as its
+/// `max_ttl` (one global moka TTL, as the floor has, instead of a per-entry
+/// expiry policy).
 pub fn front() -> MemoryKvStore {
+    MemoryKvStore::builder()
+        .max_entries(FRONT_CAPACITY)
+        .max_ttl(FRONT_TTL)
+        .build()
+}
+
+/// The front tier with moka's per-entry expiry (`MemoryKvStore`'s default),
+/// for the rows that show what `max_ttl` saves.
+pub fn front_per_entry_expiry() -> MemoryKvStore {
     MemoryKvStore::builder().max_entries(FRONT_CAPACITY).build()
 }
 
@@ -177,16 +189,37 @@ pub async fn redis_store(url: &str, namespace: &str) -> RedisKvStore {
 }
 
 /// The four-layer stack, built with `ServiceBuilder` as the README shows it.
+/// Its fills read the value and its Redis TTL (`GET` + `PTTL`): a front
+/// entry never outlives the Redis one.
 pub fn stack(redis: RedisKvStore) -> StackStore {
+    stack_with(redis, front(), false)
+}
+
+/// [`stack`] with `fill_without_inner_ttl`: fills are one plain `GET` and
+/// live `FRONT_TTL`, as the floor's do.
+pub fn stack_plain_fills(redis: RedisKvStore) -> StackStore {
+    stack_with(redis, front(), true)
+}
+
+/// [`stack`] over a front with moka's per-entry expiry (the stack before
+/// `max_ttl`).
+pub fn stack_per_entry_expiry(redis: RedisKvStore) -> StackStore {
+    stack_with(redis, front_per_entry_expiry(), false)
+}
+
+fn stack_with(redis: RedisKvStore, front: MemoryKvStore, plain_fills: bool) -> StackStore {
+    let cache = CacheLayer::builder(front)
+        .front_max_ttl(FRONT_TTL)
+        .name("hitpath");
+    let cache = if plain_fills {
+        cache.fill_without_inner_ttl()
+    } else {
+        cache
+    };
     ServiceBuilder::new()
         .layer(MetricsLayer::new("hitpath"))
         .layer(DefaultTtlLayer::new(REDIS_TTL))
-        .layer(
-            CacheLayer::builder(front())
-                .front_max_ttl(FRONT_TTL)
-                .name("hitpath")
-                .build(),
-        )
+        .layer(cache.build())
         .layer(PrefixLayer::new(kvkey!["app"]))
         .service(redis)
 }

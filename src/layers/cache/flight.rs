@@ -10,7 +10,7 @@
 //! the channel that hands its answer to followers is made by the first
 //! follower, not by the leader.
 
-use std::collections::HashMap;
+use std::collections::hash_map::{self, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
@@ -34,6 +34,9 @@ pub(super) type Outcome = Option<Answer>;
 struct Entry {
     id: u64,
     generation: u64,
+    /// The leader reads the inner entry's lifetime too (a leader that does
+    /// not answers no deadline, which a caller that wants one cannot use).
+    with_ttl: bool,
     /// The leader's answer goes here; made by the first follower. Dropping
     /// it (the leader was cancelled, or a newer flight replaced this entry)
     /// wakes the followers, which then try again.
@@ -59,33 +62,43 @@ pub(super) enum Role<'a> {
 
 impl Flights {
     /// Joins the flight of `key` started at `generation` (the key's current
-    /// one), or starts one.
-    pub(super) fn join<'a>(&'a self, key: &'a KvKey, generation: u64) -> Role<'a> {
+    /// one) that reads the lifetime too if `with_ttl`, or starts one.
+    pub(super) fn join<'a>(&'a self, key: &'a KvKey, generation: u64, with_ttl: bool) -> Role<'a> {
         let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(entry) = inflight.get_mut(key) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let entry = Entry {
+            id,
+            generation,
+            with_ttl,
+            tx: None,
+        };
+        // One probe of the map for the lookup and the insert (a key clone is
+        // a counter increment).
+        match inflight.entry(key.clone()) {
             // A flight of an older generation may have read what a write
             // since replaced: never join it (its entry is replaced below, so
             // its followers try again and join the new one; its fill is
-            // dropped by the generation check).
-            if entry.generation == generation {
-                let rx = match &entry.tx {
+            // dropped by the generation check). A caller that needs the
+            // lifetime does not join a flight that does not read it either.
+            hash_map::Entry::Occupied(mut occupied)
+                if occupied.get().generation == generation
+                    && (occupied.get().with_ttl || !with_ttl) =>
+            {
+                let current = occupied.get_mut();
+                let rx = match &current.tx {
                     Some(tx) => tx.subscribe(),
                     None => {
                         let (tx, rx) = watch::channel(None);
-                        entry.tx = Some(tx);
+                        current.tx = Some(tx);
                         rx
                     }
                 };
                 return Role::Follower(rx);
             }
+            // Replaced: the old flight's followers wake (its sender drops).
+            hash_map::Entry::Occupied(mut occupied) => drop(occupied.insert(entry)),
+            hash_map::Entry::Vacant(vacant) => drop(vacant.insert(entry)),
         }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let entry = Entry {
-            id,
-            generation,
-            tx: None,
-        };
-        inflight.insert(key.clone(), entry);
         Role::Leader(Flight {
             flights: self,
             key,
@@ -116,10 +129,10 @@ impl Flight<'_> {
             .inflight
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if inflight.get(self.key).is_some_and(|e| e.id == self.id) {
-            return inflight.remove(self.key).and_then(|e| e.tx);
+        match inflight.entry(self.key.clone()) {
+            hash_map::Entry::Occupied(entry) if entry.get().id == self.id => entry.remove().tx,
+            _ => None,
         }
-        None
     }
 
     /// Leaves the map, then answers the followers. Unregistering first means

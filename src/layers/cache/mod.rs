@@ -113,9 +113,12 @@ use tier::{InnerTtl, Outcome, Tier};
 
 /// The deadline a read-through answers: what the inner store reported,
 /// counted from before the call (`None` when it cannot tell).
-fn deadline(reports_ttl: bool, ttl: InnerTtl, start: Instant) -> Option<Instant> {
+fn deadline(ttl: InnerTtl) -> Option<Instant> {
     match ttl {
-        InnerTtl::Reported(Some(left)) if reports_ttl => start.checked_add(left),
+        InnerTtl::Reported {
+            left: Some(left),
+            start,
+        } => start.checked_add(left),
         _ => None,
     }
 }
@@ -259,12 +262,15 @@ impl<S, F: KvStore + 'static> Cache<S, F> {
 
 impl<S: KvStore, F: KvStore + 'static> Cache<S, F> {
     /// Reads `key` from the inner store, once for all concurrent callers
-    /// that started at the same generation, and fills the front.
-    async fn read_through(&self, key: &KvKey) -> flight::Answer {
+    /// that started at the same generation, and fills the front. The
+    /// answer's deadline is read only when `with_ttl` or when fills use it
+    /// (not with [`fill_without_inner_ttl`](CacheLayerBuilder::fill_without_inner_ttl)).
+    async fn read_through(&self, key: &KvKey, with_ttl: bool) -> flight::Answer {
         let tier = &*self.tier;
+        let with_ttl = with_ttl || !tier.fill_without_inner_ttl;
         loop {
             let generation = tier.generation(key);
-            match tier.flights.join(key, generation) {
+            match tier.flights.join(key, generation, with_ttl) {
                 Role::Follower(mut rx) => match rx.wait_for(Option::is_some).await {
                     Ok(outcome) => {
                         if let Some(outcome) = &*outcome {
@@ -276,26 +282,20 @@ impl<S: KvStore, F: KvStore + 'static> Cache<S, F> {
                     Err(_) => continue,
                 },
                 Role::Leader(flight) => {
-                    // Measured before the call: the inner entry lives at
-                    // least its reported remaining lifetime from here.
-                    let start = Instant::now();
-                    let reports_ttl = self.inner.capabilities().reports_ttl;
-                    let result = self
-                        .inner
-                        .get_with_ttl(key)
-                        .await
-                        .inspect(|found| tier.count_inner(found.is_some()))
-                        .map(|found| found.map(|(value, ttl)| (Arc::new(value), ttl)));
+                    let result = if with_ttl {
+                        self.read_with_ttl(key).await
+                    } else {
+                        // The value only: one plain read, a shared value.
+                        let found = self.inner.get_shared(key).await;
+                        found.map(|found| found.map(|value| (value, InnerTtl::Unknown)))
+                    };
+                    let result = result.inspect(|found| tier.count_inner(found.is_some()));
                     let answer = match result {
                         Ok(found) => {
-                            let ttl = if reports_ttl {
-                                InnerTtl::Reported(found.as_ref().and_then(|(_, ttl)| *ttl))
-                            } else {
-                                InnerTtl::Unknown
-                            };
-                            tier.fill(key, generation, found.as_ref().map(|(v, _)| v), ttl, start)
+                            let ttl = found.as_ref().map_or(InnerTtl::Unknown, |(_, ttl)| *ttl);
+                            tier.fill(key, generation, found.as_ref().map(|(v, _)| v), ttl)
                                 .await;
-                            Ok(found.map(|(value, _)| (value, deadline(reports_ttl, ttl, start))))
+                            Ok(found.map(|(value, ttl)| (value, deadline(ttl))))
                         }
                         // Answered now with no lifetime left: it is stale.
                         Err(e) => match tier.stale_for(key, &e).await {
@@ -308,6 +308,23 @@ impl<S: KvStore, F: KvStore + 'static> Cache<S, F> {
                 }
             }
         }
+    }
+
+    /// The inner store's value of `key` with what it knows of its lifetime.
+    async fn read_with_ttl(&self, key: &KvKey) -> Result<Option<(Arc<Value>, InnerTtl)>> {
+        // Measured before the call: the inner entry lives at least its
+        // reported remaining lifetime from here.
+        let start = Instant::now();
+        let reports_ttl = self.inner.capabilities().reports_ttl;
+        let found = self.inner.get_with_ttl(key).await?;
+        Ok(found.map(|(value, left)| {
+            let ttl = if reports_ttl {
+                InnerTtl::Reported { left, start }
+            } else {
+                InnerTtl::Unknown
+            };
+            (Arc::new(value), ttl)
+        }))
     }
 
     /// A stale copy of `key` for a read that failed with `error`
@@ -329,7 +346,7 @@ impl<S: KvStore, F: KvStore + 'static> Cache<S, F> {
     ) -> Result<Option<Arc<Value>>> {
         match self.tier.after_front(key, front).await {
             Some(answer) => Ok(answer),
-            None => Ok(self.read_through(key).await?.map(|(value, _)| value)),
+            None => Ok(self.read_through(key, false).await?.map(|(value, _)| value)),
         }
     }
 
@@ -348,7 +365,7 @@ impl<S: KvStore, F: KvStore + 'static> Cache<S, F> {
         }
         match self.tier.lookup_with_deadline(key).await {
             Some(answer) => Ok(answer),
-            None => self.read_through(key).await,
+            None => self.read_through(key, true).await,
         }
     }
 
@@ -436,7 +453,7 @@ impl<S: KvStore, F: KvStore + 'static> KvStore for Cache<S, F> {
         match self.tier.lookup(key).await {
             Some(answer) => Ok(answer),
             None => Ok(self
-                .read_through(key)
+                .read_through(key, false)
                 .await?
                 .map(|(value, _)| Arc::unwrap_or_clone(value))),
         }
@@ -472,11 +489,12 @@ impl<S: KvStore, F: KvStore + 'static> KvStore for Cache<S, F> {
         }
         // One front lookup serves both the hit and the miss: a definite
         // "absent" goes straight to the negative cache and the inner store.
-        match tier.front.get_shared(key).into_ready() {
-            Ok(Ok(Some(value))) => {
-                tier.count_front_hit();
-                SharedGet::ready(Ok(Some(value)))
-            }
+        let front = tier.front.get_shared(key);
+        if let Some(Ok(true)) = front.peek() {
+            tier.count_front_hit();
+            return front;
+        }
+        match front.into_ready() {
             Ok(front) => SharedGet::boxed(self.shared_after_front(key, front)),
             Err(pending) => SharedGet::boxed(async move {
                 let front = pending.await;
@@ -550,10 +568,12 @@ impl<S: KvStore, F: KvStore + 'static> KvStore for Cache<S, F> {
         for (((i, fill), generation), found) in missing.into_iter().zip(generations).zip(fetched) {
             if fill {
                 tier.count_inner(found.is_some());
-                let ttl = InnerTtl::Reported(found.as_ref().and_then(|(_, ttl)| *ttl));
+                let ttl = InnerTtl::Reported {
+                    left: found.as_ref().and_then(|(_, ttl)| *ttl),
+                    start,
+                };
                 let shared = found.as_ref().map(|(v, _)| Arc::new(v.clone()));
-                tier.fill(&keys[i], generation, shared.as_ref(), ttl, start)
-                    .await;
+                tier.fill(&keys[i], generation, shared.as_ref(), ttl).await;
             }
             // Counted from before the call, like the fill.
             answers[i] = found.map(|(value, ttl)| {
@@ -660,7 +680,6 @@ impl<S: KvStore, F: KvStore + 'static> KvStore for Cache<S, F> {
             .map(|&(i, _)| tier.generation(&keys[i]))
             .collect();
         let missing_keys: Vec<KvKey> = missing.iter().map(|&(i, _)| keys[i].clone()).collect();
-        let start = Instant::now();
         let fetched = match self.inner.get_many(&missing_keys).await {
             Ok(fetched) => fetched,
             Err(e) => {
@@ -675,14 +694,8 @@ impl<S: KvStore, F: KvStore + 'static> KvStore for Cache<S, F> {
             if fill {
                 tier.count_inner(value.is_some());
                 let shared = value.as_ref().map(|v| Arc::new(v.clone()));
-                tier.fill(
-                    &keys[i],
-                    generation,
-                    shared.as_ref(),
-                    InnerTtl::Unknown,
-                    start,
-                )
-                .await;
+                tier.fill(&keys[i], generation, shared.as_ref(), InnerTtl::Unknown)
+                    .await;
             }
             values[i] = value;
         }

@@ -109,9 +109,14 @@ impl Outcome {
 /// What a fill knows about the inner entry's lifetime.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum InnerTtl {
-    /// The inner store reported it (`None`: lives until deleted).
-    Reported(Option<Duration>),
-    /// The inner store cannot tell.
+    /// The inner store reported what was `left` (`None`: lives until
+    /// deleted) to a read started at `start`.
+    Reported {
+        left: Option<Duration>,
+        start: Instant,
+    },
+    /// The inner store cannot tell, or was not asked
+    /// ([`fill_without_inner_ttl`](super::CacheLayerBuilder::fill_without_inner_ttl)).
     Unknown,
 }
 
@@ -181,6 +186,7 @@ pub(super) struct Counters {
 pub(super) struct Settings {
     pub(super) name: String,
     pub(super) front_max_ttl: Duration,
+    pub(super) fill_without_inner_ttl: bool,
     pub(super) negative_ttl: Option<Duration>,
     pub(super) unknown_outcome_window: Duration,
     pub(super) stale_if_error: Option<Duration>,
@@ -198,6 +204,8 @@ pub(super) struct Tier<F> {
     pub(super) id: CacheId,
     name: String,
     front_max_ttl: Duration,
+    /// Fills read the value only, not its remaining lifetime.
+    pub(super) fill_without_inner_ttl: bool,
     negative: Option<moka::future::Cache<KvKey, ()>>,
     deadlines: Deadlines,
     stripes: Box<[Stripe]>,
@@ -239,6 +247,7 @@ impl<F> Tier<F> {
             id: CacheId::random(),
             name: settings.name,
             front_max_ttl: settings.front_max_ttl,
+            fill_without_inner_ttl: settings.fill_without_inner_ttl,
             negative,
             deadlines: Deadlines::new(),
             stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
@@ -268,10 +277,16 @@ impl<F> Tier<F> {
     /// Takes `key`'s stripe lock.
     pub(super) async fn lock<'a>(&'a self, key: &'a KvKey) -> KeyGuard<'a> {
         let stripe = self.stripe(key);
+        // Uncontended (the common case) without building and polling the
+        // semaphore's acquire future: about 150 instructions per fill.
+        let lock = match stripe.lock.try_lock() {
+            Ok(lock) => lock,
+            Err(_) => stripe.lock.lock().await,
+        };
         KeyGuard {
             key,
             stripe,
-            _lock: stripe.lock.lock().await,
+            _lock: lock,
         }
     }
 
@@ -459,7 +474,7 @@ impl<F: KvStore + 'static> Tier<F> {
         if guard.generation() != generation {
             return;
         }
-        if let Err(e) = self.front.set_shared(guard.key, value, options).await {
+        if let Err(e) = self.set_front(guard.key, value, options).await {
             self.front_failed(Operation::Set, &e);
             // The old front entry may still be there: drop it.
             self.delete_front(guard.key).await;
@@ -482,6 +497,17 @@ impl<F: KvStore + 'static> Tier<F> {
         }
     }
 
+    /// Writes a front entry. A [`MemoryKvStore`](crate::MemoryKvStore)
+    /// front (the type is known here, so the check costs nothing) takes the
+    /// value without checking its depth again: see
+    /// [`set_checked`](crate::MemoryKvStore::set_checked).
+    async fn set_front(&self, key: &KvKey, value: Arc<Value>, options: SetOptions) -> Result<()> {
+        match (&self.front as &dyn std::any::Any).downcast_ref::<crate::MemoryKvStore>() {
+            Some(memory) => memory.set_checked(key, value, options).await,
+            None => self.front.set_shared(key, value, options).await,
+        }
+    }
+
     async fn delete_front(&self, key: &KvKey) {
         if let Some(stale) = &self.stale {
             stale.forget(key).await;
@@ -492,15 +518,14 @@ impl<F: KvStore + 'static> Tier<F> {
     }
 
     /// Installs a read-through fill of `key` (`None`: absent, for the
-    /// negative cache) read at `generation` by an inner call started at
-    /// `start`, unless a write or invalidation of the key happened since.
+    /// negative cache) read at `generation`, unless a write or invalidation
+    /// of the key happened since.
     pub(super) async fn fill(
         &self,
         key: &KvKey,
         generation: u64,
         value: Option<&Arc<Value>>,
         ttl: InnerTtl,
-        start: Instant,
     ) {
         if value.is_none() && self.negative.is_none() {
             return; // nothing to remember about an absent key
@@ -514,7 +539,7 @@ impl<F: KvStore + 'static> Tier<F> {
                 // The inner entry dies no earlier than `start` + what it had
                 // left when read (the read happened after `start`).
                 let deadline = match ttl {
-                    InnerTtl::Reported(left) => {
+                    InnerTtl::Reported { left, start } => {
                         let deadline = left.and_then(|left| start.checked_add(left));
                         self.deadlines.record(key, deadline);
                         deadline

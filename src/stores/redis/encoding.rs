@@ -118,6 +118,11 @@ impl KeyCodec {
 
 /// Appends `part` with `%` and `:` escaped.
 fn escape_part(part: &str, out: &mut Vec<u8>) {
+    // Most parts need no escape: one copy instead of a push per byte.
+    if !part.bytes().any(|b| b == b'%' || b == SEPARATOR) {
+        out.extend_from_slice(part.as_bytes());
+        return;
+    }
     for &b in part.as_bytes() {
         match b {
             b'%' => out.extend_from_slice(b"%25"),

@@ -168,7 +168,7 @@ use self::error::{config_error, timeout_error};
 use crate::error::{Error, Result};
 use crate::key::KvKey;
 use crate::operation::Operation;
-use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, Value};
+use crate::store::{Capabilities, KvEntry, KvStore, SetOptions, SharedGet, Value};
 use crate::stores::layout::Layout;
 
 /// The namespace of [`RedisKvStore::connect`] and of the builder by default.
@@ -583,9 +583,9 @@ impl RedisKvStore {
     }
 }
 
-#[async_trait]
-impl KvStore for RedisKvStore {
-    async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
+impl RedisKvStore {
+    /// `GET` and decode.
+    async fn get_value(&self, key: &KvKey) -> Result<Option<Value>> {
         let rkey = self.inner.codec.encode(key);
         let mut conn = self.conn();
         let raw: Option<Vec<u8>> = match self
@@ -601,6 +601,18 @@ impl KvStore for RedisKvStore {
         raw.map(|raw| decode_value(&raw))
             .transpose()
             .map_err(|e| e.with_operation(Operation::Get).with_key(key))
+    }
+}
+
+#[async_trait]
+impl KvStore for RedisKvStore {
+    async fn get(&self, key: &KvKey) -> Result<Option<Value>> {
+        self.get_value(key).await
+    }
+
+    // One boxed future: the default would box a call of the boxed `get`.
+    fn get_shared<'a>(&'a self, key: &'a KvKey) -> SharedGet<'a> {
+        SharedGet::boxed(async move { Ok(self.get_value(key).await?.map(Arc::new)) })
     }
 
     async fn set(&self, key: &KvKey, value: Value, options: SetOptions) -> Result<()> {
