@@ -1010,6 +1010,24 @@ async fn still_waiting<T>(task: &tokio::task::JoinHandle<T>) -> bool {
     !task.is_finished()
 }
 
+/// A cold `get_or_set` of `key` with `options` (`background_write`) that
+/// answers while its store write waits at the gate.
+async fn answered_with_the_write_held(
+    aside: &CacheAside<HeldWrites>,
+    holds: &Holds,
+    loads: &Loads,
+    key: &kvtower::KvKey,
+    options: EntryOptions,
+) {
+    holds.sets.store(true, Ordering::SeqCst);
+    let value =
+        answered(aside.get_or_set(key, options, loads.loader(Duration::ZERO, json!("Ada"))))
+            .await
+            .unwrap();
+    assert_eq!(value, json!("Ada"));
+    holds.until_held(1).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn by_default_a_call_waits_for_the_write_but_not_for_the_lease_release() {
     let Some((aside, holds, redis, _guard)) = held(true).await else {
@@ -1114,14 +1132,7 @@ async fn background_write_answers_before_the_write_and_orders_this_process_after
     let lease = kvkey!["__kvtower_lease", "user", "1"];
     let loads = Loads::default();
     let options = aside.options().background_write(true);
-    holds.sets.store(true, Ordering::SeqCst);
-
-    let value =
-        answered(aside.get_or_set(&key, options, loads.loader(Duration::ZERO, json!("Ada"))))
-            .await
-            .unwrap();
-    assert_eq!(value, json!("Ada"));
-    holds.until_held(1).await;
+    answered_with_the_write_held(&aside, &holds, &loads, &key, options).await;
     assert_eq!(redis.get(&key).await.unwrap(), None, "the write is held");
     assert!(
         redis.get(&lease).await.unwrap().is_some(),
@@ -1162,13 +1173,7 @@ async fn a_remove_after_a_background_write_is_not_undone_by_it() {
     let key = kvkey!["user", "1"];
     let loads = Loads::default();
     let options = aside.options().background_write(true);
-    holds.sets.store(true, Ordering::SeqCst);
-    let value =
-        answered(aside.get_or_set(&key, options, loads.loader(Duration::ZERO, json!("Ada"))))
-            .await
-            .unwrap();
-    assert_eq!(value, json!("Ada"));
-    holds.until_held(1).await;
+    answered_with_the_write_held(&aside, &holds, &loads, &key, options).await;
     let remove = tokio::spawn({
         let (aside, key) = (aside.clone(), key.clone());
         async move { aside.remove(&key).await }

@@ -138,3 +138,36 @@ async fn the_redis_middleware_example_runs() {
         .await
         .unwrap();
 }
+
+/// The front issue 14's figures recommend over Redis: a `MemoryKvStore`
+/// with one global TTL (`max_ttl`) and fills that read the value with a
+/// plain `GET` (`fill_without_inner_ttl`). Every write goes through the
+/// layer here, so the suite must not tell it from Redis alone.
+async fn plain_fill_front_over_redis() -> impl KvStore {
+    let namespace = unique_namespace();
+    let front_max_ttl = Duration::from_secs(60);
+    let front = MemoryKvStore::builder()
+        .max_entries(10_000)
+        .max_ttl(front_max_ttl)
+        .build();
+    let store = ServiceBuilder::new()
+        .layer(
+            CacheLayer::builder(front)
+                .front_max_ttl(front_max_ttl)
+                .fill_without_inner_ttl()
+                .build(),
+        )
+        .service(redis(&namespace).await);
+    WithGuard {
+        store,
+        _guard: NamespaceGuard(namespace),
+    }
+}
+
+mod plain_fill_front {
+    kvtower::conformance_suite!(
+        super::plain_fill_front_over_redis,
+        32,
+        requires = crate::support::redis_available
+    );
+}

@@ -572,13 +572,12 @@ impl<S: KvStore + 'static> CacheAside<S> {
         };
         s.metrics.miss.increment(1);
         let stale = entry.filter(|e| options.fail_safe.is_some() && e.is_servable_stale(now));
-        let stale_value = stale.as_ref().map(|e| e.value.clone());
         // With a stale value at hand, wait at most the soft timeout; the hard
         // one bounds the wait in any case (soft <= hard, checked by validate).
         let start = tokio::time::Instant::now();
         let soft_at = options
             .soft_timeout
-            .filter(|_| stale_value.is_some())
+            .filter(|_| stale.is_some())
             .map(|t| start + t);
         let hard = options.hard_timeout.map(|t| (start + t, t));
         let (mut loader, mut retries) = (loader, 0);
@@ -587,7 +586,7 @@ impl<S: KvStore + 'static> CacheAside<S> {
                 self.clone()
                     .load(key.clone(), options, loader, stale.clone(), ctx, false)
             });
-            let landed = match self.wait(key, &flight, soft_at, hard, &stale_value).await {
+            let landed = match self.wait(key, &flight, soft_at, hard, stale.as_ref()).await {
                 Ok(landed) => landed,
                 Err(answer) => return answer,
             };
@@ -599,7 +598,7 @@ impl<S: KvStore + 'static> CacheAside<S> {
                     flight.settled().await;
                     (loader, retries) = (unused, retries + 1);
                 }
-                (landed, _) => return self.answer(landed, stale_value),
+                (landed, _) => return self.answer(landed, stale),
             }
         }
     }
@@ -613,7 +612,7 @@ impl<S: KvStore + 'static> CacheAside<S> {
         flight: &flight::Flight,
         soft_at: Option<tokio::time::Instant>,
         hard: Option<(tokio::time::Instant, Duration)>,
-        stale: &Option<Option<Value>>,
+        stale: Option<&Entry>,
     ) -> std::result::Result<Landed, Result<Option<Value>>> {
         let s = &self.shared;
         let mut landed = pin!(flight.landed());
@@ -639,7 +638,7 @@ impl<S: KvStore + 'static> CacheAside<S> {
                     &m.stale_soft_timeout
                 }
                 .increment(1);
-                return Err(Ok(stale.clone()));
+                return Err(Ok(stale.value.clone()));
             }
             if let (true, Some((_, timeout))) = (is_hard, hard) {
                 return Err(Err(Error::new(
@@ -654,12 +653,12 @@ impl<S: KvStore + 'static> CacheAside<S> {
     }
 
     /// The caller's answer from its flight's result and its own stale value.
-    fn answer(&self, landed: Landed, stale: Option<Option<Value>>) -> Result<Option<Value>> {
+    fn answer(&self, landed: Landed, stale: Option<Entry>) -> Result<Option<Value>> {
         match (landed, stale) {
             (Landed::Loaded(value), _) => Ok(value),
             (Landed::Failed(_), Some(stale)) => {
                 self.shared.metrics.stale_loader_error.increment(1);
-                Ok(stale)
+                Ok(stale.value)
             }
             (Landed::Failed(error), None) => Err(error.to_error()),
         }
