@@ -744,3 +744,88 @@ async fn a_listing_through_the_tower_bridge_goes_past_a_bad_entry() {
     assert_eq!(bad.len(), 1);
     assert_eq!(bad[0].kind(), ErrorKind::InvalidValue);
 }
+
+/// `get_with_ttl` reads a value and its `PTTL` in one script call whose reply
+/// is one bulk string (the `PTTL` in decimal, a space, the stored text): the
+/// value is never cut at a space of its own, the longest TTL (10^15 ms, which
+/// Lua would print as `1e+15`) is read back whole, text that is not JSON is
+/// the key's `InvalidValue`, and a server that lost its scripts (`SCRIPT
+/// FLUSH`, as after a restart or a failover) is sent the script again.
+#[tokio::test]
+async fn get_with_ttl_is_one_script_call_with_one_bulk_reply() {
+    let Some(server) = support::private_redis() else {
+        return;
+    };
+    let store = RedisKvStore::builder()
+        .namespace("ns")
+        .connect(&server.url())
+        .await
+        .unwrap();
+    let (plain, short, longest, absent) = (kvkey!["a"], kvkey!["b"], kvkey!["c"], kvkey!["d"]);
+    let spaced = json!({" 12 ": " 3 4 ", "n": [1.5, -2]});
+    store
+        .set(&plain, json!("1 2 "), SetOptions::default())
+        .await
+        .unwrap();
+    let ttl = SetOptions::ttl(Duration::from_secs(10));
+    store.set(&short, spaced.clone(), ttl).await.unwrap();
+    let forever = SetOptions::ttl(Duration::from_millis(1_000_000_000_000_000));
+    store.set(&longest, json!(7), forever).await.unwrap();
+
+    store.get_with_ttl(&absent).await.unwrap(); // loads the script
+    server.cli(&["CONFIG", "RESETSTAT"]);
+    let (value, left) = store.get_with_ttl(&short).await.unwrap().expect("set");
+    assert_eq!(value, spaced);
+    let left = left.expect("a TTL");
+    assert!(
+        left > Duration::from_secs(9) && left <= Duration::from_secs(10),
+        "{left:?}"
+    );
+    let stats = server.cli(&["INFO", "commandstats"]);
+    // One call from the client (the server counts the script's own GET and
+    // PTTL too).
+    assert!(stats.contains("cmdstat_evalsha:calls=1,"), "{stats}");
+    assert!(!stats.contains("cmdstat_script"), "{stats}");
+
+    assert_eq!(
+        store.get_with_ttl(&plain).await.unwrap(),
+        Some((json!("1 2 "), None))
+    );
+    let (value, left) = store.get_with_ttl(&longest).await.unwrap().expect("set");
+    assert_eq!(value, json!(7));
+    assert!(
+        left.expect("a TTL") > Duration::from_millis(999_999_000_000_000),
+        "{left:?}"
+    );
+    assert_eq!(store.get_with_ttl(&absent).await.unwrap(), None);
+
+    // Text that only a split at the wrong space would make JSON.
+    server.cli(&["SET", "ns:e", "5 5"]);
+    let err = store.get_with_ttl(&kvkey!["e"]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidValue, "{err}");
+    assert_eq!(err.key(), Some(&kvkey!["e"]));
+
+    assert_eq!(server.cli(&["SCRIPT", "FLUSH"]).trim(), "OK");
+    assert_eq!(
+        store.get_with_ttl(&plain).await.unwrap(),
+        Some((json!("1 2 "), None))
+    );
+    assert_eq!(server.cli(&["SCRIPT", "FLUSH"]).trim(), "OK");
+    let many = store
+        .get_many_with_ttl(&[
+            plain.clone(),
+            absent.clone(),
+            short.clone(),
+            longest.clone(),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(many[0], Some((json!("1 2 "), None)));
+    assert_eq!(many[1], None);
+    assert_eq!(many[2].as_ref().map(|(v, _)| v), Some(&spaced));
+    assert!(many[2].as_ref().and_then(|(_, t)| *t).expect("a TTL") <= Duration::from_secs(10));
+    assert!(
+        many[3].as_ref().and_then(|(_, t)| *t).expect("a TTL")
+            > Duration::from_millis(999_999_000_000_000)
+    );
+}
