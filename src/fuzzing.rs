@@ -15,6 +15,22 @@
 use crate::operation::Operation;
 use crate::{KvKey, Result, Value};
 
+/// The JSON decoding every store shares: its direct parser and serde_json's.
+pub mod json {
+    use super::*;
+
+    /// The direct parser's value, or `None` where it leaves the text to
+    /// serde_json.
+    pub fn direct(bytes: &[u8]) -> Option<Value> {
+        crate::value::direct(bytes)
+    }
+
+    /// serde_json's answer (depth-bounded), as an error's text when it fails.
+    pub fn with_serde(bytes: &[u8]) -> std::result::Result<Value, String> {
+        crate::value::with_serde(bytes).map_err(|e| e.to_string())
+    }
+}
+
 /// `RedisKvStore`'s key escaping and value decoding.
 #[cfg(feature = "redis")]
 pub mod redis {

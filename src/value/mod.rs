@@ -21,10 +21,13 @@
 //! assert_eq!(check_depth(&deeper).unwrap_err().kind(), ErrorKind::InvalidValue);
 //! ```
 
-use std::fmt;
+mod decode;
 
-use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Number};
+pub(crate) use self::decode::from_slice;
+#[cfg(any(test, feature = "sqlite", feature = "postgres", feature = "cfworkers"))]
+pub(crate) use self::decode::from_str;
+#[cfg(feature = "fuzzing")]
+pub(crate) use self::decode::{direct, with_serde};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::Value;
@@ -200,120 +203,10 @@ pub fn drop_deep(value: Value) {
     }
 }
 
-/// Parses JSON text into a value, refusing more than [`MAX_DEPTH`] levels of
-/// nesting (serde_json's own limit stops one level short of it).
-///
-/// Numbers parse exactly (serde_json's `float_roundtrip`): the default
-/// parser may read a float one unit in the last place off.
-pub(crate) fn from_slice(bytes: &[u8]) -> std::result::Result<Value, serde_json::Error> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    // Safe to lift serde_json's limit: `Bounded` refuses any level past
-    // MAX_DEPTH, so the recursion below stays within MAX_DEPTH + 1 frames.
-    de.disable_recursion_limit();
-    let value = Bounded { depth: 0 }.deserialize(&mut de)?;
-    de.end()?;
-    Ok(value)
-}
-
-/// [`from_slice`] of text.
-#[cfg(any(test, feature = "sqlite", feature = "postgres", feature = "cfworkers"))]
-pub(crate) fn from_str(text: &str) -> std::result::Result<Value, serde_json::Error> {
-    from_slice(text.as_bytes())
-}
-
-/// Deserializes a [`Value`] at nesting `depth` (the number of arrays and
-/// objects around it), refusing to open one past [`MAX_DEPTH`].
-struct Bounded {
-    depth: usize,
-}
-
-impl Bounded {
-    fn open<E: de::Error>(&self) -> std::result::Result<Bounded, E> {
-        if self.depth >= MAX_DEPTH {
-            return Err(E::custom(format_args!(
-                "value nests deeper than the limit of {MAX_DEPTH} arrays and objects"
-            )));
-        }
-        Ok(Bounded {
-            depth: self.depth + 1,
-        })
-    }
-}
-
-impl<'de> DeserializeSeed<'de> for Bounded {
-    type Value = Value;
-
-    fn deserialize<D: de::Deserializer<'de>>(
-        self,
-        deserializer: D,
-    ) -> std::result::Result<Value, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Bounded {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_bool<E>(self, b: bool) -> std::result::Result<Value, E> {
-        Ok(Value::Bool(b))
-    }
-
-    fn visit_i64<E>(self, i: i64) -> std::result::Result<Value, E> {
-        Ok(Value::Number(i.into()))
-    }
-
-    fn visit_u64<E>(self, u: u64) -> std::result::Result<Value, E> {
-        Ok(Value::Number(u.into()))
-    }
-
-    fn visit_f64<E>(self, f: f64) -> std::result::Result<Value, E> {
-        // serde_json never yields a non-finite float; JSON has no form for one.
-        Ok(Number::from_f64(f).map_or(Value::Null, Value::Number))
-    }
-
-    fn visit_str<E>(self, s: &str) -> std::result::Result<Value, E> {
-        Ok(Value::String(s.to_owned()))
-    }
-
-    fn visit_string<E>(self, s: String) -> std::result::Result<Value, E> {
-        Ok(Value::String(s))
-    }
-
-    fn visit_unit<E>(self) -> std::result::Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_none<E>(self) -> std::result::Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Value, A::Error> {
-        let child = self.open()?;
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
-        while let Some(item) = seq.next_element_seed(Bounded { depth: child.depth })? {
-            items.push(item);
-        }
-        Ok(Value::Array(items))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> std::result::Result<Value, A::Error> {
-        let child = self.open()?;
-        let mut map = Map::new();
-        while let Some(key) = access.next_key::<String>()? {
-            let item = access.next_value_seed(Bounded { depth: child.depth })?;
-            map.insert(key, item);
-        }
-        Ok(Value::Object(map))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Map;
 
     fn nested(depth: usize) -> Value {
         let mut value = Value::Null;
