@@ -15,8 +15,8 @@ use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Thro
 use kvtower::aside::CacheAside;
 use kvtower::KvStore;
 use kvtower_hitpath::{
-    preload, redis_store, run, stack, stack_plain_fills, value, Contender, Floor, Kv, MokaOnly,
-    RedisServer, Workload, REDIS_TTL,
+    calls_between, preload, redis_calls, redis_store, run, stack, stack_plain_fills, value,
+    Contender, Floor, Kv, MokaOnly, RedisServer, Workload, REDIS_TTL,
 };
 use rand_distr::Distribution;
 use serde_json::Value;
@@ -35,8 +35,10 @@ struct Contenders {
     /// The stack with `fill_without_inner_ttl` (fills are one plain GET).
     stack_plain_fills: Arc<Kv<kvtower_hitpath::StackStore>>,
     memory: Arc<Kv<kvtower::MemoryKvStore>>,
-    /// `None` with `HITPATH_NO_AMALGAM=1`: its preload of 100,000 keys slowed
-    /// to tens of writes per second on the 2-core machine (2026-12-02).
+    /// `None` with `HITPATH_NO_AMALGAM=1`: once its front holds its capacity,
+    /// each of its writes takes milliseconds (10,000 keys in 17-40 s, against
+    /// 0.17 s below capacity; amalgam-cache 0.4.2, 2026-12-03), so its
+    /// preload of 100,000 keys takes about 5 minutes.
     amalgam: Option<Arc<peers::Amalgam>>,
     multitier: Arc<peers::MultiTier>,
 }
@@ -155,6 +157,23 @@ fn hitpath(crit: &mut Criterion) {
     let mut g = group(crit, "zipf1.0_r95/64_tasks");
     all(&mut g, &rt, &c, 64, &mix, false);
     g.finish();
+    // The same workload once more per contender, outside criterion, for the
+    // front hit ratio each reached: reads Redis answered / reads made.
+    rt.block_on(async {
+        zipf_hit_ratio("floor", &c.floor, &mix, &url).await;
+        zipf_hit_ratio("kvtower_stack", &c.stack, &mix, &url).await;
+        zipf_hit_ratio(
+            "kvtower_stack_plain_fills",
+            &c.stack_plain_fills,
+            &mix,
+            &url,
+        )
+        .await;
+        if let Some(amalgam) = &c.amalgam {
+            zipf_hit_ratio("amalgam", amalgam, &mix, &url).await;
+        }
+        zipf_hit_ratio("multi_tier_cache", &c.multitier, &mix, &url).await;
+    });
 
     for tasks in [1, 64] {
         let mut g = group(crit, &format!("miss/{tasks}_tasks"));
@@ -197,6 +216,30 @@ fn hitpath(crit: &mut Criterion) {
     bench(&mut g, &rt, "moka_get_with_arc", &moka_arc, 1, &hits);
     g.finish();
     drop(server);
+}
+
+/// Operations of the front hit ratio pass of the Zipf group.
+const RATIO_OPS: u64 = 200_000;
+
+/// Runs [`RATIO_OPS`] operations of `mix` from 64 tasks on `contender` and
+/// prints its front hit ratio: 1 - (reads Redis served) / (reads made). A read
+/// Redis served is a `GET`, `MGET`, `HGET`, `HMGET` or `HGETALL` (Redis counts
+/// the `GET` inside the kvtower stack's `EVALSHA` too: one per exact fill).
+async fn zipf_hit_ratio<C: Contender>(name: &str, contender: &Arc<C>, mix: &Workload, url: &str) {
+    let before = redis_calls(url).await;
+    run(contender, 64, RATIO_OPS, mix).await;
+    let after = redis_calls(url).await;
+    let served: u64 = ["get", "mget", "hget", "hmget", "hgetall"]
+        .iter()
+        .map(|cmd| after.get(*cmd).copied().unwrap_or(0) - before.get(*cmd).copied().unwrap_or(0))
+        .sum();
+    // One operation in 20 is a write; a read that misses is followed by one.
+    let reads = RATIO_OPS - RATIO_OPS / 20;
+    let (_, calls) = calls_between(&before, &after);
+    println!(
+        "zipf1.0_r95 front hit ratio {name}: {:.3} ({served} of {reads} reads served by Redis; {calls})",
+        1.0 - served as f64 / reads as f64
+    );
 }
 
 /// `CacheAside::get_or_set` over the stack (the loader only runs on a miss).

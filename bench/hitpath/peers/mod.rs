@@ -39,7 +39,11 @@ impl Amalgam {
             .expect("amalgam: connect to redis");
         let cache = amalgam::Cache::builder()
             .max_capacity(FRONT_CAPACITY)
-            .default_options(amalgam::EntryOptions::default().with_duration(FRONT_TTL))
+            .default_options(
+                amalgam::EntryOptions::default()
+                    .with_duration(REDIS_TTL)
+                    .with_memory_duration(FRONT_TTL),
+            )
             .distributed(Arc::new(l2) as Arc<dyn DistributedCache>)
             .serializer(Arc::new(JsonSerializer) as Arc<dyn DistributedSerializer<Shared>>)
             .try_build()
