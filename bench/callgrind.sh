@@ -53,6 +53,7 @@ row() { # op floor-contender contender...
 echo "op     contender              Ir/op  vs floor"
 row hit floor stack stack_plain_fills stack_per_entry_expiry stack_get memory memory_front moka_arc moka_value amalgam multitier \
   aside moka_get_with_arc moka_get_with_value
+row hit_full floor stack stack_plain_fills
 row miss floor stack stack_plain_fills stack_per_entry_expiry amalgam multitier
 row redis raw kvtower kvtower_shared kvtower_ttl
 "$BIN" rounds "$URL"

@@ -28,6 +28,8 @@ mod peers;
 const HOT: usize = 1_000;
 /// Keys prepared in Redis for the miss runs (each read once: N + 2N at most).
 const COLD: usize = 6_000;
+/// Keys written before a `hit_full` run: more than a front holds.
+const FULL: usize = 12_000;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -87,6 +89,20 @@ async fn reads<C: Contender>(contender: C, op: &str, n: usize) {
                 assert!(contender.read(j % HOT).await);
             }
         }
+        // Hits on a full front: every contender's front is first filled past
+        // its capacity by writes, as in the criterion bench, whose preload
+        // writes ten times what a front holds.
+        "hit_full" => {
+            for i in 0..FULL {
+                contender.write(i, &value(i)).await;
+            }
+            for i in 0..HOT {
+                assert!(contender.read(i).await);
+            }
+            for j in 0..n {
+                assert!(contender.read(j % HOT).await);
+            }
+        }
         "miss" => {
             assert!(n <= COLD);
             for i in 0..n {
@@ -123,7 +139,7 @@ async fn moka_get_with<V: Clone + Send + Sync + 'static>(wrap: fn(Value) -> V, n
 }
 
 async fn run(url: &str, contender: &str, op: &str, n: usize) {
-    let keys = HOT.max(COLD);
+    let keys = HOT.max(COLD).max(FULL);
     match (contender, op) {
         ("floor", _) => reads(Floor::connect(url, keys).await, op, n).await,
         ("stack", _) => reads(Kv::new(stack(redis_store(url, "kv").await), keys), op, n).await,

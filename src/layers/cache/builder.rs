@@ -90,8 +90,9 @@ impl<F: KvStore + 'static> CacheLayerBuilder<F> {
 
     /// Read-through fills ask the inner store for the value only, not for
     /// its remaining lifetime: a plain read (for Redis one `GET`, where the
-    /// default reads the value and its `PTTL` with one script, about 5,000
-    /// client instructions more per miss). A fill then lives what a write
+    /// default reads the value and its `PTTL` with one script: about 1,700
+    /// client instructions more per miss, 4% of it, and on the server a Lua
+    /// call of about 3 µs against 0.2 µs for a `GET`). A fill then lives what a write
     /// through this layer left (the TTL memory), else
     /// [`front_max_ttl`](Self::front_max_ttl), as for an inner store that
     /// cannot report lifetimes.
