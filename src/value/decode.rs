@@ -26,6 +26,13 @@ use crate::store::Value;
 ///
 /// Numbers parse exactly (serde_json's `float_roundtrip`): the default
 /// parser may read a float one unit in the last place off.
+#[cfg(any(
+    test,
+    feature = "redis",
+    feature = "sqlite",
+    feature = "postgres",
+    feature = "cfworkers"
+))]
 pub(crate) fn from_slice(bytes: &[u8]) -> std::result::Result<Value, serde_json::Error> {
     match direct(bytes) {
         Some(value) => Ok(value),

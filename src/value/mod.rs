@@ -21,8 +21,18 @@
 //! assert_eq!(check_depth(&deeper).unwrap_err().kind(), ErrorKind::InvalidValue);
 //! ```
 
+// Only the stores that hold JSON text decode it.
+#[cfg(any(
+    test,
+    feature = "redis",
+    feature = "sqlite",
+    feature = "postgres",
+    feature = "cfworkers",
+    feature = "fuzzing"
+))]
 mod decode;
 
+#[cfg(feature = "redis")]
 pub(crate) use self::decode::from_slice;
 #[cfg(any(test, feature = "sqlite", feature = "postgres", feature = "cfworkers"))]
 pub(crate) use self::decode::from_str;
