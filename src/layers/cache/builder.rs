@@ -92,8 +92,8 @@ impl<F: KvStore + 'static> CacheLayerBuilder<F> {
     /// its remaining lifetime: a plain read (for Redis one `GET`, where the
     /// default reads the value and its `PTTL` with one script: about 1,700
     /// client instructions more per miss, 4% of it, and on the server a Lua
-    /// call of about 3 µs against 0.2 µs for a `GET`). A fill then lives what a write
-    /// through this layer left (the TTL memory), else
+    /// call of about 3 µs against 0.2 µs for a `GET`). A fill then lives
+    /// what a write through this layer left (the TTL memory), else
     /// [`front_max_ttl`](Self::front_max_ttl), as for an inner store that
     /// cannot report lifetimes.
     ///
